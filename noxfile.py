@@ -1,0 +1,59 @@
+"""Project checks: ``nox -s tests`` (the test matrix) and ``nox -s lint``.
+
+The test matrix is Django 5.2 LTS on Python 3.11, and the newest Django on the newest
+Python found on this machine (on PATH, or installed by pyenv).
+"""
+
+import glob
+import os
+import re
+import shutil
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+
+def _find_pythons() -> dict[str, str]:
+    """Map "3.X" to an interpreter path, for every CPython >= 3.11 found here."""
+    found: dict[str, str] = {}
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*")))
+    for minor in range(11, 20):
+        path = shutil.which(f"python3.{minor}")
+        if path:
+            candidates.append(path)
+    for path in candidates:
+        match = re.search(r"python(3\.\d+)$", path)
+        if match and int(match[1].split(".")[1]) >= 11 and os.access(path, os.X_OK):
+            found.setdefault(match[1], path)
+    return found
+
+
+PYTHONS = _find_pythons()
+NEWEST = max(PYTHONS, key=lambda v: int(v.split(".")[1]), default="3.11")
+# nox looks interpreters up on PATH: put pyenv's version directories there.
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(p) for p in PYTHONS.values()] + [os.environ.get("PATH", "")]
+)
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"),
+    [("3.11", "django>=5.2,<5.3"), (NEWEST, "django")],
+    ids=["py3.11-django5.2", f"py{NEWEST}-django-latest"],
+)
+def tests(session: nox.Session, django: str) -> None:
+    """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
+    session.install("-e", ".[test]", django)
+    session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

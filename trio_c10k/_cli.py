@@ -1,0 +1,201 @@
+"""The command line: ``python -m trio_c10k APP [options]``.
+
+Rule 1: a bad option or an APP that cannot be imported prints one line and exits with 2,
+without a traceback; an address that cannot be bound exits with 1.
+Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+import trio
+
+from ._config import Bind, Config
+from ._exceptions import ConfigError
+from ._server import FD_RESERVE, Server, serve
+
+log = logging.getLogger("trio_c10k.server")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every option's help states its default."""
+    parser = _Parser(
+        prog="python -m trio_c10k",
+        description="Serve a WSGI application (a Django site) over HTTP/1.1 with trio.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "app",
+        metavar="APP",
+        help="the WSGI application: 'module' (its 'application' attribute) or 'module:attr', "
+        "for example example_site.wsgi",
+    )
+    parser.add_argument(
+        "-b",
+        "--bind",
+        action="append",
+        metavar="ADDRESS",
+        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N "
+        "(default: 127.0.0.1:8000)",
+    )
+    number = parser.add_argument
+    number("--threads", type=int, default=_DEFAULTS["threads"],
+           help="worker threads running the application (one trio.CapacityLimiter)")
+    number("--backlog", type=int, default=_DEFAULTS["backlog"],
+           help="listen() backlog (capped by the kernel's net.core.somaxconn)")
+    number("--max-connections", type=int, default=None,
+           help="open connections beyond which new ones get 503 and are closed "
+           f"(default: the open-file limit, ulimit -n, minus {FD_RESERVE})")
+    number("--keep-alive-timeout", type=float, default=_DEFAULTS["keep_alive_timeout"],
+           metavar="SECONDS", help="close a connection idle this long between requests")
+    number("--header-timeout", type=float, default=_DEFAULTS["header_timeout"],
+           metavar="SECONDS",
+           help="time allowed to send a request's headers, and between two reads of its body "
+           "(408 past it)")
+    number("--max-header-size", type=int, default=_DEFAULTS["max_header_size"], metavar="BYTES",
+           help="largest request line plus headers (431 beyond it)")
+    number("--max-body-size", type=int, default=_DEFAULTS["max_body_size"], metavar="BYTES",
+           help="largest request body (413 beyond it)")
+    number("--graceful-timeout", type=float, default=_DEFAULTS["graceful_timeout"],
+           metavar="SECONDS",
+           help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error", "critical"],
+                        help="level of the trio_c10k loggers")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                        default=_DEFAULTS["access_log"],
+                        help="log one line per request (logger trio_c10k.access)")
+    parser.add_argument("--proxy-headers", action="store_true",
+                        help="take the client address and scheme from X-Forwarded-For and "
+                        "X-Forwarded-Proto sent by a trusted proxy")
+    parser.add_argument("--forwarded-allow-ips", default=",".join(_DEFAULTS["forwarded_allow_ips"]),
+                        metavar="IPS",
+                        help="comma-separated addresses or networks of trusted proxies; '*' for any")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Build the ``Config`` the parsed options describe.
+
+    Raises:
+        ConfigError: a value is invalid.
+    """
+    binds = tuple(Bind.parse(text) for text in args.bind or ["127.0.0.1:8000"])
+    return Config(
+        binds=binds,
+        threads=args.threads,
+        backlog=args.backlog,
+        max_connections=args.max_connections,
+        keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        max_header_size=args.max_header_size,
+        max_body_size=args.max_body_size,
+        graceful_timeout=args.graceful_timeout,
+        access_log=args.access_log,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()),
+    )
+
+
+def load_app(spec: str) -> Callable[..., Iterable[bytes]]:
+    """Import ``module`` (attribute ``application``) or ``module:attr``.
+
+    The current directory is searched first, as ``python -m`` users expect.
+
+    Raises:
+        ConfigError: the module cannot be imported, or has no such callable.
+    """
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "application"
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"cannot import {module_name!r}: no module named {exc.name!r}") from None
+        raise ConfigError(f"importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    app = getattr(module, attr, None)
+    if app is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(app):
+        raise ConfigError(f"{spec!r} is not a WSGI application (not callable)")
+    return app  # type: ignore[no-any-return]  # checked callable above
+
+
+async def _serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(_serve_then_stop, app, config, nursery.cancel_scope)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if server.closing:
+                    log.warning("%s again: stopping now", name)
+                    nursery.cancel_scope.cancel()
+                else:
+                    log.info(
+                        "%s: shutting down, in-flight requests have %g s to finish",
+                        name,
+                        config.graceful_timeout,
+                    )
+                    server.shutdown()
+
+
+async def _serve_then_stop(
+    app: Callable[..., Iterable[bytes]],
+    config: Config,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[Server],
+) -> None:
+    await serve(app, config, task_status=task_status)
+    scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the command line; exits 0 after a graceful shutdown.
+
+    Exit status 2: bad options or APP; 1: an address could not be bound.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+        app = load_app(args.app)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        trio.run(_serve_until_stopped, app, config)
+    except* ConfigError as group:
+        parser.error(_first(group))
+    except* OSError as group:
+        parser.exit(1, f"{parser.prog}: error: {_first(group)}\n")
+    sys.exit(0)
+
+
+def _first(group: BaseExceptionGroup[Any]) -> str:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return str(exc)

@@ -1,0 +1,138 @@
+"""Every limit and timeout of the server, in one frozen dataclass.
+
+Rule 1: nothing here imports trio or Django; a ``Config`` is a plain value.
+Rule 2: a bad value raises ``ConfigError`` (a ``ValueError``) when the ``Config`` is built,
+never later inside the event loop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from ._exceptions import ConfigError
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One address to listen on, parsed from a ``--bind`` value.
+
+    Exactly one of ``(host, port)``, ``path`` or ``fd`` is set.
+    """
+
+    #: host name or IP address for TCP (``""`` means every interface)
+    host: str | None = None
+    #: TCP port (0 lets the kernel pick one)
+    port: int | None = None
+    #: filesystem path of a Unix domain socket
+    path: str | None = None
+    #: an already-listening socket inherited from the parent process
+    fd: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Bind:
+        """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH`` or ``fd://N``.
+
+        Raises:
+            ConfigError: the text is none of these forms.
+        """
+        if text.startswith("unix:"):
+            path = text[len("unix:") :]
+            if not path:
+                raise ConfigError(f"bind {text!r}: unix: needs a path, as in unix:/run/app.sock")
+            return cls(path=path)
+        if text.startswith("fd://"):
+            number = text[len("fd://") :]
+            if not number.isdigit():
+                raise ConfigError(f"bind {text!r}: fd:// needs a file descriptor number, as in fd://3")
+            return cls(fd=int(number))
+        match = _HOST_PORT.match(text)
+        if match is None:
+            raise ConfigError(
+                f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+            )
+        port = int(match["port"])
+        if port > 65535:
+            raise ConfigError(f"bind {text!r}: port {port} is out of range 0-65535")
+        host = match["ipv6"] if match["ipv6"] is not None else match["host"]
+        return cls(host=host, port=port)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        if self.fd is not None:
+            return f"fd://{self.fd}"
+        return f"[{self.host}]:{self.port}" if ":" in (self.host or "") else f"{self.host}:{self.port}"
+
+
+def _parse_networks(
+    items: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    if "*" in items:
+        return None
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
+    except ValueError as exc:
+        raise ConfigError(f"forwarded_allow_ips: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The server's settings. Every field has the default the CLI documents.
+
+    Raises:
+        ConfigError: a value is out of range (raised by the constructor).
+    """
+
+    #: addresses to listen on
+    binds: tuple[Bind, ...] = (Bind(host="127.0.0.1", port=8000),)
+    #: worker threads that run the WSGI application (one shared trio.CapacityLimiter)
+    threads: int = 10
+    #: listen(2) backlog; the kernel caps it at net.core.somaxconn
+    backlog: int = 2048
+    #: open connections beyond which a new one gets 503 and is closed; None means the
+    #: soft RLIMIT_NOFILE minus a reserve of 100 descriptors for the application's own files
+    max_connections: int | None = None
+    #: seconds an idle keep-alive connection is kept open between requests
+    keep_alive_timeout: float = 5.0
+    #: seconds a client has to send a complete header section (and between two reads of a
+    #: request body); past it the connection is closed, with 408 if a request had begun
+    header_timeout: float = 10.0
+    #: bytes: the largest request line plus header section (431 beyond it). h11's default,
+    #: 16 KiB, is also what most servers and proxies accept (nginx: 8-32 KiB).
+    max_header_size: int = 16 * 1024
+    #: bytes: the largest request body (413 beyond it); bodies are read before the
+    #: application runs, in memory up to 1 MiB and in a temporary file beyond.
+    max_body_size: int = 10 * 1024 * 1024
+    #: seconds in-flight requests are given to finish after SIGINT/SIGTERM
+    graceful_timeout: float = 30.0
+    #: log one line per request to the ``trio_c10k.access`` logger
+    access_log: bool = True
+    #: trust X-Forwarded-For / X-Forwarded-Proto from the peers in ``forwarded_allow_ips``
+    proxy_headers: bool = False
+    #: addresses or networks of trusted proxies; ``"*"`` trusts every peer
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: parsed form of ``forwarded_allow_ips`` (None: every peer is trusted)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if not self.binds:
+            raise ConfigError("at least one bind address is needed")
+        for name in ("threads", "backlog"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
+        for name in ("keep_alive_timeout", "header_timeout", "graceful_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.max_header_size < 1024:
+            raise ConfigError("max_header_size must be at least 1024 bytes")
+        if self.max_body_size < 0:
+            raise ConfigError("max_body_size must not be negative")
+        object.__setattr__(self, "trusted_proxies", _parse_networks(self.forwarded_allow_ips))

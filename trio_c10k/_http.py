@@ -1,0 +1,297 @@
+"""One HTTP/1.1 connection: h11 parses, the WSGI bridge answers, in order, with keep-alive.
+
+Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after another,
+so pipelined requests are answered in order (h11 buffers the ones that wait).
+Rule 2: a request's body is read whole, within ``max_body_size``, before the application runs:
+the worker thread never waits on the network, and chunked bodies get a CONTENT_LENGTH.
+Rule 3: every error answer (400, 408, 413, 431, 500) has a short plain-text reason, closes
+the connection, and is logged once: client errors at INFO, application errors at ERROR.
+Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
+``send_failed()`` and the exception goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+from email.utils import formatdate
+from typing import IO, TYPE_CHECKING
+
+import h11
+import trio
+
+from ._wsgi import (
+    AppResponse,
+    Headers,
+    apply_proxy_headers,
+    build_environ,
+    call_application,
+    connection_environ,
+    empty_body,
+    is_trusted,
+)
+
+if TYPE_CHECKING:
+    from ._server import Server
+
+log = logging.getLogger("trio_c10k.http")
+access_log = logging.getLogger("trio_c10k.access")
+
+#: bytes asked of the kernel per read; large enough for a burst of pipelined requests
+RECEIVE_SIZE = 65536
+#: request bodies larger than this go to a temporary file instead of memory
+SPOOL_SIZE = 1024 * 1024
+_DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _ClientGone(Exception):
+    """The peer went away while a streamed response was being written."""
+
+
+_date = [0, b""]
+
+
+def _http_date() -> bytes:
+    """The Date header value (RFC 9110 section 6.6.1), formatted once per second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = [now, formatdate(now, usegmt=True).encode("ascii")]
+    return _date[1]  # type: ignore[return-value]  # list holds [int, bytes]
+
+
+def _peer_label(address: object) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "unix"
+
+
+class HTTPConnection:
+    """Serves the requests of one accepted socket until it closes.
+
+    Resource handling: the caller owns the stream and closes it; this object only reads and
+    writes it.
+    """
+
+    def __init__(self, stream: trio.SocketStream, server: Server) -> None:
+        config = server.config
+        #: the accepted socket
+        self.stream = stream
+        #: the owner: app, config, limiter, idle scopes, counters
+        self.server = server
+        #: h11's state machine for this socket
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
+        sock = stream.socket
+        inet = sock.family != socket.AF_UNIX
+        client = sock.getpeername()[:2] if inet else None
+        local = sock.getsockname()[:2] if inet else None
+        #: the peer, as the logs show it
+        self.client = _peer_label(client)
+        #: the environ keys shared by every request of this connection
+        self.base_environ = connection_environ(client, local)
+        #: whether X-Forwarded-* headers from this peer are believed
+        self.trust_proxy = bool(
+            config.proxy_headers and client and is_trusted(client[0], config.trusted_proxies)
+        )
+        #: per request: the response head went out already (streaming)
+        self.head_sent = False
+        #: per request: the request is HEAD, so no body is sent
+        self.is_head = False
+        #: per request: body bytes sent, for the access log
+        self.sent_bytes = 0
+
+    async def run(self) -> None:
+        """Answer requests until the peer closes, an error ends the connection, or it idles."""
+        try:
+            while True:
+                request = await self._read_request()
+                if request is None or not await self._respond(request):
+                    return
+                self.conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            if status == 431:
+                reason = f"Request header fields too large (limit {self.server.config.max_header_size} bytes)"
+            else:
+                reason = f"Bad request: {exc}"
+            await self._send_error(status, reason)
+        except (*_DISCONNECTS, _ClientGone):
+            log.debug("%s: connection lost", self.client)
+
+    async def _read_request(self) -> h11.Request | None:
+        """The next request, or None when the connection should close quietly."""
+        event = self.conn.next_event()
+        if event is h11.NEED_DATA:
+            event = await self._wait_for_request()
+        if isinstance(event, h11.Request):
+            self.is_head = event.method == b"HEAD"
+            return event
+        return None
+
+    async def _wait_for_request(self) -> h11.Request | h11.ConnectionClosed | None:
+        conn, server, config = self.conn, self.server, self.server.config
+        begun = bool(conn.trailing_data[0])
+        if server.closing and not begun:
+            return None
+        # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
+        # header timeout for the whole head, against slow-header (slowloris) clients.
+        with trio.move_on_after(config.header_timeout if begun else config.keep_alive_timeout) as scope:
+            if not begun:
+                server.idle.add(scope)
+            try:
+                while (event := conn.next_event()) is h11.NEED_DATA:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if data and not begun:
+                        begun = True
+                        server.idle.discard(scope)
+                        scope.deadline = trio.current_time() + config.header_timeout
+                    conn.receive_data(data)
+                return event  # type: ignore[return-value]  # Request or ConnectionClosed
+            finally:
+                server.idle.discard(scope)
+        if begun:
+            await self._send_error(408, f"Request headers not received within {config.header_timeout:g} s")
+        return None
+
+    async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
+        """The whole body and its length; None once an error answer was sent."""
+        conn, config = self.conn, self.server.config
+        limit = config.max_body_size
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > limit:
+                await self._send_error(413, f"Request body larger than {limit} bytes")
+                return None
+        event = conn.next_event()
+        if type(event) is h11.EndOfMessage:
+            return empty_body(), 0
+        body: IO[bytes] | None = None
+        length = 0
+        while type(event) is not h11.EndOfMessage:
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+                with trio.move_on_after(config.header_timeout) as scope:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                if scope.cancelled_caught:
+                    await self._send_error(408, f"Request body stalled for {config.header_timeout:g} s")
+                    return None
+                if not data:
+                    log.debug("%s: connection closed during the request body", self.client)
+                    return None
+                conn.receive_data(data)
+            elif type(event) is h11.Data:
+                length += len(event.data)
+                if length > limit:
+                    await self._send_error(413, f"Request body larger than {limit} bytes")
+                    return None
+                if body is None:
+                    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed in _respond
+                body.write(event.data)
+            event = conn.next_event()
+        if body is None:
+            return empty_body(), 0
+        body.seek(0)
+        return body, length
+
+    async def _respond(self, request: h11.Request) -> bool:
+        """Answer one request; True if the connection can serve another."""
+        server = self.server
+        started = time.perf_counter()
+        read = await self._read_body(request)
+        if read is None:
+            return False
+        body, length = read
+        environ = build_environ(self.base_environ, request, body, length)
+        if self.trust_proxy:
+            apply_proxy_headers(environ, server.config.trusted_proxies)
+        self.head_sent = False
+        self.sent_bytes = 0
+        try:
+            response = await call_application(server.app, environ, self._stream_chunk, server.limiter)
+            if response.streamed:
+                await self._write(self.conn.send(h11.EndOfMessage()))
+            else:
+                await self._send_response(response)
+        except (*_DISCONNECTS, _ClientGone):
+            log.debug("%s: client gone during %s %s", self.client, environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            return False
+        except Exception:
+            log.exception("Error answering %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            if not self.head_sent:
+                await self._send_error(500, "Internal Server Error", logged=True)
+            return False
+        finally:
+            body.close()
+        server.requests += 1
+        if server.config.access_log:
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                environ.get("REMOTE_ADDR", self.client),
+                environ["REQUEST_METHOD"],
+                request.target.decode("latin-1"),
+                request.http_version.decode("ascii"),
+                response.status,
+                self.sent_bytes,
+                (time.perf_counter() - started) * 1000,
+            )
+        return self.conn.our_state is h11.DONE and not server.closing
+
+    def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
+        headers = [*headers, (b"date", _http_date())]
+        if self.server.closing:
+            headers.append((b"connection", b"close"))
+        return self.conn.send(h11.Response(status_code=status, reason=reason, headers=headers))
+
+    async def _send_response(self, response: AppResponse) -> None:
+        conn = self.conn
+        data = self._head(response.status, response.reason, response.headers)
+        if response.body and not self.is_head and response.status not in (204, 304):
+            data += conn.send(h11.Data(data=response.body))
+            self.sent_bytes = len(response.body)
+        data += conn.send(h11.EndOfMessage())
+        await self._write(data)
+
+    async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+        """Write one chunk of a streamed body (called from the worker thread)."""
+        try:
+            data = b""
+            if not self.head_sent:
+                self.head_sent = True
+                data = self._head(status, reason, headers)
+            if not self.is_head:
+                data += self.conn.send(h11.Data(data=chunk))
+                self.sent_bytes += len(chunk)
+            await self._write(data)
+        except _DISCONNECTS as exc:
+            raise _ClientGone from exc
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except BaseException:
+            self.conn.send_failed()
+            raise
+
+    async def _send_error(self, status: int, reason: str, *, logged: bool = False) -> None:
+        """Answer ``status`` with ``reason`` as plain text, then let the connection close."""
+        if not logged:
+            log.info("%s: %d %s", self.client, status, reason)
+        conn = self.conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = b"" if self.is_head else (reason + "\n").encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+            (b"date", _http_date()),
+        ]
+        try:
+            data = conn.send(h11.Response(status_code=status, headers=headers))
+            if body:
+                data += conn.send(h11.Data(data=body))
+            await self._write(data + conn.send(h11.EndOfMessage()))
+        except (*_DISCONNECTS, h11.LocalProtocolError):
+            log.debug("%s: could not send the %d answer", self.client, status)

@@ -1,0 +1,286 @@
+"""The accept loop: listeners, one task per connection, limits, graceful shutdown.
+
+Rule 1: listeners live in their own nursery, apart from the connection handlers, so that
+shutdown stops accepting while the handlers drain.
+Rule 2: every connection task closes its socket in ``finally`` (``trio.aclose_forcefully``).
+Rule 3: graceful shutdown = stop accepting, close idle keep-alive connections, give in-flight
+requests ``graceful_timeout`` seconds, then cancel what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import socket
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ._config import Bind, Config
+from ._exceptions import ConfigError
+from ._http import HTTPConnection
+
+log = logging.getLogger("trio_c10k.server")
+
+# accept() errors that mean "out of a resource right now", not "this listener is broken"
+# (the same list as trio's serve_listeners): wait a little and try again.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: seconds to wait before accepting again after one of those errors
+ACCEPT_RETRY_DELAY = 0.1
+#: descriptors kept free for the application when max_connections follows RLIMIT_NOFILE
+FD_RESERVE = 100
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 38\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
+    b"Server at its connection limit; retry\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """A snapshot of the server's counters (from ``Server.statistics()``)."""
+
+    #: connections open now
+    connections: int
+    #: requests answered since the server started
+    requests: int
+    #: connections turned away with 503 because ``max_connections`` was reached
+    rejected: int
+
+
+def default_max_connections() -> int:
+    """The soft RLIMIT_NOFILE minus ``FD_RESERVE``: the most sockets this process can hold."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, soft - FD_RESERVE)
+
+
+async def open_listeners(config: Config) -> list[trio.SocketListener]:
+    """Open a listening socket for every ``--bind`` address.
+
+    Raises:
+        OSError: an address cannot be bound (in use, no permission).
+        ConfigError: an ``fd://`` descriptor is not a listening socket.
+    """
+    listeners: list[trio.SocketListener] = []
+    try:
+        for bind in config.binds:
+            listeners.extend(await _open(bind, config.backlog))
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+async def _open(bind: Bind, backlog: int) -> list[trio.SocketListener]:
+    if bind.fd is not None:
+        try:
+            sock = socket.socket(fileno=bind.fd)
+        except OSError as exc:
+            raise ConfigError(f"bind {bind}: {exc.strerror}") from None
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ConfigError(f"bind {bind}: descriptor {bind.fd} is not a listening socket")
+        return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    if bind.path is not None:
+        _remove_stale_socket(bind.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(bind.path)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    assert bind.port is not None
+    return await trio.open_tcp_listeners(bind.port, host=bind.host or None, backlog=backlog)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a previous run would make bind() fail; anything else is kept."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _address(listener: trio.SocketListener) -> str:
+    name = listener.socket.getsockname()
+    if listener.socket.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host, port = name[0], name[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Server:
+    """A running server, as ``serve()`` hands it to ``task_status.started()``."""
+
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], config: Config, listeners: list[trio.SocketListener]
+    ) -> None:
+        #: the WSGI application
+        self.app = app
+        #: the settings it runs with
+        self.config = config
+        #: the listening sockets
+        self.listeners = listeners
+        #: bounds the worker threads running the application
+        self.limiter = trio.CapacityLimiter(config.threads)
+        #: cancel scopes of connections idle between requests (shutdown cancels them)
+        self.idle: set[trio.CancelScope] = set()
+        #: True once shutdown() was called
+        self.closing = False
+        #: requests answered so far
+        self.requests = 0
+        self._max_connections = config.max_connections or default_max_connections()
+        self._connections = 0
+        self._rejected = 0
+        self._full = False
+        self._accept_failing = False
+        self._stop_accepting = trio.CancelScope()
+        self._drained = trio.Event()
+
+    @property
+    def addresses(self) -> list[Any]:
+        """Each listener's ``getsockname()``: ``(host, port, ...)`` for TCP, a path for Unix."""
+        return [listener.socket.getsockname() for listener in self.listeners]
+
+    def statistics(self) -> ServerStatistics:
+        """Counters for monitoring and tests."""
+        return ServerStatistics(self._connections, self.requests, self._rejected)
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown; ``serve()`` returns once it is over.
+
+        Stops accepting, closes keep-alive connections that are idle, lets in-flight
+        requests finish within ``graceful_timeout``, then cancels the rest. Calling it again
+        does nothing.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self._stop_accepting.cancel()
+        for scope in self.idle:
+            scope.cancel()
+        if not self._connections:
+            self._drained.set()
+
+    async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
+        try:
+            async with trio.open_nursery() as handlers:
+                with self._stop_accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener in self.listeners:
+                            accepting.start_soon(self._accept_loop, listener, handlers)
+                            log.info("Listening on %s", _address(listener))
+                        task_status.started(self)
+                for listener in self.listeners:
+                    await trio.aclose_forcefully(listener)
+                with trio.move_on_after(self.config.graceful_timeout):
+                    await self._drained.wait()
+                if self._connections:
+                    log.warning(
+                        "Graceful timeout (%g s) reached: cancelling %d connections",
+                        self.config.graceful_timeout,
+                        self._connections,
+                    )
+                handlers.cancel_scope.cancel()
+        finally:
+            for listener in self.listeners:
+                await trio.aclose_forcefully(listener)
+                if listener.socket.family == socket.AF_UNIX:
+                    _remove_stale_socket(listener.socket.getsockname())
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if not self._accept_failing:
+                    self._accept_failing = True
+                    log.error(
+                        "accept() failed: %s (%d connections open); raise the open-file limit "
+                        "(ulimit -n) or lower --max-connections. Existing connections are "
+                        "still served; retrying every %g s",
+                        os.strerror(exc.errno),
+                        self._connections,
+                        ACCEPT_RETRY_DELAY,
+                    )
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            if self._accept_failing:
+                self._accept_failing = False
+                log.info("accept() works again (%d connections open)", self._connections)
+            if self._connections >= self._max_connections:
+                handlers.start_soon(self._reject, stream)
+            else:
+                self._connections += 1
+                handlers.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            await HTTPConnection(stream, self).run()
+        except Exception:
+            log.exception("Unexpected error in a connection task")
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._connections -= 1
+            if self._full and self._connections < self._max_connections:
+                self._full = False
+            if self.closing and not self._connections:
+                self._drained.set()
+
+    async def _reject(self, stream: trio.SocketStream) -> None:
+        self._rejected += 1
+        if not self._full:
+            self._full = True
+            log.warning(
+                "max_connections (%d) reached: answering new connections with 503",
+                self._max_connections,
+            )
+        try:
+            with trio.move_on_after(1):
+                await stream.send_all(_BUSY)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def serve(
+    app: Callable[..., Iterable[bytes]],
+    config: Config | None = None,
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the WSGI application ``app`` over HTTP/1.1 until shut down or cancelled.
+
+    Use it as ``server = await nursery.start(serve, app, config)``: it calls
+    ``task_status.started(server)`` once every listener is bound, so ``server.addresses``
+    gives the real ports when a bind asked for port 0.
+
+    Args:
+        app: a WSGI application (Django's ``get_wsgi_application()``, or any other).
+        config: limits and addresses; ``Config()`` if omitted.
+        task_status: for ``nursery.start()``.
+
+    Raises:
+        OSError: an address cannot be bound.
+        ConfigError: a bind address is unusable.
+
+    Resource handling: the listening sockets and every accepted connection are closed
+    before ``serve()`` returns; a Unix socket file is removed.
+
+    Cancellation: cancelling ``serve()`` stops at once, cancelling in-flight requests (their
+    worker threads finish on their own). ``Server.shutdown()`` is the graceful way.
+    """
+    config = config or Config()
+    listeners = await open_listeners(config)
+    await Server(app, config, listeners)._run(task_status)
