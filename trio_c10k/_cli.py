@@ -27,6 +27,13 @@ log = logging.getLogger("trio_c10k.server")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None: those options say their default in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -37,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m trio_c10k",
         description="Serve a WSGI application (a Django site) over HTTP/1.1 with trio.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "app",

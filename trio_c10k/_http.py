@@ -209,7 +209,7 @@ class HTTPConnection:
         self.head_sent = False
         self.sent_bytes = 0
         try:
-            response = await call_application(server.app, environ, self._stream_chunk, server.limiter)
+            response = await call_application(server.app, environ, self._stream_from_thread, server.workers)
             if response.streamed:
                 await self._write(self.conn.send(h11.EndOfMessage()))
             else:
@@ -252,6 +252,11 @@ class HTTPConnection:
             self.sent_bytes = len(response.body)
         data += conn.send(h11.EndOfMessage())
         await self._write(data)
+
+    def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+        trio.from_thread.run(
+            self._stream_chunk, status, reason, headers, chunk, trio_token=self.server.workers.token
+        )
 
     async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
         """Write one chunk of a streamed body (called from the worker thread)."""

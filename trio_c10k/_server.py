@@ -24,6 +24,7 @@ import trio
 from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._http import HTTPConnection
+from ._threads import WorkerThreads, open_worker_threads
 
 log = logging.getLogger("trio_c10k.server")
 
@@ -69,7 +70,10 @@ async def open_listeners(config: Config) -> list[trio.SocketListener]:
     listeners: list[trio.SocketListener] = []
     try:
         for bind in config.binds:
-            listeners.extend(await _open(bind, config.backlog))
+            try:
+                listeners.extend(await _open(bind, config.backlog))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {bind}: {exc.strerror or exc}") from exc
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -129,14 +133,15 @@ class Server:
         self.config = config
         #: the listening sockets
         self.listeners = listeners
-        #: bounds the worker threads running the application
-        self.limiter = trio.CapacityLimiter(config.threads)
+        #: the threads running the application (set while serving)
+        self.workers: WorkerThreads
         #: cancel scopes of connections idle between requests (shutdown cancels them)
         self.idle: set[trio.CancelScope] = set()
         #: True once shutdown() was called
         self.closing = False
         #: requests answered so far
         self.requests = 0
+        self._unix_paths = [a for a in self.addresses if isinstance(a, str)]
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
@@ -172,7 +177,7 @@ class Server:
 
     async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
         try:
-            async with trio.open_nursery() as handlers:
+            async with open_worker_threads(self.config.threads) as self.workers, trio.open_nursery() as handlers:
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
@@ -193,8 +198,8 @@ class Server:
         finally:
             for listener in self.listeners:
                 await trio.aclose_forcefully(listener)
-                if listener.socket.family == socket.AF_UNIX:
-                    _remove_stale_socket(listener.socket.getsockname())
+            for path in self._unix_paths:
+                _remove_stale_socket(path)
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         while True:

@@ -22,12 +22,13 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 import h11
-import trio
+
+from ._threads import WorkerThreads
 
 Environ = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
-#: called from the worker thread (through ``trio.from_thread.run``) with each streamed chunk
-StreamChunk = Callable[[int, bytes, Headers, bytes], Any]
+#: called in the worker thread with each chunk of a streamed body; returns once it is written
+StreamChunk = Callable[[int, bytes, Headers, bytes], None]
 
 # PEP 3333 names for the two headers that do not get an HTTP_ prefix.
 _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
@@ -145,8 +146,10 @@ def _origin_form(target: bytes) -> bytes:
     _, sep, rest = target.partition(b"://")
     if not sep:
         return b"/" + target
-    slash = rest.find(b"/")
-    return rest[slash:] if slash >= 0 else b"/"
+    authority_and_path, question, query = rest.partition(b"?")
+    slash = authority_and_path.find(b"/")
+    path = authority_and_path[slash:] if slash >= 0 else b"/"
+    return path + question + query
 
 
 def apply_proxy_headers(
@@ -244,7 +247,7 @@ class _StartResponse:
             raise RuntimeError("write() called before start_response()")
         if chunk:
             self.sent = True
-            trio.from_thread.run(self.stream, self.status, self.reason, self.headers, chunk)
+            self.stream(self.status, self.reason, self.headers, chunk)
 
 
 def _run_in_thread(app: Callable[..., Iterable[bytes]], environ: Environ, stream: StreamChunk) -> AppResponse:
@@ -273,20 +276,17 @@ def _run_in_thread(app: Callable[..., Iterable[bytes]], environ: Environ, stream
 
 
 async def call_application(
-    app: Callable[..., Iterable[bytes]],
-    environ: Environ,
-    stream: StreamChunk,
-    limiter: trio.CapacityLimiter,
+    app: Callable[..., Iterable[bytes]], environ: Environ, stream: StreamChunk, workers: WorkerThreads
 ) -> AppResponse:
     """Run ``app`` on ``environ`` in a worker thread and return its response.
 
     Args:
         app: the WSGI application.
         environ: from ``build_environ()``.
-        stream: an async function the thread calls (through ``trio.from_thread.run``) with
-            ``(status, reason, headers, chunk)`` for each chunk of a streamed body; whatever
-            it raises stops the iteration and comes out of this function.
-        limiter: bounds the threads running applications at once.
+        stream: called in the worker thread with ``(status, reason, headers, chunk)`` for each
+            chunk of a streamed body; whatever it raises stops the iteration (the body is still
+            closed) and comes out of this function.
+        workers: the threads that run the application.
 
     Returns:
         The response; for a streamed one, ``streamed`` says the head already went out.
@@ -295,9 +295,6 @@ async def call_application(
         Exception: whatever the application raised.
 
     Cancellation abandons the thread: it finishes the request (and its ``close()``) on its
-    own, and its further chunks are dropped. The server only cancels requests at the end of
-    the graceful shutdown.
+    own. The server only cancels requests at the end of a graceful shutdown.
     """
-    return await trio.to_thread.run_sync(
-        _run_in_thread, app, environ, stream, limiter=limiter, abandon_on_cancel=True
-    )
+    return await workers.run_sync(_run_in_thread, app, environ, stream)

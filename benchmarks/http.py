@@ -1,0 +1,198 @@
+"""HTTP benchmark: wrk against a Django hello view, served by four servers in the same run.
+
+    python benchmarks/http.py [--duration 10] [--rounds 3] [--connections 50]
+
+Each server is one process serving example_site (default middleware, DEBUG off) on a free
+port: trio_c10k with its defaults, gunicorn with one sync worker, gunicorn with one gthread
+worker (8 threads), and uvicorn serving the ASGI application of the same project. wrk (one
+thread, keep-alive, 50 connections) measures req/s and p99 latency; rounds are interleaved
+so that drift of the machine hits every server alike, and the median round is reported.
+The server's CPU use (from /proc) is recorded too. Results go to benchmarks/RESULTS.md.
+
+Needs: wrk (Debian package ``wrk``), and ``pip install -e '.[bench]'`` (gunicorn, uvicorn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+URL_PATH = "/hello/"
+
+
+def servers(port: int) -> dict[str, list[str]]:
+    py = sys.executable
+    bind = f"127.0.0.1:{port}"
+    return {
+        "trio_c10k": [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", bind],
+        "gunicorn-sync": [py, "-m", "gunicorn", "-w", "1", "-k", "sync", "-b", bind, "example_site.wsgi"],
+        "gunicorn-gthread": [
+            *(py, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8"),
+            *("-b", bind, "example_site.wsgi"),
+        ],
+        "uvicorn": [
+            *(py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)),
+            "example_site.asgi:application",
+        ],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with status {proc.returncode}: {proc.args}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server did not listen on port {port} within {timeout} s: {proc.args}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children, from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for child in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    kids = [int(k) for k in text.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", output)
+    if not rps or not p99:
+        raise SystemExit(f"cannot parse wrk output:\n{output}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99[2]]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return {
+        "rps": float(rps[1]),
+        "p99_ms": float(p99[1]) * scale,
+        "bad": float(errors[1]) if errors else 0.0,
+        "sock_errors": float(sum(int(x) for x in sock.groups())) if sock else 0.0,
+    }
+
+
+def run_one(name: str, duration: float, connections: int) -> dict[str, float]:
+    port = free_port()
+    cmd = servers(port)[name]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}{URL_PATH}"
+        wrk = ["wrk", "-t1", f"-c{connections}", "--latency"]
+        subprocess.run([*wrk, "-d2s", url], check=True, capture_output=True)  # warm-up
+        cpu0 = cpu_seconds(proc.pid)
+        out = subprocess.run([*wrk, f"-d{duration:g}s", url], check=True, capture_output=True, text=True)
+        result = parse_wrk(out.stdout)
+        result["cpu"] = (cpu_seconds(proc.pid) - cpu0) / duration
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def update_results(section: str, text: str) -> None:
+    """Replace the section between its markers in RESULTS.md (or append it)."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    if start in current:
+        before, rest = current.split(start, 1)
+        current = before + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        current = current.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
+    parser.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections")
+    parser.add_argument("--only", nargs="*", help="servers to run (default: all)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    for module in ("gunicorn", "uvicorn"):
+        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+            raise SystemExit(f"{module} is not installed: pip install -e '.[bench]'")
+    names = args.only or list(servers(0))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            result = run_one(name, args.duration, args.connections)
+            runs[name].append(result)
+            print(
+                f"round {round_ + 1} {name:17} {result['rps']:8.0f} req/s  p99 {result['p99_ms']:7.1f} ms"
+                f"  cpu {result['cpu']:.2f}  non-2xx {result['bad']:.0f}  socket errors {result['sock_errors']:.0f}",
+                flush=True,
+            )
+    med = {name: _median_run(results) for name, results in runs.items()}
+    base = med.get("gunicorn-sync")
+    lines = [
+        "## HTTP: Django hello view, wrk keep-alive",
+        "",
+        f"`python benchmarks/http.py` - wrk -t1 -c{args.connections}, {args.duration:g} s per run, "
+        f"median of {args.rounds} interleaved rounds, one server process each, "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}.",
+        "",
+        "| server | req/s | p99 ms | server CPU (cores) | req/s vs gunicorn-sync | p99 vs gunicorn-sync |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in med.items():
+        ratio = f"{r['rps'] / base['rps']:.2f}x" if base else "-"
+        p99_ratio = f"{r['p99_ms'] / base['p99_ms']:.2f}x" if base else "-"
+        lines.append(
+            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.1f} | {r['cpu']:.2f} | {ratio} | {p99_ratio} |"
+        )
+    if any(r["bad"] or r["sock_errors"] for rs in runs.values() for r in rs):
+        lines += ["", "Some runs had non-2xx answers or socket errors; see the console output."]
+    print("\n".join(lines))
+    update_results("http", "\n".join(lines))
+    print(f"\nwritten to {RESULTS}")
+
+
+def _median_run(results: list[dict[str, float]]) -> dict[str, float]:
+    rps = statistics.median(r["rps"] for r in results)
+    return min(results, key=lambda r: abs(r["rps"] - rps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Fixtures: a trio_c10k server on 127.0.0.1 port 0, and raw-socket helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h11
+import pytest
+import trio
+
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+from trio_c10k import Bind, Config, Server, serve  # noqa: E402
+
+DJANGO_APP = get_wsgi_application()
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+def start_server(nursery: trio.Nursery) -> StartServer:
+    """``await start_server(app=None, **config)``: a server on 127.0.0.1 port 0.
+
+    ``app`` defaults to the Django test site; keyword arguments override ``Config`` fields.
+    """
+
+    async def start(app: Any = None, **overrides: Any) -> Server:
+        config = Config(binds=(Bind(host="127.0.0.1", port=0),), **overrides)
+        return await nursery.start(serve, app or DJANGO_APP, config)
+
+    return start
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    """A server for the Django test site, with default settings."""
+    return await start_server()
+
+
+def port_of(server: Server) -> int:
+    return server.addresses[0][1]
+
+
+async def connect(server: Server) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", port_of(server))
+
+
+async def read_until_closed(stream: trio.SocketStream, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = bytearray()
+    with trio.fail_after(timeout):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return bytes(data)
+
+
+class Client:
+    """A raw HTTP/1.1 client on one connection, parsing answers with h11 (client side)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, server: Server) -> Client:
+        return cls(await connect(server))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def request(
+        self, method: str, target: str, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> None:
+        headers = [("Host", "127.0.0.1"), *(headers or [])]
+        if body:
+            headers.append(("Content-Length", str(len(body))))
+        data = self.conn.send(h11.Request(method=method, target=target, headers=headers))
+        if body:
+            data += self.conn.send(h11.Data(data=body))
+        data += self.conn.send(h11.EndOfMessage())
+        await self.stream.send_all(data)
+
+    async def next_event(self, timeout: float = 10) -> Any:
+        with trio.fail_after(timeout):
+            while (event := self.conn.next_event()) is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(65536))
+        return event
+
+    async def response(self, timeout: float = 10) -> tuple[h11.Response, bytes]:
+        """The next whole response; the connection is ready for the next request after it."""
+        response = await self.next_event(timeout)
+        assert isinstance(response, h11.Response), response
+        body = bytearray()
+        while type(event := await self.next_event(timeout)) is h11.Data:
+            body += event.data
+        assert type(event) is h11.EndOfMessage, event
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        return response, bytes(body)
+
+    async def get(self, target: str, headers: list[tuple[str, str]] | None = None) -> tuple[h11.Response, bytes]:
+        await self.request("GET", target, headers)
+        return await self.response()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def header(response: h11.Response, name: bytes) -> bytes | None:
+    for key, value in response.headers:
+        if key == name:
+            return value
+    return None
