@@ -47,7 +47,9 @@ os.environ["PATH"] = os.pathsep.join(
 def tests(session: nox.Session, django: str) -> None:
     """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
     session.install("-e", ".[test]", django)
-    session.run("python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)")
+    session.run(
+        "python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)"
+    )
     session.run("pytest", *session.posargs)
 
 

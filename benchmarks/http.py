@@ -161,7 +161,8 @@ def main() -> None:
             runs[name].append(result)
             print(
                 f"round {round_ + 1} {name:17} {result['rps']:8.0f} req/s  p99 {result['p99_ms']:7.1f} ms"
-                f"  cpu {result['cpu']:.2f}  non-2xx {result['bad']:.0f}  socket errors {result['sock_errors']:.0f}",
+                f"  cpu {result['cpu']:.2f}  non-2xx {result['bad']:.0f}"
+                f"  socket errors {result['sock_errors']:.0f}",
                 flush=True,
             )
     med = {name: _median_run(results) for name, results in runs.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import h11
@@ -12,27 +12,34 @@ import trio
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
-from trio_c10k import Bind, Config, Server, serve  # noqa: E402
+from trio_c10k import Bind, Config, Server, serve
 
 DJANGO_APP = get_wsgi_application()
 
 StartServer = Callable[..., Awaitable[Server]]
 
 
+#: client sockets opened by ``connect()``, closed when the test's servers are torn down
+_opened: list[trio.SocketStream] = []
+
+
 @pytest.fixture
-def start_server(nursery: trio.Nursery) -> StartServer:
+async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
     """``await start_server(app=None, **config)``: a server on 127.0.0.1 port 0.
 
     ``app`` defaults to the Django test site; keyword arguments override ``Config`` fields.
+    Client sockets the test opened with ``connect()`` are closed afterwards.
     """
 
     async def start(app: Any = None, **overrides: Any) -> Server:
         config = Config(binds=(Bind(host="127.0.0.1", port=0),), **overrides)
         return await nursery.start(serve, app or DJANGO_APP, config)
 
-    return start
+    yield start
+    while _opened:
+        await trio.aclose_forcefully(_opened.pop())
 
 
 @pytest.fixture
@@ -46,13 +53,16 @@ def port_of(server: Server) -> int:
 
 
 async def connect(server: Server) -> trio.SocketStream:
-    return await trio.open_tcp_stream("127.0.0.1", port_of(server))
+    """A client TCP connection to ``server`` (closed after the test)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port_of(server))
+    _opened.append(stream)
+    return stream
 
 
-async def read_until_closed(stream: trio.SocketStream, timeout: float = 10) -> bytes:
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
     """Everything the server sends until it closes the connection."""
     data = bytearray()
-    with trio.fail_after(timeout):
+    with trio.fail_after(10):
         while chunk := await stream.receive_some(65536):
             data += chunk
     return bytes(data)
@@ -84,25 +94,27 @@ class Client:
         data += self.conn.send(h11.EndOfMessage())
         await self.stream.send_all(data)
 
-    async def next_event(self, timeout: float = 10) -> Any:
-        with trio.fail_after(timeout):
+    async def next_event(self) -> Any:
+        with trio.fail_after(10):
             while (event := self.conn.next_event()) is h11.NEED_DATA:
                 self.conn.receive_data(await self.stream.receive_some(65536))
         return event
 
-    async def response(self, timeout: float = 10) -> tuple[h11.Response, bytes]:
+    async def response(self) -> tuple[h11.Response, bytes]:
         """The next whole response; the connection is ready for the next request after it."""
-        response = await self.next_event(timeout)
+        response = await self.next_event()
         assert isinstance(response, h11.Response), response
         body = bytearray()
-        while type(event := await self.next_event(timeout)) is h11.Data:
+        while type(event := await self.next_event()) is h11.Data:
             body += event.data
         assert type(event) is h11.EndOfMessage, event
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
             self.conn.start_next_cycle()
         return response, bytes(body)
 
-    async def get(self, target: str, headers: list[tuple[str, str]] | None = None) -> tuple[h11.Response, bytes]:
+    async def get(
+        self, target: str, headers: list[tuple[str, str]] | None = None
+    ) -> tuple[h11.Response, bytes]:
         await self.request("GET", target, headers)
         return await self.response()
 

@@ -21,9 +21,22 @@ FILE_CONTENT = bytes(range(256)) * 1200
 
 def environ(request: HttpRequest) -> HttpResponse:
     keys = [
-        "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
-        "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "CONTENT_TYPE", "CONTENT_LENGTH",
-        "HTTP_X_MULTI", "HTTP_COOKIE", "wsgi.url_scheme", "wsgi.multithread", "wsgi.input_terminated",
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "HTTP_X_MULTI",
+        "HTTP_COOKIE",
+        "wsgi.url_scheme",
+        "wsgi.multithread",
+        "wsgi.input_terminated",
     ]
     data = {key: request.META.get(key) for key in keys}
     data["thread"] = threading.current_thread().name
@@ -62,7 +75,7 @@ def wait(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def file(request: HttpRequest) -> FileResponse:
-    handle = tempfile.TemporaryFile()
+    handle = tempfile.TemporaryFile()  # noqa: SIM115  # FileResponse closes it
     handle.write(FILE_CONTENT)
     handle.seek(0)
     return FileResponse(handle, content_type="application/octet-stream")

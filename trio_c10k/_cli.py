@@ -61,38 +61,84 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 127.0.0.1:8000)",
     )
     number = parser.add_argument
-    number("--threads", type=int, default=_DEFAULTS["threads"],
-           help="worker threads running the application (one trio.CapacityLimiter)")
-    number("--backlog", type=int, default=_DEFAULTS["backlog"],
-           help="listen() backlog (capped by the kernel's net.core.somaxconn)")
-    number("--max-connections", type=int, default=None,
-           help="open connections beyond which new ones get 503 and are closed "
-           f"(default: the open-file limit, ulimit -n, minus {FD_RESERVE})")
-    number("--keep-alive-timeout", type=float, default=_DEFAULTS["keep_alive_timeout"],
-           metavar="SECONDS", help="close a connection idle this long between requests")
-    number("--header-timeout", type=float, default=_DEFAULTS["header_timeout"],
-           metavar="SECONDS",
-           help="time allowed to send a request's headers, and between two reads of its body "
-           "(408 past it)")
-    number("--max-header-size", type=int, default=_DEFAULTS["max_header_size"], metavar="BYTES",
-           help="largest request line plus headers (431 beyond it)")
-    number("--max-body-size", type=int, default=_DEFAULTS["max_body_size"], metavar="BYTES",
-           help="largest request body (413 beyond it)")
-    number("--graceful-timeout", type=float, default=_DEFAULTS["graceful_timeout"],
-           metavar="SECONDS",
-           help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error", "critical"],
-                        help="level of the trio_c10k loggers")
-    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
-                        default=_DEFAULTS["access_log"],
-                        help="log one line per request (logger trio_c10k.access)")
-    parser.add_argument("--proxy-headers", action="store_true",
-                        help="take the client address and scheme from X-Forwarded-For and "
-                        "X-Forwarded-Proto sent by a trusted proxy")
-    parser.add_argument("--forwarded-allow-ips", default=",".join(_DEFAULTS["forwarded_allow_ips"]),
-                        metavar="IPS",
-                        help="comma-separated addresses or networks of trusted proxies; '*' for any")
+    number(
+        "--threads",
+        type=int,
+        default=_DEFAULTS["threads"],
+        help="worker threads running the application (one trio.CapacityLimiter)",
+    )
+    number(
+        "--backlog",
+        type=int,
+        default=_DEFAULTS["backlog"],
+        help="listen() backlog (capped by the kernel's net.core.somaxconn)",
+    )
+    number(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections beyond which new ones get 503 and are closed "
+        f"(default: the open-file limit, ulimit -n, minus {FD_RESERVE})",
+    )
+    number(
+        "--keep-alive-timeout",
+        type=float,
+        default=_DEFAULTS["keep_alive_timeout"],
+        metavar="SECONDS",
+        help="close a connection idle this long between requests",
+    )
+    number(
+        "--header-timeout",
+        type=float,
+        default=_DEFAULTS["header_timeout"],
+        metavar="SECONDS",
+        help="time allowed to send a request's headers, and between two reads of its body (408 past it)",
+    )
+    number(
+        "--max-header-size",
+        type=int,
+        default=_DEFAULTS["max_header_size"],
+        metavar="BYTES",
+        help="largest request line plus headers (431 beyond it)",
+    )
+    number(
+        "--max-body-size",
+        type=int,
+        default=_DEFAULTS["max_body_size"],
+        metavar="BYTES",
+        help="largest request body (413 beyond it)",
+    )
+    number(
+        "--graceful-timeout",
+        type=float,
+        default=_DEFAULTS["graceful_timeout"],
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="level of the trio_c10k loggers",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=_DEFAULTS["access_log"],
+        help="log one line per request (logger trio_c10k.access)",
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address and scheme from X-Forwarded-For and "
+        "X-Forwarded-Proto sent by a trusted proxy",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default=",".join(_DEFAULTS["forwarded_allow_ips"]),
+        metavar="IPS",
+        help="comma-separated addresses or networks of trusted proxies; '*' for any",
+    )
     return parser
 
 

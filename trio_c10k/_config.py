@@ -51,9 +51,7 @@ class Bind:
             return cls(fd=int(number))
         match = _HOST_PORT.match(text)
         if match is None:
-            raise ConfigError(
-                f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
-            )
+            raise ConfigError(f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
         port = int(match["port"])
         if port > 65535:
             raise ConfigError(f"bind {text!r}: port {port} is out of range 0-65535")

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import IO, TYPE_CHECKING
 
 import h11
@@ -127,6 +128,11 @@ class HTTPConnection:
             event = await self._wait_for_request()
         if isinstance(event, h11.Request):
             self.is_head = event.method == b"HEAD"
+            # h11 bounds a head that arrives in pieces; one that arrives whole in a single
+            # read is measured here (the line, and each field as "name: value\r\n").
+            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if size > self.server.config.max_header_size:
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             return event
         return None
 
@@ -157,16 +163,28 @@ class HTTPConnection:
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
-        conn, config = self.conn, self.server.config
-        limit = config.max_body_size
+        limit = self.server.config.max_body_size
         for name, value in request.headers:
             if name == b"content-length" and int(value) > limit:
                 await self._send_error(413, f"Request body larger than {limit} bytes")
                 return None
-        event = conn.next_event()
+        event = self.conn.next_event()
         if type(event) is h11.EndOfMessage:
             return empty_body(), 0
-        body: IO[bytes] | None = None
+        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed by the caller
+        try:
+            length = await self._receive_body(event, body)
+        except BaseException:
+            body.close()
+            raise
+        if length is None:
+            body.close()
+            return None
+        body.seek(0)
+        return body, length
+
+    async def _receive_body(self, event: object, body: IO[bytes]) -> int | None:
+        conn, config = self.conn, self.server.config
         length = 0
         while type(event) is not h11.EndOfMessage:
             if event is h11.NEED_DATA:
@@ -183,17 +201,12 @@ class HTTPConnection:
                 conn.receive_data(data)
             elif type(event) is h11.Data:
                 length += len(event.data)
-                if length > limit:
-                    await self._send_error(413, f"Request body larger than {limit} bytes")
+                if length > config.max_body_size:
+                    await self._send_error(413, f"Request body larger than {config.max_body_size} bytes")
                     return None
-                if body is None:
-                    body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed in _respond
                 body.write(event.data)
             event = conn.next_event()
-        if body is None:
-            return empty_body(), 0
-        body.seek(0)
-        return body, length
+        return length
 
     async def _respond(self, request: h11.Request) -> bool:
         """Answer one request; True if the connection can serve another."""
@@ -215,7 +228,9 @@ class HTTPConnection:
             else:
                 await self._send_response(response)
         except (*_DISCONNECTS, _ClientGone):
-            log.debug("%s: client gone during %s %s", self.client, environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            log.debug(
+                "%s: client gone during %s %s", self.client, environ["REQUEST_METHOD"], environ["PATH_INFO"]
+            )
             return False
         except Exception:
             log.exception("Error answering %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
@@ -294,7 +309,9 @@ class HTTPConnection:
             (b"date", _http_date()),
         ]
         try:
-            data = conn.send(h11.Response(status_code=status, headers=headers))
+            data = conn.send(
+                h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
+            )
             if body:
                 data += conn.send(h11.Data(data=body))
             await self._write(data + conn.send(h11.EndOfMessage()))

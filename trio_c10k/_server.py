@@ -177,7 +177,10 @@ class Server:
 
     async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
         try:
-            async with open_worker_threads(self.config.threads) as self.workers, trio.open_nursery() as handlers:
+            async with (
+                open_worker_threads(self.config.threads) as self.workers,
+                trio.open_nursery() as handlers,
+            ):
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
