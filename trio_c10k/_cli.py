@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="log one line per request (logger trio_c10k.access)",
     )
     parser.add_argument(
+        "--pin-cpu",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the process on one CPU: the event loop and the worker threads take turns on "
+        "the GIL many times per request, and each turn across two cores costs far more than on "
+        "one (see docs/performance.md)",
+    )
+    parser.add_argument(
         "--proxy-headers",
         action="store_true",
         help="take the client address and scheme from X-Forwarded-For and "
@@ -193,10 +201,28 @@ def load_app(spec: str) -> Callable[..., Iterable[bytes]]:
     return app  # type: ignore[no-any-return]  # checked callable above
 
 
-async def _serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config) -> None:
+def pin_to_one_cpu() -> int | None:
+    """Restrict this thread, and the threads it starts later, to one of its allowed CPUs.
+
+    Several processes on one machine spread over the CPUs by process id. Returns the CPU, or
+    None where there is nothing to do (one CPU allowed, or no ``sched_setaffinity``).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    cpu = allowed[os.getpid() % len(allowed)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+async def _serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config, cpu: int | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, app, config, nursery.cancel_scope)
+            if cpu is not None:
+                log.info("Running on CPU %d (--no-pin-cpu lets the kernel move threads)", cpu)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if server.closing:
@@ -238,8 +264,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         app = load_app(args.app)
     except ConfigError as exc:
         parser.error(str(exc))
+    cpu = pin_to_one_cpu() if args.pin_cpu else None
     try:
-        trio.run(_serve_until_stopped, app, config)
+        trio.run(_serve_until_stopped, app, config, cpu)
     except* ConfigError as group:
         parser.error(_first(group))
     except* OSError as group:
@@ -251,4 +278,4 @@ def _first(group: BaseExceptionGroup[Any]) -> str:
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
-    return str(exc)
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)

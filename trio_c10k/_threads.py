@@ -47,6 +47,9 @@ class WorkerThreads:
         #: the event loop these threads report to; pass it to ``trio.from_thread.run``
         self.token = token
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._done: list[tuple[_Job, outcome.Outcome[Any]]] = []
+        self._drain_scheduled = False
         self._threads = [
             threading.Thread(target=self._work, name=f"trio_c10k worker {i}", daemon=True)
             for i in range(size)
@@ -69,20 +72,30 @@ class WorkerThreads:
         return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]  # the job's result
 
     def _work(self) -> None:
-        get, deliver, run_sync_soon = self._jobs.get, self._deliver, self.token.run_sync_soon
+        get = self._jobs.get
         while (job := get()) is not None:
             if job.abandoned:
                 continue
             result = outcome.capture(job.fn, *job.args)
+            with self._lock:
+                self._done.append((job, result))
+                if self._drain_scheduled:
+                    continue
+                self._drain_scheduled = True
             try:
-                run_sync_soon(deliver, job, result)
+                self.token.run_sync_soon(self._drain)
             except trio.RunFinishedError:
                 return
 
-    @staticmethod
-    def _deliver(job: _Job, result: outcome.Outcome[Any]) -> None:
-        if not job.abandoned:
-            trio.lowlevel.reschedule(job.task, result)
+    def _drain(self) -> None:
+        # Runs in the event loop. Results that arrive while a drain is pending join it, so a
+        # busy server wakes its loop once per batch of results, not once per result.
+        with self._lock:
+            self._drain_scheduled = False
+            done, self._done = self._done, []
+        for job, result in done:
+            if not job.abandoned:
+                trio.lowlevel.reschedule(job.task, result)
 
 
 @contextlib.asynccontextmanager
