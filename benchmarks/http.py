@@ -3,7 +3,8 @@
     python benchmarks/http.py [--duration 10] [--rounds 3] [--connections 50]
 
 Each server is one process serving example_site (default middleware, DEBUG off) on a free
-port: trio_c10k with its defaults, gunicorn with one sync worker, gunicorn with one gthread
+port: trio_c10k with its defaults (and again with --no-pin-cpu, to show what pinning is
+worth), gunicorn with one sync worker, gunicorn with one gthread
 worker (8 threads), and uvicorn serving the ASGI application of the same project. wrk (one
 thread, keep-alive, 50 connections) measures req/s and p99 latency; rounds are interleaved
 so that drift of the machine hits every server alike, and the median round is reported.
@@ -35,6 +36,7 @@ def servers(port: int) -> dict[str, list[str]]:
     bind = f"127.0.0.1:{port}"
     return {
         "trio_c10k": [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", bind],
+        "trio_c10k-no-pin": [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", bind, "--no-pin-cpu"],
         "gunicorn-sync": [py, "-m", "gunicorn", "-w", "1", "-k", "sync", "-b", bind, "example_site.wsgi"],
         "gunicorn-gthread": [
             *(py, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8"),
