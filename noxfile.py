@@ -1,4 +1,4 @@
-"""Project checks: ``nox -s tests`` (the test matrix) and ``nox -s lint``.
+"""Project checks: ``nox -s tests`` (the test matrix), ``nox -s lint``, ``nox -s typecheck``.
 
 The test matrix is Django 5.2 LTS on Python 3.11, and the newest Django on the newest
 Python found on this machine (on PATH, or installed by pyenv).
@@ -11,7 +11,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -59,3 +59,10 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".", "mypy")
+    session.run("mypy")

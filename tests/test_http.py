@@ -279,6 +279,19 @@ async def test_application_exception_gives_500_and_server_keeps_serving(
     assert body == b"ok"
 
 
+async def test_invalid_response_header_from_the_app_gives_500(start_server: StartServer) -> None:
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("X-Bad", "line\r\nbreak")])
+        return [b"never sent"]
+
+    server = await start_server(app=app)
+    stream = await connect(server)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = await read_until_closed(stream)
+    assert status_line(data) == b"HTTP/1.1 500 Internal Server Error"
+    assert b"never sent" not in data
+
+
 async def test_django_view_exception_gives_djangos_500(server: Server) -> None:
     client = await Client.open(server)
     response, _ = await client.get("/t/error/")

@@ -8,7 +8,6 @@ Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stop
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import logging
 import os
@@ -24,7 +23,7 @@ from ._exceptions import ConfigError
 from ._server import FD_RESERVE, Server, serve
 
 log = logging.getLogger("trio_c10k.server")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+_DEFAULT = Config()
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -64,13 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     number(
         "--threads",
         type=int,
-        default=_DEFAULTS["threads"],
+        default=_DEFAULT.threads,
         help="worker threads running the application (one trio.CapacityLimiter)",
     )
     number(
         "--backlog",
         type=int,
-        default=_DEFAULTS["backlog"],
+        default=_DEFAULT.backlog,
         help="listen() backlog (capped by the kernel's net.core.somaxconn)",
     )
     number(
@@ -83,35 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
     number(
         "--keep-alive-timeout",
         type=float,
-        default=_DEFAULTS["keep_alive_timeout"],
+        default=_DEFAULT.keep_alive_timeout,
         metavar="SECONDS",
         help="close a connection idle this long between requests",
     )
     number(
         "--header-timeout",
         type=float,
-        default=_DEFAULTS["header_timeout"],
+        default=_DEFAULT.header_timeout,
         metavar="SECONDS",
         help="time allowed to send a request's headers, and between two reads of its body (408 past it)",
     )
     number(
         "--max-header-size",
         type=int,
-        default=_DEFAULTS["max_header_size"],
+        default=_DEFAULT.max_header_size,
         metavar="BYTES",
         help="largest request line plus headers (431 beyond it)",
     )
     number(
         "--max-body-size",
         type=int,
-        default=_DEFAULTS["max_body_size"],
+        default=_DEFAULT.max_body_size,
         metavar="BYTES",
         help="largest request body (413 beyond it)",
     )
     number(
         "--graceful-timeout",
         type=float,
-        default=_DEFAULTS["graceful_timeout"],
+        default=_DEFAULT.graceful_timeout,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation",
     )
@@ -124,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
-        default=_DEFAULTS["access_log"],
+        default=_DEFAULT.access_log,
         help="log one line per request (logger trio_c10k.access)",
     )
     parser.add_argument(
@@ -143,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--forwarded-allow-ips",
-        default=",".join(_DEFAULTS["forwarded_allow_ips"]),
+        default=",".join(_DEFAULT.forwarded_allow_ips),
         metavar="IPS",
         help="comma-separated addresses or networks of trusted proxies; '*' for any",
     )

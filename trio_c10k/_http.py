@@ -123,7 +123,7 @@ class HTTPConnection:
 
     async def _read_request(self) -> h11.Request | None:
         """The next request, or None when the connection should close quietly."""
-        event = self.conn.next_event()
+        event: object = self.conn.next_event()
         if event is h11.NEED_DATA:
             event = await self._wait_for_request()
         if isinstance(event, h11.Request):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
@@ -58,7 +58,7 @@ class FileWrapper:
         self.filelike = filelike
         self.block_size = max(block_size, 65536)
 
-    def __iter__(self) -> Iterable[bytes]:
+    def __iter__(self) -> Iterator[bytes]:
         while chunk := self.filelike.read(self.block_size):
             yield chunk
 
