@@ -185,6 +185,12 @@ def main() -> None:
         lines.append(
             f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.1f} | {r['cpu']:.2f} | {ratio} | {p99_ratio} |"
         )
+    lines += [
+        "",
+        "trio_c10k-no-pin is trio_c10k with --no-pin-cpu: the kernel then spreads the event loop and",
+        "the worker threads over both cores, and every GIL hand-off crosses cores",
+        "(see docs/performance.md).",
+    ]
     if any(r["bad"] or r["sock_errors"] for rs in runs.values() for r in rs):
         lines += ["", "Some runs had non-2xx answers or socket errors; see the console output."]
     print("\n".join(lines))
