@@ -220,10 +220,6 @@ def test_help_mentions_every_option_with_its_default() -> None:
 
 
 def test_help_shows_no_meaningless_default() -> None:
-    # PACKAGE BUG (fails): ArgumentDefaultsHelpFormatter appends "(default: None)" to the
-    # help of --bind and --max-connections (their argparse default is None), after the real
-    # default their help already states: "... or fd://N (default: 127.0.0.1:8000) (default:
-    # None)" and "... minus 100) (default: None)".
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
     assert "(default: None)" not in result.stdout, result.stdout
@@ -279,10 +275,6 @@ def test_address_in_use_exits_1_with_one_line() -> None:
         result = run_cli(APP, "--bind", f"127.0.0.1:{port}")
     line = assert_one_line_error(result, 1)
     assert "in use" in line.lower()
-    # PACKAGE BUG (fails): the line is "python -m trio_c10k: error: [Errno 98] Address already
-    # in use" and does not say which address; with several --bind options the user cannot
-    # tell which one failed. trio.open_tcp_listeners() re-raises the bare OSError, so
-    # _server._open() (or the CLI) has to add the bind address to the message.
     assert f"127.0.0.1:{port}" in line
 
 
@@ -330,11 +322,6 @@ def test_sigterm_closes_idle_keep_alive_connection() -> None:
 
 
 def test_serves_unix_socket(tmp_path: Path) -> None:
-    # PACKAGE BUG (fails): on shutdown, Server._run()'s finally block calls
-    # listener.socket.getsockname() after trio.aclose_forcefully(listener) closed it, which
-    # raises OSError EBADF. So with a unix: bind every SIGTERM/SIGINT ends in exit status 1
-    # ("python -m trio_c10k: error: [Errno 9] Bad file descriptor") and the socket file is
-    # left behind. The path must be read before the listener is closed.
     path = tmp_path / "server.sock"
     with running_server("--bind", f"unix:{path}") as server:
         assert server.address == f"unix:{path}"

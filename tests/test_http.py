@@ -181,34 +181,59 @@ async def test_malformed_request_gets_400_and_close(server: Server, request_byte
     assert response.status_code == 200
 
 
-async def test_oversized_headers_get_431(start_server: StartServer) -> None:
-    server = await start_server(max_header_size=2048)
+@pytest.mark.parametrize(
+    ("config", "request_bytes", "status", "reason"),
+    [
+        pytest.param(
+            {"max_header_size": 2048},
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 4096 + b"\r\n\r\n",
+            b"431 Request Header Fields Too Large",
+            b"Request header fields too large (limit 2048 bytes)\n",
+            id="head-too-large",
+        ),
+        pytest.param(
+            # Only the head is sent: the answer must not wait for the 10 MB body.
+            {"max_body_size": 1000},
+            b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n",
+            b"413 ",  # "Payload Too Large", "Content Too Large" since RFC 9110
+            b"Request body larger than 1000 bytes\n",
+            id="declared-body-too-large",
+        ),
+        pytest.param(
+            {"max_body_size": 1000},
+            b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"400\r\n"
+            + b"x" * 1024
+            + b"\r\n",
+            b"413 ",
+            b"Request body larger than 1000 bytes\n",
+            id="chunked-body-too-large",
+        ),
+        pytest.param(
+            {"header_timeout": 0.3},
+            b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # never finished
+            b"408 Request Timeout",
+            b"Request headers not received within 0.3 s\n",
+            id="slow-headers",
+        ),
+        pytest.param(
+            {"header_timeout": 0.3},
+            b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+            b"408 Request Timeout",
+            b"Request body stalled for 0.3 s\n",
+            id="stalled-body",
+        ),
+    ],
+)
+async def test_limit_answers_with_reason_and_close(
+    start_server: StartServer, config: dict[str, float], request_bytes: bytes, status: bytes, reason: bytes
+) -> None:
+    server = await start_server(**config)
     stream = await connect(server)
-    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 4096 + b"\r\n\r\n")
+    await stream.send_all(request_bytes)
     data = await read_until_closed(stream)
-    assert status_line(data) == b"HTTP/1.1 431 Request Header Fields Too Large"
-    assert body_of(data) == b"Request header fields too large (limit 2048 bytes)\n"
-
-
-async def test_declared_body_over_limit_gets_413_without_reading_it(start_server: StartServer) -> None:
-    server = await start_server(max_body_size=1000)
-    stream = await connect(server)
-    # Only the head is sent: the answer must not wait for the 10 MB body.
-    await stream.send_all(b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
-    data = await read_until_closed(stream)
-    assert status_line(data).startswith(b"HTTP/1.1 413 ")  # "Content Too Large" since RFC 9110
-    assert body_of(data) == b"Request body larger than 1000 bytes\n"
-
-
-async def test_chunked_body_over_limit_gets_413(start_server: StartServer) -> None:
-    server = await start_server(max_body_size=1000)
-    stream = await connect(server)
-    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
-    await stream.send_all(
-        b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
-    )
-    data = await read_until_closed(stream)
-    assert status_line(data).startswith(b"HTTP/1.1 413 ")  # "Content Too Large" since RFC 9110
+    assert status_line(data).startswith(b"HTTP/1.1 " + status)
+    assert body_of(data) == reason
 
 
 async def test_body_within_limit_is_accepted(start_server: StartServer) -> None:
@@ -219,23 +244,6 @@ async def test_body_within_limit_is_accepted(start_server: StartServer) -> None:
     response, body = await client.response()
     assert response.status_code == 200
     assert body == payload
-
-
-async def test_slow_headers_get_408(start_server: StartServer) -> None:
-    server = await start_server(header_timeout=0.3)
-    stream = await connect(server)
-    await stream.send_all(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
-    data = await read_until_closed(stream)
-    assert status_line(data) == b"HTTP/1.1 408 Request Timeout"
-    assert body_of(data) == b"Request headers not received within 0.3 s\n"
-
-
-async def test_stalled_body_gets_408(start_server: StartServer) -> None:
-    server = await start_server(header_timeout=0.3)
-    stream = await connect(server)
-    await stream.send_all(b"POST /t/echo-body/ HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
-    data = await read_until_closed(stream)
-    assert status_line(data) == b"HTTP/1.1 408 Request Timeout"
 
 
 async def test_idle_keep_alive_connection_is_closed_silently(start_server: StartServer) -> None:
