@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from ._config import Bind, Config
-from ._exceptions import ConfigError, TrioC10kError
+from ._config import Bind, Config, WebSocketConfig
+from ._django import websocket
+from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
 from ._server import Server, ServerStatistics, serve
+from ._websocket import WebSocket
 
 __all__ = [
     "Bind",
     "Config",
     "ConfigError",
+    "ConnectionClosed",
+    "HandshakeRejected",
     "Server",
     "ServerStatistics",
     "TrioC10kError",
+    "WebSocket",
+    "WebSocketConfig",
     "serve",
+    "websocket",
 ]

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from ._config import Bind, Config
+from ._config import Bind, Config, WebSocketConfig
 from ._exceptions import ConfigError
 from ._server import FD_RESERVE, Server, serve
 
@@ -134,6 +134,48 @@ def build_parser() -> argparse.ArgumentParser:
         "the GIL many times per request, and each turn across two cores costs far more than on "
         "one (see docs/performance.md)",
     )
+    ws = parser.add_argument_group("WebSocket")
+    ws.add_argument(
+        "--ws-max-message-size",
+        type=int,
+        default=_DEFAULT.websocket.max_message_size,
+        metavar="BYTES",
+        help="largest message accepted (close 1009 beyond it)",
+    )
+    ws.add_argument(
+        "--ws-send-queue-size",
+        type=int,
+        default=_DEFAULT.websocket.send_queue_size,
+        metavar="BYTES",
+        help="bytes queued for a client that reads too slowly before it is closed with 1008",
+    )
+    ws.add_argument(
+        "--ws-ping-interval",
+        type=float,
+        default=_DEFAULT.websocket.ping_interval,
+        metavar="SECONDS",
+        help="seconds between keep-alive pings; 0 disables them",
+    )
+    ws.add_argument(
+        "--ws-ping-timeout",
+        type=float,
+        default=_DEFAULT.websocket.ping_timeout,
+        metavar="SECONDS",
+        help="seconds to wait for a pong before closing with 1011",
+    )
+    ws.add_argument(
+        "--ws-close-timeout",
+        type=float,
+        default=_DEFAULT.websocket.close_timeout,
+        metavar="SECONDS",
+        help="seconds to wait for the peer's close frame",
+    )
+    ws.add_argument(
+        "--ws-compression",
+        action=argparse.BooleanOptionalAction,
+        default=_DEFAULT.websocket.compression,
+        help="agree to permessage-deflate when a client offers it (memory per connection: see the README)",
+    )
     parser.add_argument(
         "--proxy-headers",
         action="store_true",
@@ -168,6 +210,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
         graceful_timeout=args.graceful_timeout,
         access_log=args.access_log,
         proxy_headers=args.proxy_headers,
+        websocket=WebSocketConfig(
+            max_message_size=args.ws_max_message_size,
+            send_queue_size=args.ws_send_queue_size,
+            ping_interval=args.ws_ping_interval or None,
+            ping_timeout=args.ws_ping_timeout,
+            close_timeout=args.ws_close_timeout,
+            compression=args.ws_compression,
+        ),
         forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()),
     )
 

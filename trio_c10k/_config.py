@@ -78,6 +78,40 @@ def _parse_networks(
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """The limits of each WebSocket connection (``Config.websocket``)."""
+
+    #: bytes: the largest message accepted, after reassembly (close 1009 beyond it); the
+    #: ``websockets`` library's default
+    max_message_size: int = 1024 * 1024
+    #: bytes queued for a peer that reads too slowly before it is closed with 1008; the
+    #: batch being written is not counted, so a connection holds at most about twice this
+    send_queue_size: int = 1024 * 1024
+    #: seconds between keep-alive pings (None: no pings); they keep NAT and proxies from
+    #: dropping idle connections and find dead peers
+    ping_interval: float | None = 20.0
+    #: seconds to wait for the pong before closing with 1011
+    ping_timeout: float = 20.0
+    #: seconds to wait for the peer's close frame, and for the last frames to leave
+    close_timeout: float = 10.0
+    #: agree to permessage-deflate (RFC 7692) when a client offers it. Off by default: each
+    #: compressed connection keeps two zlib streams (about 300 KB at the default window),
+    #: 3 GB for 10,000 clients; a compressed frame must be made for each recipient of a
+    #: broadcast instead of once; and small real-time messages barely shrink.
+    compression: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "send_queue_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"websocket {name} must be at least 1 byte")
+        if self.ping_interval is not None and not self.ping_interval > 0:
+            raise ConfigError("websocket ping_interval must be positive (None disables pings)")
+        for name in ("ping_timeout", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"websocket {name} must be a positive number of seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The server's settings. Every field has the default the CLI documents.
 
@@ -113,6 +147,8 @@ class Config:
     proxy_headers: bool = False
     #: addresses or networks of trusted proxies; ``"*"`` trusts every peer
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: limits of WebSocket connections
+    websocket: WebSocketConfig = WebSocketConfig()
     #: parsed form of ``forwarded_allow_ips`` (None: every peer is trusted)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
         init=False, repr=False, compare=False

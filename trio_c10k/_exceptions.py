@@ -3,10 +3,13 @@
 ::
 
     TrioC10kError
-    └── ConfigError (also a ValueError): a bad option or setting
+    ├── ConfigError (also a ValueError): a bad option or setting
+    ├── ConnectionClosed: writing to a WebSocket that is closing or closed
+    └── HandshakeRejected: the server answered a WebSocket client's handshake with plain HTTP
 
-Errors of the peer (malformed HTTP, oversized requests) are not raised to users: the
-server answers them with an HTTP error status and logs the reason.
+Errors of the peer (malformed HTTP, oversized requests, WebSocket protocol errors) are not
+raised to users: the server answers them with an HTTP error status or a WebSocket close
+code, and logs the reason.
 """
 
 from __future__ import annotations
@@ -18,3 +21,30 @@ class TrioC10kError(Exception):
 
 class ConfigError(TrioC10kError, ValueError):
     """A configuration value is invalid; the message names the option and the problem."""
+
+
+class ConnectionClosed(TrioC10kError):
+    """The WebSocket is closing or closed; ``code`` and ``reason`` say how it closed.
+
+    ``code`` is 1006 when the connection ended without a close frame.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
+        #: the close code (RFC 6455 section 7.4)
+        self.code = code
+        #: the close reason
+        self.reason = reason
+
+
+class HandshakeRejected(TrioC10kError):
+    """The server refused the WebSocket handshake and answered with plain HTTP."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        super().__init__(f"WebSocket handshake rejected with HTTP {status}: {body[:200]!r}")
+        #: the HTTP status code of the answer
+        self.status = status
+        #: the answer's headers
+        self.headers = headers
+        #: the answer's body
+        self.body = body

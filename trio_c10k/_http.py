@@ -23,8 +23,11 @@ from typing import IO, TYPE_CHECKING
 import h11
 import trio
 
+from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
+from ._websocket import WebSocket, serve_websocket
 from ._wsgi import (
     AppResponse,
+    Environ,
     Headers,
     apply_proxy_headers,
     build_environ,
@@ -45,6 +48,8 @@ RECEIVE_SIZE = 65536
 #: request bodies larger than this go to a temporary file instead of memory
 SPOOL_SIZE = 1024 * 1024
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
+# A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
+_NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
 
 
 class _ClientGone(Exception):
@@ -221,9 +226,14 @@ class HTTPConnection:
             apply_proxy_headers(environ, server.config.trusted_proxies)
         self.head_sent = False
         self.sent_bytes = 0
+        slot = None
+        if "HTTP_UPGRADE" in environ:
+            slot = environ[UPGRADE_SLOT] = UpgradeSlot(compression=server.config.websocket.compression)
         try:
             response = await call_application(server.app, environ, self._stream_from_thread, server.workers)
-            if response.streamed:
+            if response.status == 101 and slot is not None and slot.accept is not None:
+                await self._write(self._switch_protocols(response))
+            elif response.streamed:
                 await self._write(self.conn.send(h11.EndOfMessage()))
             else:
                 await self._send_response(response)
@@ -251,7 +261,38 @@ class HTTPConnection:
                 self.sent_bytes,
                 (time.perf_counter() - started) * 1000,
             )
+        if self.conn.our_state is h11.SWITCHED_PROTOCOL:
+            assert slot is not None
+            await self._run_websocket(slot, environ)
+            return False
         return self.conn.our_state is h11.DONE and not server.closing
+
+    def _switch_protocols(self, response: AppResponse) -> bytes:
+        headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_IN_101]
+        return self.conn.send(
+            h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
+        )
+
+    async def _run_websocket(self, slot: UpgradeSlot, environ: Environ) -> None:
+        assert slot.accept is not None
+        config = self.server.config.websocket
+        connection = server_connection(slot.accept, self.conn.trailing_data[0])
+        # The h11 state machine, the environ's body and the thread's bookkeeping are no
+        # longer needed: only the request the handler may use is kept.
+        del self.conn
+        ws = WebSocket(
+            self.stream,
+            connection,
+            config,
+            request=slot.request,
+            subprotocol=slot.accept.subprotocol,
+            remote_address=(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+        )
+        self.server.websockets.add(ws)
+        try:
+            await serve_websocket(ws, slot.handler, slot.args, slot.kwargs)
+        finally:
+            self.server.websockets.discard(ws)
 
     def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
         headers = [*headers, (b"date", _http_date())]

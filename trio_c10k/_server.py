@@ -25,6 +25,7 @@ from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._http import HTTPConnection
 from ._threads import WorkerThreads, open_worker_threads
+from ._websocket import WebSocket
 
 log = logging.getLogger("trio_c10k.server")
 
@@ -137,6 +138,8 @@ class Server:
         self.workers: WorkerThreads
         #: cancel scopes of connections idle between requests (shutdown cancels them)
         self.idle: set[trio.CancelScope] = set()
+        #: the WebSocket connections open now
+        self.websockets: set[WebSocket] = set()
         #: True once shutdown() was called
         self.closing = False
         #: requests answered so far
@@ -172,6 +175,8 @@ class Server:
         self._stop_accepting.cancel()
         for scope in self.idle:
             scope.cancel()
+        for ws in self.websockets:
+            ws.going_away()
         if not self._connections:
             self._drained.set()
 

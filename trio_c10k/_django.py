@@ -1,0 +1,116 @@
+"""Django glue: the ``@websocket`` view decorator.
+
+Rule 1: the decorated view runs like any view, in a worker thread, after the middleware
+(sessions, authentication): whatever it or the middleware answers that is not a 101 goes
+out as plain HTTP.
+Rule 2: before the handler is handed to the server, the request's lazy attributes
+(``request.user``, ``request.session``) are resolved here, in the worker thread: the
+handler runs in the event loop, where a database query would stall every connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, overload
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from ._handshake import UPGRADE_SLOT, Rejection, UpgradeSlot, check_upgrade, origin_allowed
+
+log = logging.getLogger("trio_c10k.websocket")
+
+Handler = Callable[..., Awaitable[None]]
+View = Callable[..., HttpResponse]
+
+
+@overload
+def websocket(handler: Handler, /) -> View: ...
+@overload
+def websocket(*, subprotocols: list[str] | tuple[str, ...] = ()) -> Callable[[Handler], View]: ...
+
+
+def websocket(
+    handler: Handler | None = None, /, *, subprotocols: list[str] | tuple[str, ...] = ()
+) -> View | Callable[[Handler], View]:
+    """Turn ``async def handler(ws, *args, **kwargs)`` into a Django view for the URLconf.
+
+    Use it bare, ``@websocket``, or with the subprotocols the handler speaks, in order of
+    preference: ``@websocket(subprotocols=["chat.v2", "chat.v1"])``.
+
+    The view answers a valid upgrade with 101 and the server then runs the handler in the
+    event loop (``ws.request`` is the Django request). It answers a plain HTTP request with
+    426, a malformed handshake with 400 (426 for a WebSocket version other than 13), and a
+    browser ``Origin`` that is not the site's own with 403 (see ``TRIO_C10K_CHECK_ORIGIN``).
+    Under a server that cannot upgrade (Django's test client, another WSGI server) a valid
+    handshake gets 500 with the reason.
+
+    Raises:
+        TypeError: ``handler`` is not an ``async def`` function.
+    """
+
+    def decorate(handler: Handler) -> View:
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"@websocket needs an async def handler, not {handler!r}")
+
+        @functools.wraps(handler)
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return _upgrade(request, handler, tuple(subprotocols), args, kwargs)
+
+        return view
+
+    return decorate if handler is None else decorate(handler)
+
+
+def _upgrade(
+    request: HttpRequest,
+    handler: Handler,
+    subprotocols: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> HttpResponse:
+    slot = request.META.get(UPGRADE_SLOT)
+    result = check_upgrade(request.META, subprotocols, compression=bool(slot and slot.compression))
+    if isinstance(result, Rejection):
+        log.info("%s %s: %d %s", request.method, request.path, result.status, result.reason)
+        return _plain(result.status, result.reason, result.headers)
+    if not isinstance(slot, UpgradeSlot):
+        return _plain(
+            500,
+            "This WebSocket view needs the trio_c10k server (python -m trio_c10k, or runserver "
+            "with 'trio_c10k' in INSTALLED_APPS); this server cannot upgrade connections",
+        )
+    origin = request.META.get("HTTP_ORIGIN")
+    if getattr(settings, "TRIO_C10K_CHECK_ORIGIN", True) and not origin_allowed(
+        origin,
+        request.META.get("HTTP_HOST", ""),
+        list(settings.ALLOWED_HOSTS),
+        list(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])),
+    ):
+        log.warning("%s: WebSocket from foreign origin %r refused (403)", request.path, origin)
+        return _plain(403, f"WebSocket connections from origin {origin!r} are not allowed")
+    _resolve_lazy_attributes(request)
+    slot.handler, slot.args, slot.kwargs, slot.request, slot.accept = handler, args, kwargs, request, result
+    response = HttpResponse(status=101)
+    for name, value in result.headers:
+        response[name] = value
+    return response
+
+
+def _resolve_lazy_attributes(request: HttpRequest) -> None:
+    user = getattr(request, "user", None)
+    if user is not None:
+        user.is_authenticated  # noqa: B018  # evaluates the SimpleLazyObject: one query, here
+    session = getattr(request, "session", None)
+    if session is not None:
+        session.keys()  # loads the session data now, in this thread
+
+
+def _plain(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+    response = HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
+    for name, value in headers:
+        response[name] = value
+    return response

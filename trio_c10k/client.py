@@ -1,0 +1,145 @@
+"""A trio WebSocket client: the same ``WebSocket`` object as handlers get, in client mode.
+
+Used by the project's tests and load commands; usable by anyone::
+
+    async with open_websocket("ws://127.0.0.1:8000/test/echo/") as ws:
+        ws.write_message("hello")
+        print(await ws.read_message())
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from wsproto.connection import Connection, ConnectionType
+from wsproto.utilities import generate_accept_token
+
+from ._config import WebSocketConfig
+from ._exceptions import HandshakeRejected
+from ._websocket import WebSocket
+
+
+@asynccontextmanager
+async def open_websocket(
+    url: str,
+    *,
+    subprotocols: list[str] | tuple[str, ...] = (),
+    origin: str | None = None,
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    config: WebSocketConfig | None = None,
+    connect_timeout: float = 10,
+) -> AsyncIterator[WebSocket]:
+    """Connect to a ``ws://`` URL and yield the open ``WebSocket``.
+
+    Args:
+        url: ``ws://host[:port]/path[?query]``.
+        subprotocols: offered in ``Sec-WebSocket-Protocol``; ``ws.subprotocol`` is the one
+            the server chose.
+        origin: sent as ``Origin`` (browsers always send one; other clients need not).
+        headers: more request headers (cookies, authorization).
+        config: limits (message size, send queue, pings); ``WebSocketConfig()`` by default.
+        connect_timeout: seconds for the TCP connection and the handshake together.
+
+    Raises:
+        HandshakeRejected: the server answered with plain HTTP instead of 101.
+        OSError: the connection failed.
+        ValueError: the URL is not ``ws://``.
+
+    Resource handling: leaving the block closes the connection with 1000 (1011 if the block
+    raised), waiting up to ``config.close_timeout`` for the server's close frame.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        raise ValueError(f"expected a ws://host/path URL, not {url!r}")
+    port = parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    with trio.fail_after(connect_timeout):
+        stream = await trio.open_tcp_stream(parts.hostname, port)
+        try:
+            connection, subprotocol = await _handshake(
+                stream, parts.netloc, target, subprotocols, origin, headers
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    ws = WebSocket(
+        stream,
+        connection,
+        config or WebSocketConfig(),
+        subprotocol=subprotocol,
+        remote_address=(parts.hostname, port),
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            ws._start(nursery)
+            try:
+                yield ws
+            except Exception:
+                await ws._finish(1011, "client error")
+                raise
+            await ws._finish(1000)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _handshake(
+    stream: trio.SocketStream,
+    host: str,
+    target: str,
+    subprotocols: list[str] | tuple[str, ...],
+    origin: str | None,
+    extra: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+) -> tuple[Connection, str | None]:
+    key = base64.b64encode(os.urandom(16))
+    headers = [
+        ("Host", host),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key.decode("ascii")),
+        ("Sec-WebSocket-Version", "13"),
+        *extra,
+    ]
+    if subprotocols:
+        headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if origin is not None:
+        headers.append(("Origin", origin))
+    http = h11.Connection(h11.CLIENT)
+    await stream.send_all(
+        http.send(h11.Request(method="GET", target=target, headers=headers)) + http.send(h11.EndOfMessage())
+    )
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            http.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            break
+        elif isinstance(event, h11.Response | h11.InformationalResponse):
+            raise HandshakeRejected(event.status_code, list(event.headers), await _body(http, stream))
+        else:
+            raise HandshakeRejected(0, [], b"connection closed during the handshake")
+    answer = dict(event.headers)
+    if answer.get(b"sec-websocket-accept") != generate_accept_token(key):
+        raise HandshakeRejected(101, list(event.headers), b"wrong Sec-WebSocket-Accept")
+    subprotocol = answer.get(b"sec-websocket-protocol")
+    chosen = subprotocol.decode("ascii") if subprotocol else None
+    if chosen is not None and chosen not in subprotocols:
+        raise HandshakeRejected(101, list(event.headers), b"server chose a subprotocol not offered")
+    return Connection(ConnectionType.CLIENT, [], http.trailing_data[0]), chosen
+
+
+async def _body(http: h11.Connection, stream: trio.SocketStream) -> bytes:
+    body = bytearray()
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            http.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Data):
+            body += event.data
+        else:
+            return bytes(body)
