@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,12 +12,15 @@ import pytest
 import trio
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+os.environ["TRIO_C10K_TEST_DB"] = os.path.join(tempfile.mkdtemp(prefix="trio_c10k_tests_"), "db.sqlite3")
 
+from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 
 from trio_c10k import Bind, Config, Server, serve
 
 DJANGO_APP = get_wsgi_application()
+call_command("migrate", verbosity=0)
 
 StartServer = Callable[..., Awaitable[Server]]
 

@@ -12,4 +12,13 @@ urlpatterns = [
     path("t/wait/<str:key>/", views.wait),
     path("t/file/", views.file),
     path("t/error/", views.error),
+    path("t/ws/return/", views.ws_return),
+    path("t/ws/raise/", views.ws_raise),
+    path("t/ws/subprotocol/", views.ws_subprotocol),
+    path("t/ws/info/<int:number>/", views.ws_info),
+    path("t/ws/watch/<str:key>/", views.ws_watch),
+    path("t/ws/flood/<str:key>/", views.ws_flood),
+    path("t/ws/room/", views.ws_room),
+    path("t/ws/broadcast/", views.ws_broadcast),
+    path("t/login/", views.login),
 ]

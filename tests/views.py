@@ -7,9 +7,14 @@ import json
 import tempfile
 import threading
 from collections import defaultdict
+from typing import Any
 
+import trio
+import trio.lowlevel
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+
+from trio_c10k import ConnectionClosed, WebSocket, websocket
 
 #: per-key events: "release" is set by a test, "started"/"finished" by the view
 EVENTS: defaultdict[str, dict[str, threading.Event]] = defaultdict(
@@ -83,3 +88,104 @@ def file(request: HttpRequest) -> FileResponse:
 
 def error(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("a view failed")
+
+
+# -- WebSocket handlers ------------------------------------------------------------------------
+
+#: WebSockets of /t/ws/room/, written to by the /t/ws/broadcast/ view from a worker thread
+ROOM: list[WebSocket] = []
+#: close codes and events seen by handlers, per test key
+WS_EVENTS: defaultdict[str, dict[str, Any]] = defaultdict(lambda: {"done": threading.Event()})
+
+
+@websocket
+async def ws_return(ws: WebSocket) -> None:
+    ws.write_message("bye")
+
+
+@websocket
+async def ws_raise(ws: WebSocket) -> None:
+    ws.write_message("about to fail")
+    raise RuntimeError("handler failed")
+
+
+@websocket(subprotocols=["chat.v2", "chat.v1"])
+async def ws_subprotocol(ws: WebSocket) -> None:
+    ws.write_message(str(ws.subprotocol))
+    await ws.read_message()
+
+
+@websocket
+async def ws_info(ws: WebSocket, number: int) -> None:
+    request = ws.request
+    ws.write_message(
+        json.dumps(
+            {
+                "number": number,
+                "path": request.path,
+                "user": request.user.username if request.user.is_authenticated else None,
+                "session": request.session.get("color"),
+                "remote_address": list(ws.remote_address),
+            }
+        )
+    )
+    await ws.read_message()
+
+
+@websocket
+async def ws_watch(ws: WebSocket, key: str) -> None:
+    """Reads until None, then records how the connection ended."""
+    events = WS_EVENTS[key]
+    events["messages"] = [message async for message in ws]
+    events["close_code"] = ws.close_code
+    try:
+        ws.write_message("too late")
+    except ConnectionClosed as exc:
+        events["write_error"] = exc
+    events["done"].set()
+
+
+@websocket
+async def ws_flood(ws: WebSocket, key: str) -> None:
+    """Writes 64 KiB messages without end; a client that does not read gets closed."""
+    events = WS_EVENTS[key]
+    chunk = b"x" * 65536
+    try:
+        while True:
+            ws.write_message(chunk)
+            await trio.lowlevel.checkpoint()
+    except ConnectionClosed as exc:
+        events["close_code"] = exc.code
+    finally:
+        events["done"].set()
+
+
+@websocket
+async def ws_room(ws: WebSocket) -> None:
+    ROOM.append(ws)
+    try:
+        ws.write_message("joined")
+        await ws.read_message()
+    finally:
+        ROOM.remove(ws)
+
+
+def ws_broadcast(request: HttpRequest) -> HttpResponse:
+    """A plain Django view, in a worker thread, writing to open WebSockets."""
+    message = request.GET["message"]
+    for ws in list(ROOM):
+        ws.write_message(message)
+    return HttpResponse(str(len(ROOM)))
+
+
+@csrf_exempt
+def login(request: HttpRequest) -> HttpResponse:
+    from django.contrib.auth import authenticate
+    from django.contrib.auth import login as django_login
+
+    user = authenticate(request, username=request.POST["username"], password=request.POST["password"])
+    if user is None:
+        return HttpResponse("bad credentials", status=403)
+    django_login(request, user)
+    request.session["color"] = "teal"
+    return HttpResponse("ok")

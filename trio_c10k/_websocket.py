@@ -84,6 +84,8 @@ class WebSocket:
         self._queue: list[bytes] = []
         self._queued = 0
         self._writing = False
+        # Set when the peer stopped reading: the last writes are not waited for.
+        self._stuck = False
         self._writer_wakeup = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
         self._pong = trio.Event()
@@ -208,7 +210,7 @@ class WebSocket:
     async def _finish(self, code: int, reason: str = "") -> None:
         """Close with ``code``, let the last frames go out, then stop the tasks."""
         await self.close(code, reason)
-        with trio.move_on_after(self._config.close_timeout):
+        with trio.move_on_after(0 if self._stuck else self._config.close_timeout):
             while self._queue or self._writing:
                 await self._room.park()
         assert self._nursery is not None
@@ -217,13 +219,14 @@ class WebSocket:
     async def _reader(self) -> None:
         ws = self._ws
         try:
-            while not self._closed.is_set():
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-                ws.receive_data(data or None)
+            while True:
+                # Events first: the bytes that came with the handshake may hold whole frames.
                 for event in ws.events():
                     await self._handle(event)
-                if not data:
+                if self._closed.is_set() or ws.state is ConnectionState.CLOSED:
                     break
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+                ws.receive_data(data or None)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -325,6 +328,7 @@ class WebSocket:
             )
             self._queue.clear()
             self._queued = 0
+            self._stuck = True
             self._fail(1008, "send queue full: the client reads too slowly")
             return
         self._queue.append(frame)

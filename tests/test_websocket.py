@@ -1,0 +1,494 @@
+"""WebSocket handlers over real sockets: handshake, API, lifecycle, limits, RFC 6455 behaviour.
+
+Clients: the package's own (``trio_c10k.client``), a raw wsproto client for byte-level
+protocol errors, and the ``websockets`` library's client (in a worker thread), which we
+did not write.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import struct
+import uuid
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from django.test import Client as DjangoClient
+from django.test import override_settings
+from websockets.sync.client import connect as websockets_connect
+from wsproto.connection import Connection
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from tests import views
+from tests.conftest import Client, StartServer, connect, header, port_of, read_until_closed
+from trio_c10k import ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
+from trio_c10k.client import _handshake, open_websocket
+
+
+def url(server: Server, path: str) -> str:
+    return f"ws://127.0.0.1:{port_of(server)}{path}"
+
+
+def upgrade_headers(**overrides: str) -> list[tuple[str, str]]:
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        **overrides,
+    }
+    return [(k, v) for k, v in headers.items() if v]
+
+
+class RawWebSocket:
+    """A wsproto client over a raw stream: sends any bytes, reads events one by one."""
+
+    def __init__(self, stream: trio.SocketStream, connection: Connection) -> None:
+        self.stream, self.ws = stream, connection
+
+    @classmethod
+    async def open(cls, server: Server, path: str) -> RawWebSocket:
+        stream = await connect(server)
+        connection, _ = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), None, ())
+        return cls(stream, connection)
+
+    async def send(self, event: Any) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def next_event(self) -> Any:
+        with trio.fail_after(10):
+            while True:
+                for event in self.ws.events():
+                    return event
+                data = await self.stream.receive_some(65536)
+                self.ws.receive_data(data or None)
+                if not data:
+                    return None
+
+
+def masked_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A client frame built by hand (wsproto refuses to build invalid ones)."""
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    assert len(payload) < 126
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([first, 0x80 | len(payload)]) + mask + masked
+
+
+# -- handshake ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "reason"),
+    [
+        pytest.param({"Upgrade": "", "Connection": ""}, 426, b"only speaks WebSocket", id="plain-http"),
+        pytest.param({"Connection": "keep-alive"}, 400, b"Connection: Upgrade", id="no-connection-upgrade"),
+        pytest.param({"Sec-WebSocket-Key": "c2hvcnQ="}, 400, b"16 bytes", id="short-key"),
+        pytest.param({"Sec-WebSocket-Key": "not base64!"}, 400, b"16 bytes", id="bad-key"),
+        pytest.param({"Sec-WebSocket-Version": "8"}, 426, b"Sec-WebSocket-Version", id="old-version"),
+    ],
+)
+async def test_bad_handshakes_get_plain_http_answers(
+    server: Server, headers: dict[str, str], status: int, reason: bytes
+) -> None:
+    client = await Client.open(server)
+    response, body = await client.get("/test/echo/", headers=upgrade_headers(**headers))
+    assert response.status_code == status
+    assert reason in body
+    if status == 426 and "Sec-WebSocket-Version" in headers:
+        assert header(response, b"sec-websocket-version") == b"13"
+
+
+def test_post_upgrade_gets_400() -> None:
+    # Django's test client skips the CSRF check, so the request reaches the view.
+    response = DjangoClient().post("/test/echo/", headers=dict(upgrade_headers()))
+    assert response.status_code == 400
+    assert b"must use GET" in response.content
+
+
+def test_under_a_server_that_cannot_upgrade_the_view_answers_500() -> None:
+    response = DjangoClient().get("/test/echo/", headers=dict(upgrade_headers()))
+    assert response.status_code == 500
+    assert b"needs the trio_c10k server" in response.content
+
+
+async def test_rejection_reaches_our_client_as_an_exception(server: Server) -> None:
+    with pytest.raises(HandshakeRejected) as info:
+        async with open_websocket(url(server, "/no/such/socket/")):
+            pass
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (None, True),
+        ("http://127.0.0.1:{port}", True),  # the request's own host
+        ("http://localhost:5000", True),  # in ALLOWED_HOSTS
+        ("https://evil.example", False),
+        ("null", False),
+    ],
+)
+async def test_origin_check(
+    server: Server, origin: str | None, allowed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    origin = origin and origin.format(port=port_of(server))
+    if allowed:
+        async with open_websocket(url(server, "/test/ws/"), origin=origin) as ws:
+            assert await ws.read_message() == "Hello!"
+    else:
+        with pytest.raises(HandshakeRejected) as info:
+            async with open_websocket(url(server, "/test/ws/"), origin=origin):
+                pass
+        assert info.value.status == 403
+        assert b"not allowed" in info.value.body
+        assert any("foreign origin" in r.getMessage() for r in caplog.records)
+
+
+async def test_origin_check_can_be_turned_off(server: Server) -> None:
+    with override_settings(TRIO_C10K_CHECK_ORIGIN=False):
+        async with open_websocket(url(server, "/test/ws/"), origin="https://evil.example") as ws:
+            assert await ws.read_message() == "Hello!"
+
+
+@override_settings(CSRF_TRUSTED_ORIGINS=["https://*.example.org"])
+async def test_origin_in_csrf_trusted_origins_is_allowed(server: Server) -> None:
+    async with open_websocket(url(server, "/test/ws/"), origin="https://app.example.org") as ws:
+        assert await ws.read_message() == "Hello!"
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [(["chat.v1", "chat.v2"], "chat.v2"), (["chat.v1"], "chat.v1"), (["other"], None), ([], None)],
+)
+async def test_subprotocol_negotiation(server: Server, offered: list[str], chosen: str | None) -> None:
+    async with open_websocket(url(server, "/t/ws/subprotocol/"), subprotocols=offered) as ws:
+        assert ws.subprotocol == chosen
+        assert await ws.read_message() == str(chosen)
+
+
+# -- the API ------------------------------------------------------------------------------
+
+
+async def test_seed_echo_exchange(server: Server) -> None:
+    async with open_websocket(url(server, "/test/ws/")) as ws:
+        assert await ws.read_message() == "Hello!"
+        for n, text in enumerate(["one", "two", "Café"], 1):
+            ws.write_message(text)
+            assert await ws.read_message() == f"{n}. {text}"
+        assert await ws.read_message() == "Goodbye!"
+        assert await ws.read_message() is None
+        assert ws.close_code == 1000
+        assert ws.closed
+        assert not ws.open
+
+
+async def test_echo_text_binary_and_opcodes(server: Server) -> None:
+    async with open_websocket(url(server, "/test/echo/")) as ws:
+        ws.write_message("text")
+        assert await ws.read_message() == "text"
+        ws.write_message(b"\x00\xff")
+        assert await ws.read_message() == b"\x00\xff"
+        ws.write_message("as bytes", opcode=2)
+        assert await ws.read_message() == b"as bytes"
+        ws.write_message("é".encode(), opcode=1)
+        assert await ws.read_message() == "é"
+        await ws.send_message("awaited")
+        assert await ws.read_message() == "awaited"
+        with pytest.raises(ValueError, match="opcode"):
+            ws.write_message("x", opcode=9)
+        big = os.urandom(200_000)
+        ws.write_message(big)
+        assert await ws.read_message() == big
+
+
+async def test_request_user_session_and_url_arguments(server: Server) -> None:
+    from django.contrib.auth.models import User
+
+    await trio.to_thread.run_sync(
+        lambda: (
+            User.objects.filter(username="ada").exists()
+            or User.objects.create_user("ada", password="pw-ada-123")
+        )
+    )
+    client = await Client.open(server)
+    await client.request(
+        "POST",
+        "/t/login/",
+        headers=[("Content-Type", "application/x-www-form-urlencoded")],
+        body=b"username=ada&password=pw-ada-123",
+    )
+    response, _ = await client.response()
+    assert response.status_code == 200
+    cookies = "; ".join(v.decode().split(";")[0] for k, v in response.headers if k == b"set-cookie")
+    async with open_websocket(url(server, "/t/ws/info/42/"), headers=[("Cookie", cookies)]) as ws:
+        info = json.loads(await ws.read_message())
+    assert info["number"] == 42
+    assert info["path"] == "/t/ws/info/42/"
+    assert info["user"] == "ada"
+    assert info["session"] == "teal"
+    assert info["remote_address"][0] == "127.0.0.1"
+
+
+async def test_write_message_from_a_django_view_in_a_worker_thread(server: Server) -> None:
+    async with (
+        open_websocket(url(server, "/t/ws/room/")) as a,
+        open_websocket(url(server, "/t/ws/room/")) as b,
+    ):
+        assert await a.read_message() == "joined"
+        assert await b.read_message() == "joined"
+        client = await Client.open(server)
+        response, body = await client.get("/t/ws/broadcast/?message=hi+all")
+        assert (response.status_code, body) == (200, b"2")
+        assert await a.read_message() == "hi all"
+        assert await b.read_message() == "hi all"
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+async def test_handler_return_closes_with_1000(server: Server) -> None:
+    async with open_websocket(url(server, "/t/ws/return/")) as ws:
+        assert await ws.read_message() == "bye"
+        assert await ws.read_message() is None
+        assert ws.close_code == 1000
+
+
+async def test_handler_exception_closes_with_1011_and_is_logged(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_websocket(url(server, "/t/ws/raise/")) as ws:
+        assert await ws.read_message() == "about to fail"
+        assert await ws.read_message() is None
+        assert ws.close_code == 1011
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "trio_c10k.websocket"
+    assert record.exc_info is not None
+    assert "handler failed" in str(record.exc_info[1])
+    async with open_websocket(url(server, "/test/ws/")) as ws:  # the server is unaffected
+        assert await ws.read_message() == "Hello!"
+
+
+async def test_client_close_code_is_seen_by_the_handler(server: Server) -> None:
+    key = uuid.uuid4().hex
+    async with open_websocket(url(server, f"/t/ws/watch/{key}/")) as ws:
+        ws.write_message("first")
+        await ws.close(4000, "custom")
+        assert ws.close_code == 4000  # echoed by the server
+    await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 5)
+    events = views.WS_EVENTS[key]
+    assert events["messages"] == ["first"]
+    assert events["close_code"] == 4000
+    assert isinstance(events["write_error"], ConnectionClosed)
+    assert events["write_error"].code == 4000
+
+
+async def test_peer_vanishing_ends_every_task(server: Server) -> None:
+    key = uuid.uuid4().hex
+    raw = await RawWebSocket.open(server, f"/t/ws/watch/{key}/")
+    await raw.send(TextMessage(data="hello"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(server.websockets) == 1
+    await raw.stream.aclose()  # no close frame
+    await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 5)
+    assert views.WS_EVENTS[key]["messages"] == ["hello"]
+    assert views.WS_EVENTS[key]["close_code"] == 1006
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.websockets == set()
+    assert server.statistics().connections == 0
+
+
+async def test_writing_after_close_raises(server: Server) -> None:
+    async with open_websocket(url(server, "/t/ws/return/")) as ws:
+        assert await ws.read_message() == "bye"
+        assert await ws.read_message() is None
+        with pytest.raises(ConnectionClosed) as info:
+            ws.write_message("x")
+        assert info.value.code == 1000
+
+
+async def test_graceful_shutdown_closes_websockets_with_1001(server: Server) -> None:
+    async with open_websocket(url(server, "/test/echo/")) as ws:
+        ws.write_message("still here")
+        assert await ws.read_message() == "still here"
+        server.shutdown()
+        assert await ws.read_message() is None
+        assert ws.close_code == 1001
+
+
+# -- limits -------------------------------------------------------------------------------
+
+
+async def test_message_over_max_size_closes_with_1009(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(max_message_size=1000))
+    async with open_websocket(url(server, "/test/echo/")) as ws:
+        ws.write_message("x" * 1000)
+        assert await ws.read_message() == "x" * 1000
+        ws.write_message("x" * 1001)
+        assert await ws.read_message() is None
+        assert ws.close_code == 1009
+
+
+async def test_slow_consumer_is_closed_and_others_get_everything(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server(websocket=WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1))
+    key = uuid.uuid4().hex
+    slow = await RawWebSocket.open(server, f"/t/ws/flood/{key}/")  # never reads
+    async with open_websocket(url(server, "/test/echo/")) as fast:
+        await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 10)
+        assert views.WS_EVENTS[key]["close_code"] == 1008
+        for i in range(100):
+            fast.write_message(f"message {i}")
+        for i in range(100):
+            assert await fast.read_message() == f"message {i}"
+    assert any("send queue over" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.websockets == set()
+    await slow.stream.aclose()
+
+
+async def test_close_handshake_times_out(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(close_timeout=0.3))
+    raw = await RawWebSocket.open(server, "/t/ws/return/")
+    assert (await raw.next_event()).data == "bye"
+    close = await raw.next_event()
+    assert isinstance(close, CloseConnection)
+    assert close.code == 1000
+    # We never answer the close frame: the server disconnects after close_timeout.
+    assert await read_until_closed(raw.stream) == b""
+
+
+async def test_keepalive_ping_timeout_closes_with_1011(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(ping_interval=0.1, ping_timeout=0.2))
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    ping = await raw.next_event()
+    assert isinstance(ping, Ping)  # not answered
+    close = await raw.next_event()
+    assert isinstance(close, CloseConnection)
+    assert close.code == 1011
+
+
+async def test_keepalive_answered_keeps_the_connection(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(ping_interval=0.05, ping_timeout=1))
+    async with open_websocket(url(server, "/test/echo/")) as ws:
+        await trio.sleep(0.3)  # several pings go by and are answered by our client
+        ws.write_message("alive")
+        assert await ws.read_message() == "alive"
+
+
+# -- RFC 6455 behaviour -------------------------------------------------------------------
+
+
+async def test_fragmented_message_with_ping_between_fragments(server: Server) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    await raw.send(TextMessage(data="frag", message_finished=False))
+    await raw.send(Ping(payload=b"between"))
+    pong = await raw.next_event()
+    assert isinstance(pong, Pong)
+    assert pong.payload == b"between"
+    await raw.send(TextMessage(data="mented", message_finished=False))
+    await raw.send(TextMessage(data="!", message_finished=True))
+    echo = await raw.next_event()
+    assert (echo.data, echo.message_finished) == ("fragmented!", True)
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        pytest.param([masked_frame(1, b"\xff\xfe")], 1007, id="invalid-utf8"),
+        pytest.param([masked_frame(1, b"ok \xe2\x82", fin=False)], None, id="utf8-split-ok-so-far"),
+        pytest.param(
+            [masked_frame(1, b"caf\xc3", fin=False), masked_frame(0, b"\x28", fin=False)],
+            1007,
+            id="invalid-utf8-across-fragments-before-the-end",
+        ),
+        pytest.param([masked_frame(1, b"x", rsv=4)], 1002, id="reserved-bit"),
+        pytest.param([masked_frame(3, b"x")], 1002, id="unknown-opcode"),
+        pytest.param([masked_frame(8, struct.pack("!H", 999))], 1002, id="invalid-close-code"),
+        pytest.param([masked_frame(8, struct.pack("!H", 1005))], 1002, id="reserved-close-code-1005"),
+        pytest.param([b"\x81\x05hello"], 1002, id="unmasked-client-frame"),
+    ],
+)
+async def test_protocol_errors_close_with_the_rfc_code(
+    server: Server, frames: list[bytes], code: int | None
+) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    await raw.stream.send_all(b"".join(frames))
+    if code is None:
+        # A valid prefix of a message: nothing happens yet; a ping still works.
+        await raw.stream.send_all(masked_frame(9, b"p"))
+        assert isinstance(await raw.next_event(), Pong)
+        return
+    close = await raw.next_event()
+    assert isinstance(close, CloseConnection)
+    assert close.code == code
+
+
+async def test_valid_close_codes_are_echoed(server: Server) -> None:
+    for code in (1000, 1001, 3000, 4999):
+        raw = await RawWebSocket.open(server, "/test/echo/")
+        await raw.send(CloseConnection(code=code, reason="bye"))
+        answer = await raw.next_event()
+        assert isinstance(answer, CloseConnection)
+        assert answer.code == code
+        assert await read_until_closed(raw.stream) == b""
+
+
+async def test_binary_frames_and_pings_from_raw_client(server: Server) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    await raw.send(BytesMessage(data=b"\x01\x02"))
+    assert (await raw.next_event()).data == b"\x01\x02"
+
+
+# -- a client we did not write --------------------------------------------------------------
+
+
+async def test_websockets_library_client(server: Server) -> None:
+    port = port_of(server)
+
+    def talk() -> tuple[list[Any], str | None, int | None]:
+        received: list[Any] = []
+        with websockets_connect(f"ws://127.0.0.1:{port}/test/ws/", open_timeout=5) as ws:
+            received.append(ws.recv(timeout=5))
+            for text in ["one", "two", "Café"]:
+                ws.send(text)
+                received.append(ws.recv(timeout=5))
+            received.append(ws.recv(timeout=5))
+            try:
+                ws.recv(timeout=5)
+            except Exception as exc:  # ConnectionClosedOK
+                received.append(type(exc).__name__)
+            return received, ws.subprotocol, ws.close_code
+
+    with trio.fail_after(20):
+        received, subprotocol, code = await trio.to_thread.run_sync(talk)
+    assert received == ["Hello!", "1. one", "2. two", "3. Café", "Goodbye!", "ConnectionClosedOK"]
+    assert subprotocol is None
+    assert code == 1000
+
+
+async def test_websockets_library_client_subprotocol_and_binary(server: Server) -> None:
+    port = port_of(server)
+
+    def talk() -> tuple[Any, Any, Any]:
+        with websockets_connect(
+            f"ws://127.0.0.1:{port}/t/ws/subprotocol/", subprotocols=["chat.v1", "chat.v2"], open_timeout=5
+        ) as ws:
+            chosen = ws.recv(timeout=5)
+        with websockets_connect(f"ws://127.0.0.1:{port}/test/echo/", open_timeout=5) as ws:
+            ws.send(b"\x00binary")
+            echoed = ws.recv(timeout=5)
+            ws.ping(b"p").wait(timeout=5)
+        return chosen, ws.subprotocol, echoed
+
+    with trio.fail_after(20):
+        chosen, subprotocol, echoed = await trio.to_thread.run_sync(talk)
+    assert chosen == "chat.v2"
+    assert subprotocol is None
+    assert echoed == b"\x00binary"
