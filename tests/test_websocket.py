@@ -492,3 +492,27 @@ async def test_websockets_library_client_subprotocol_and_binary(server: Server) 
     assert chosen == "chat.v2"
     assert subprotocol is None
     assert echoed == b"\x00binary"
+
+
+@pytest.mark.parametrize("compression", [True, False])
+async def test_permessage_deflate_with_the_websockets_client(
+    start_server: StartServer, compression: bool
+) -> None:
+    server = await start_server(websocket=WebSocketConfig(compression=compression))
+    port = port_of(server)
+    text = "compressible " * 1000
+
+    def talk() -> tuple[Any, Any]:
+        # The websockets client offers permessage-deflate by default.
+        with websockets_connect(f"ws://127.0.0.1:{port}/test/echo/", open_timeout=5) as ws:
+            ws.send(text)
+            return ws.recv(timeout=5), ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    with trio.fail_after(20):
+        echoed, extensions = await trio.to_thread.run_sync(talk)
+    assert echoed == text
+    if compression:
+        assert extensions is not None
+        assert extensions.startswith("permessage-deflate")
+    else:
+        assert extensions is None

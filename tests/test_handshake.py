@@ -1,0 +1,111 @@
+"""The opening handshake as pure functions (no server, no Django request)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from trio_c10k._handshake import Accept, Rejection, check_upgrade, choose_subprotocol, origin_allowed
+
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+def environ(**headers: str) -> dict[str, str]:
+    base = {
+        "REQUEST_METHOD": "GET",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "keep-alive, Upgrade",
+        "HTTP_SEC_WEBSOCKET_KEY": KEY,
+        "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    }
+    base.update(headers)
+    return {k: v for k, v in base.items() if v}
+
+
+def test_valid_handshake_gives_the_rfc_accept_token() -> None:
+    result = check_upgrade(environ())
+    assert isinstance(result, Accept)
+    headers = dict(result.headers)
+    # RFC 6455 section 1.3: base64(SHA-1(key + GUID)); this key's value, computed independently
+    import hashlib
+
+    expected = base64.b64encode(
+        hashlib.sha1((KEY + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    ).decode()
+    assert headers["Sec-WebSocket-Accept"] == expected
+    assert headers["Upgrade"] == "websocket"
+    assert result.subprotocol is None
+    assert result.extensions == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"HTTP_UPGRADE": ""}, 426),
+        ({"HTTP_UPGRADE": "h2c"}, 426),
+        ({"REQUEST_METHOD": "POST"}, 400),
+        ({"SERVER_PROTOCOL": "HTTP/1.0"}, 400),
+        ({"HTTP_CONNECTION": "keep-alive"}, 400),
+        ({"HTTP_SEC_WEBSOCKET_VERSION": ""}, 426),
+        ({"HTTP_SEC_WEBSOCKET_VERSION": "8"}, 426),
+        ({"HTTP_SEC_WEBSOCKET_KEY": ""}, 400),
+        ({"HTTP_SEC_WEBSOCKET_KEY": base64.b64encode(b"15 bytes only!!").decode()}, 400),
+    ],
+)
+def test_rejections(headers: dict[str, str], status: int) -> None:
+    result = check_upgrade(environ(**headers))
+    assert isinstance(result, Rejection)
+    assert result.status == status
+    assert result.reason
+
+
+def test_header_tokens_are_case_insensitive() -> None:
+    assert isinstance(check_upgrade(environ(HTTP_UPGRADE="WebSocket", HTTP_CONNECTION="upgrade")), Accept)
+
+
+def test_subprotocol_follows_server_preference() -> None:
+    assert choose_subprotocol("a, b", ("b", "a")) == "b"
+    assert choose_subprotocol("a", ("b",)) is None
+    assert choose_subprotocol("", ("a",)) is None
+    result = check_upgrade(environ(HTTP_SEC_WEBSOCKET_PROTOCOL="chat.v1, chat.v2"), ("chat.v2",))
+    assert isinstance(result, Accept)
+    assert result.subprotocol == "chat.v2"
+    assert ("Sec-WebSocket-Protocol", "chat.v2") in result.headers
+
+
+@pytest.mark.parametrize("compression", [True, False])
+def test_permessage_deflate_only_when_enabled(compression: bool) -> None:
+    offer = "permessage-deflate; client_max_window_bits"
+    result = check_upgrade(environ(HTTP_SEC_WEBSOCKET_EXTENSIONS=offer), compression=compression)
+    assert isinstance(result, Accept)
+    extensions = dict(result.headers).get("Sec-WebSocket-Extensions")
+    if compression:
+        assert extensions is not None
+        assert extensions.startswith("permessage-deflate")
+        assert len(result.extensions) == 1
+    else:
+        assert extensions is None
+        assert result.extensions == []
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (None, True),
+        ("http://site.test:8000", True),  # the request's own host and port
+        ("http://site.test:9000", False),  # same host name, other port, not listed
+        ("https://api.example.com", True),  # ALLOWED_HOSTS ".example.com"
+        ("https://example.com", True),
+        ("https://evilexample.com", False),
+        ("https://app.trusted.test", True),  # CSRF_TRUSTED_ORIGINS "https://*.trusted.test"
+        ("http://app.trusted.test", False),  # scheme differs
+        ("null", False),
+        ("file://", False),
+    ],
+)
+def test_origin_allowed(origin: str | None, allowed: bool) -> None:
+    assert (
+        origin_allowed(origin, "site.test:8000", [".example.com", "*"], ["https://*.trusted.test"]) is allowed
+    )
