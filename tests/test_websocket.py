@@ -293,7 +293,7 @@ async def test_peer_vanishing_ends_every_task(server: Server) -> None:
     raw = await RawWebSocket.open(server, f"/t/ws/watch/{key}/")
     await raw.send(TextMessage(data="hello"))
     await trio.testing.wait_all_tasks_blocked()
-    assert len(server.websockets) == 1
+    assert server.statistics().websockets == 1
     await raw.stream.aclose()  # no close frame
     await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 5)
     assert views.WS_EVENTS[key]["messages"] == ["hello"]

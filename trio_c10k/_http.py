@@ -93,6 +93,8 @@ class HTTPConnection:
         inet = sock.family != socket.AF_UNIX
         client = sock.getpeername()[:2] if inet else None
         local = sock.getsockname()[:2] if inet else None
+        #: the peer's (host, port), None for a Unix socket
+        self.peer = client
         #: the peer, as the logs show it
         self.client = _peer_label(client)
         #: the environ keys shared by every request of this connection
@@ -286,7 +288,7 @@ class HTTPConnection:
             config,
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
-            remote_address=(environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT")),
+            remote_address=self.peer,
         )
         self.server.websockets.add(ws)
         try:

@@ -53,6 +53,8 @@ class ServerStatistics:
     requests: int
     #: connections turned away with 503 because ``max_connections`` was reached
     rejected: int
+    #: WebSocket connections open now (counted in ``connections`` too)
+    websockets: int
 
 
 def default_max_connections() -> int:
@@ -160,7 +162,7 @@ class Server:
 
     def statistics(self) -> ServerStatistics:
         """Counters for monitoring and tests."""
-        return ServerStatistics(self._connections, self.requests, self._rejected)
+        return ServerStatistics(self._connections, self.requests, self._rejected, len(self.websockets))
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown; ``serve()`` returns once it is over.
