@@ -38,6 +38,18 @@ os.environ["PATH"] = os.pathsep.join(
 )
 
 
+def _install_chromium(session: nox.Session) -> None:
+    """tests/test_browser.py drives Debian's Chromium (Playwright's own browser downloads are not used)."""
+    if os.path.exists("/usr/bin/chromium"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.error("install Chromium: apt-get install chromium")
+    session.run("apt-get", "update", external=True)
+    session.run(
+        "apt-get", "install", "-y", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"}
+    )
+
+
 @nox.session
 @nox.parametrize(
     ("python", "django"),
@@ -47,6 +59,7 @@ os.environ["PATH"] = os.pathsep.join(
 def tests(session: nox.Session, django: str) -> None:
     """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
     session.install("-e", ".[test]", django)
+    _install_chromium(session)
     session.run(
         "python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)"
     )

@@ -1,0 +1,134 @@
+"""A real browser on the echo page: headless Chromium, driven by Playwright, against a real server.
+
+Playwright's sync API runs its own asyncio loop, which cannot share trio's thread: the browser
+part runs in a worker thread (``trio.to_thread.run_sync``) while the server keeps running on
+trio, and the test checks what the thread collected once back on the event loop.
+
+Chromium comes from Debian (``apt-get install chromium``), Playwright from PyPI (the ``test``
+extra); ``nox -s tests`` installs both. Without them the test fails and says what to install.
+
+``SAVE_SCREENSHOTS=1 python3 -m pytest tests/test_browser.py`` also saves the final page as
+``docs/echo.png``; otherwise the test writes no file in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from trio_c10k import Server
+
+from .conftest import port_of
+
+CHROMIUM = "/usr/bin/chromium"
+#: a quiet, throw-away browser: no GPU, no QUIC, no first-run page, no updates or sync phoning home
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: seconds the test is given as a whole
+TEST_TIMEOUT = 60
+#: milliseconds Playwright waits for Chromium to start, then for each step. A worker thread
+#: cannot be cancelled, so these end the thread well before TEST_TIMEOUT would give up on it.
+LAUNCH_TIMEOUT_MS = 30_000
+STEP_TIMEOUT_MS = 10_000
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "echo.png"
+MESSAGES = ["one", "two", "Café"]
+
+
+def require_browser() -> None:
+    """Fail the test, saying what to install, if Playwright or Chromium is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail(
+            "Playwright is not installed: python3 -m pip install playwright (or -e '.[test]')",
+            pytrace=False,
+        )
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"Chromium is not installed ({CHROMIUM} is missing): apt-get install chromium", pytrace=False
+        )
+
+
+@dataclass
+class Visit:
+    """What the browser saw on the echo page."""
+
+    #: the text of each paragraph in ``#log``, in order
+    log: list[str]
+    #: the socket's close event: code, reason, wasClean
+    close: dict[str, Any]
+    #: uncaught page errors, and console messages of type "error" with their source URL
+    errors: list[str]
+
+
+def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
+    """Open the echo page, say each of MESSAGES, wait until the socket is closed (blocking)."""
+    # Imported here, so that a missing Playwright fails in require_browser() with its message.
+    from playwright.sync_api import ConsoleMessage, expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)
+            errors: list[str] = []
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    errors.append(f"console: {message.text} ({message.location['url']})")
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+
+            page.goto(url)
+            log = page.locator("#log p")
+            expect(log).to_have_text(["Hello!"])
+            # The page's script keeps its socket in a top-level `const ws`; record how it closes.
+            page.evaluate(
+                """() => ws.addEventListener("close", (event) => {
+                    window.closeEvent = {code: event.code, reason: event.reason, wasClean: event.wasClean};
+                })"""
+            )
+            message_box = page.get_by_label("Message")
+            send = page.get_by_role("button", name="Send")
+            for n, message in enumerate(MESSAGES, start=1):
+                message_box.press_sequentially(message)
+                send.click()
+                expect(log.nth(n)).to_have_text(f"{n}. {message}")
+                expect(message_box).to_have_value("")
+            expect(log.last).to_have_text("Connection closed.")
+
+            if screenshot is not None:
+                page.screenshot(path=screenshot)
+            return Visit(log.all_text_contents(), page.evaluate("window.closeEvent"), errors)
+        finally:
+            browser.close()
+
+
+async def test_echo_page_in_chromium(server: Server) -> None:
+    require_browser()
+    url = f"http://127.0.0.1:{port_of(server)}/test/"
+    screenshot = SCREENSHOT if os.environ.get("SAVE_SCREENSHOTS") == "1" else None
+    with trio.fail_after(TEST_TIMEOUT):
+        visit = await trio.to_thread.run_sync(chat_on_echo_page, url, screenshot)
+    assert visit.log == ["Hello!", "1. one", "2. two", "3. Café", "Goodbye!", "Connection closed."]
+    # The handler returned, so the server closed with 1000 and the browser answered the close.
+    assert visit.close == {"code": 1000, "reason": "", "wasClean": True}
+    # The example site has no favicon: Django's 404 for it is the only error the page may log.
+    assert [error for error in visit.errors if not error.endswith("/favicon.ico)")] == []
