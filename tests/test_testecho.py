@@ -1,0 +1,77 @@
+"""``manage.py testecho`` against ``python -m trio_c10k example_site.wsgi``, both real processes.
+
+The 10,000-client run is in the c10k benchmark; CI runs the same path with 1,000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[int]:
+    """The example site served by ``python -m trio_c10k`` on a free port; stopped with SIGTERM."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trio_c10k", "example_site.wsgi", "--bind", "127.0.0.1:0", "--no-access-log"],
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stderr is not None
+    try:
+        for line in server.stderr:
+            if match := re.search(r"Listening on http://127\.0\.0\.1:(\d+)", line):
+                yield int(match[1])
+                break
+        else:
+            raise AssertionError(f"the server did not start (exit status {server.wait()})")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        status = server.wait(timeout=30)
+        server.stderr.close()
+    assert status == 0
+
+
+def run_testecho(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "testecho", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_testecho_1000_clients_two_processes() -> None:
+    with running_server() as port:
+        result = run_testecho(
+            *("--clients", "1000", "--delay", "0.5", "--ramp", "1", "--processes", "2"),
+            *("--url", f"ws://127.0.0.1:{port}/test/ws/"),
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "exchanges completed: 1000" in result.stdout
+    assert "failures: 0" in result.stdout
+    # Every exchange lasts at least 1.5 s (three 0.5 s delays) and all start within 1 s.
+    assert "peak simultaneous connections: 1000" in result.stdout
+    assert "connected" in result.stderr  # live progress
+
+
+def test_testecho_reports_failures_and_exits_nonzero() -> None:
+    with running_server() as port:
+        pass  # stopped: nothing listens on the port any more
+    result = run_testecho("--clients", "20", "--ramp", "0", "--url", f"ws://127.0.0.1:{port}/test/ws/")
+    assert result.returncode == 1
+    assert "failures: 20" in result.stdout
+    assert re.search(r"20\s+connection failed: ", result.stdout)
