@@ -1,13 +1,15 @@
 """One WebSocket connection: wsproto frames over a trio stream, for server and client alike.
 
 Rule 1: one reader task turns bytes into whole messages, bounded by ``max_message_size``
-(1009 beyond it), and hands them over through a small channel: when the handler does not
-read, the reader stops reading and TCP pushes back on the peer.
+(1009 beyond it), and hands them over through a small inbox (``INCOMING_QUEUE``): when the
+handler does not read, the reader stops reading and TCP pushes back on the peer.
 Rule 2: writes never wait. A frame goes straight to the socket with a non-blocking write
 when nothing is queued and no write is in flight (a broadcast to thousands of idle sockets
 then wakes no task); whatever the kernel does not take is queued, and from then on every
 frame goes through the queue, so order holds. One writer task drains the queue in one
 ``send_all`` per batch.
+While the handler works through a burst of messages that arrived together (a pipelining
+client), its writes are queued and leave in one write when the burst is over.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
 Rule 4: after the connection closed (close handshake, protocol error, lost peer),
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,7 +79,13 @@ class WebSocket:
         self._config = config
         self._token = trio.lowlevel.current_trio_token()
         self._loop_thread = threading.get_ident()
-        self._incoming_send, self._incoming = trio.open_memory_channel[str | bytes](INCOMING_QUEUE)
+        # Whole messages the handler has not read yet; closed once the connection is.
+        self._inbox: deque[str | bytes] = deque()
+        self._inbox_closed = False
+        self._message_ready = trio.lowlevel.ParkingLot()
+        self._inbox_room = trio.lowlevel.ParkingLot()
+        # True while the handler has more received messages to go through: writes wait.
+        self._corked = False
         # Fragments of the message being received, and their total size.
         self._parts: list[Any] = []
         self._size = 0
@@ -108,12 +117,21 @@ class WebSocket:
         """The next message: ``str`` for text, ``bytes`` for binary; None once closed.
 
         Messages received before the close are still returned first. Cancellation leaves
-        the connection as it was (no message is lost).
+        the connection as it was (no message is lost). A message that is already here is
+        returned without yielding to other tasks (a cancellation point, not a schedule
+        point): a burst is at most ``INCOMING_QUEUE`` messages long.
         """
-        try:
-            return await self._incoming.receive()
-        except trio.EndOfChannel:
-            return None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        inbox = self._inbox
+        while not inbox:
+            self._corked = False
+            if self._inbox_closed:
+                return None
+            await self._message_ready.park()
+        message = inbox.popleft()
+        self._corked = bool(inbox)
+        self._inbox_room.unpark()
+        return message
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -192,7 +210,7 @@ class WebSocket:
         """Start closing with 1001 (server shutting down): the handler reads None next."""
         if self.open:
             self._send_frame(self._ws.send(CloseConnection(code=1001, reason="server shutting down")))
-            self._incoming_send.close()
+            self._close_inbox()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed, whoever closes it."""
@@ -244,7 +262,11 @@ class WebSocket:
                 empty = "" if isinstance(event, TextMessage) else b""
                 message = self._parts[0] if len(self._parts) == 1 else empty.join(self._parts)
                 self._parts, self._size = [], 0
-                await self._incoming_send.send(message if isinstance(message, str) else bytes(message))
+                while len(self._inbox) >= INCOMING_QUEUE and not self._inbox_closed:
+                    await self._inbox_room.park()
+                if not self._inbox_closed:
+                    self._inbox.append(message if isinstance(message, str) else bytes(message))
+                    self._message_ready.unpark()
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(event.response()))
@@ -309,7 +331,7 @@ class WebSocket:
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "")
 
     def _send_frame(self, frame: bytes) -> None:
-        if not self._queue and not self._writing:
+        if not self._queue and not self._writing and not self._corked:
             try:
                 sent = os.write(self._fd, frame)
             except BlockingIOError:
@@ -348,8 +370,13 @@ class WebSocket:
             return
         self.close_code, self.close_reason = code, reason
         self._closed.set()
-        self._incoming_send.close()
+        self._close_inbox()
         self._room.unpark_all()
+
+    def _close_inbox(self) -> None:
+        self._inbox_closed = True
+        self._message_ready.unpark_all()
+        self._inbox_room.unpark_all()
 
 
 async def serve_websocket(
