@@ -289,6 +289,7 @@ class HTTPConnection:
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
             remote_address=self.peer,
+            extensions=slot.accept.extensions,
         )
         self.server.websockets.add(ws)
         try:

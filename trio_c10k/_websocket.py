@@ -44,6 +44,20 @@ TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
 
 
+def encode_frame(data: str | bytes) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 section 5.2): text for str, binary for bytes."""
+    if isinstance(data, str):
+        payload, first = data.encode("utf-8"), 0x81
+    else:
+        payload, first = bytes(data), 0x82
+    length = len(payload)
+    if length < 126:
+        return bytes((first, length)) + payload
+    if length < 65536:
+        return bytes((first, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + length.to_bytes(8, "big") + payload
+
+
 class WebSocket:
     """A WebSocket connection, as a handler receives it: ``async def handler(ws, ...)``.
 
@@ -62,6 +76,7 @@ class WebSocket:
         request: Any = None,
         subprotocol: str | None = None,
         remote_address: Any = None,
+        extensions: list[Any] | None = None,
     ) -> None:
         #: the Django ``HttpRequest`` of the handshake (None on the client side)
         self.request = request
@@ -73,6 +88,9 @@ class WebSocket:
         self.close_code: int | None = None
         #: the close reason once the connection closed
         self.close_reason: str | None = None
+        # Server side without extensions: data frames are built here, not by wsproto (same
+        # bytes, a third of the cost); a client masks its frames, so it goes through wsproto.
+        self._plain = not connection.client and not extensions
         self._stream = stream
         self._fd = stream.socket.fileno()
         self._ws = connection
@@ -130,7 +148,8 @@ class WebSocket:
             await self._message_ready.park()
         message = inbox.popleft()
         self._corked = bool(inbox)
-        self._inbox_room.unpark()
+        if self._inbox_room:  # a task is parked there (ParkingLot's length)
+            self._inbox_room.unpark()
         return message
 
     def __aiter__(self) -> WebSocket:
@@ -168,8 +187,11 @@ class WebSocket:
             data = data.encode("utf-8")
         elif opcode not in (None, TEXT, BINARY):
             raise ValueError(f"opcode must be 1 (text) or 2 (binary), not {opcode!r}")
-        event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
-        self._send_frame(self._ws.send(event))
+        if self._plain:
+            self._send_frame(encode_frame(data))
+        else:
+            event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            self._send_frame(self._ws.send(event))
 
     async def send_message(self, data: str | bytes) -> None:
         """Send a message, first waiting while the send queue is over half full.
@@ -266,7 +288,8 @@ class WebSocket:
                     await self._inbox_room.park()
                 if not self._inbox_closed:
                     self._inbox.append(message if isinstance(message, str) else bytes(message))
-                    self._message_ready.unpark()
+                    if self._message_ready:  # a task is parked there (ParkingLot's length)
+                        self._message_ready.unpark()
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(event.response()))
@@ -355,7 +378,8 @@ class WebSocket:
             return
         self._queue.append(frame)
         self._queued += len(frame)
-        self._writer_wakeup.unpark()
+        if self._writer_wakeup:  # a task is parked there (ParkingLot's length)
+            self._writer_wakeup.unpark()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
@@ -387,13 +411,18 @@ async def serve_websocket(
 ) -> None:
     """Run ``handler(ws, *args, **kwargs)`` with the connection's tasks, then close.
 
-    The handler returning closes with 1000; raising logs the traceback and closes with 1011.
+    The handler returning (or raising ``ConnectionClosed``, as a write after the peer closed
+    does) closes with 1000; raising anything else logs the traceback and closes with 1011.
     The caller closes the stream afterwards.
     """
     async with trio.open_nursery() as nursery:
         ws._start(nursery)
         try:
             await handler(ws, *args, **kwargs)
+        except ConnectionClosed:
+            # Writing after the peer closed is how most handlers learn of it: a normal end.
+            log.debug("%s: handler ended on a closed connection", ws._peer)
+            code, reason = 1000, ""
         except Exception:
             log.exception("WebSocket handler %s failed", getattr(handler, "__qualname__", handler))
             code, reason = 1011, "internal error"

@@ -1,6 +1,6 @@
 """HTTP benchmark: wrk against a Django hello view, served by four servers in the same run.
 
-    python benchmarks/http.py [--duration 10] [--rounds 3] [--connections 50]
+    python benchmarks/http_bench.py [--duration 10] [--rounds 3] [--connections 50]
 
 Each server is one process serving example_site (default middleware, DEBUG off) on a free
 port: trio_c10k with its defaults (and again with --no-pin-cpu, to show what pinning is
@@ -19,15 +19,13 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from common import RESULTS, ROOT, cpu_seconds, free_port, update_results, wait_for_port
+
 URL_PATH = "/hello/"
 
 
@@ -47,47 +45,6 @@ def servers(port: int) -> dict[str, list[str]]:
             "example_site.asgi:application",
         ],
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early with status {proc.returncode}: {proc.args}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server did not listen on port {port} within {timeout} s: {proc.args}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children, from /proc."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for child in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    kids = [int(k) for k in text.split()]
-    return kids + [g for k in kids for g in _children(k)]
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -130,19 +87,6 @@ def run_one(name: str, duration: float, connections: int) -> dict[str, float]:
             proc.wait()
 
 
-def update_results(section: str, text: str) -> None:
-    """Replace the section between its markers in RESULTS.md (or append it)."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    if start in current:
-        before, rest = current.split(start, 1)
-        current = before + block + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
@@ -172,7 +116,7 @@ def main() -> None:
     lines = [
         "## HTTP: Django hello view, wrk keep-alive",
         "",
-        f"`python benchmarks/http.py` - wrk -t1 -c{args.connections}, {args.duration:g} s per run, "
+        f"`python benchmarks/http_bench.py` - wrk -t1 -c{args.connections}, {args.duration:g} s per run, "
         f"median of {args.rounds} interleaved rounds, one server process each, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}.",
         "",

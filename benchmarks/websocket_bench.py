@@ -1,0 +1,381 @@
+"""WebSocket benchmark: echo throughput and ping-pong round trips of three servers, same run.
+
+    python benchmarks/websocket_bench.py [--duration 10] [--pingpong-duration 5] [--rounds 3]
+
+Each server is one process on a free port with a trivial echo handler: trio_c10k serving
+example_site (``/test/echo/``, through Django's URLconf and middleware once per connection, at
+the handshake), trio-websocket's ``serve_websocket`` (benchmarks/peers/trio_websocket_echo.py)
+and the ``websockets`` library's asyncio server (benchmarks/peers/websockets_echo.py); the
+peers run without compression and with trio_c10k's limits (see their docstrings).
+
+A. Echo: 100 connections split over 2 client processes, 32-byte text messages, 16 in flight
+   per connection (a new one sent for each echo received), messages/s over 10 s.
+B. Ping-pong: one connection, one message at a time, round trips/s over 5 s.
+
+Both follow a warm-up. The load client (benchmarks/ws_client.py) checks every echo against
+what it sent and counts mismatches. trio_c10k pins itself to one CPU (its ``--pin-cpu``
+default); the client processes are pinned to another CPU (the last one for the unpinned
+peers), so that they never take the server's core. The CPU use of the server (from /proc)
+and of the clients (their own ``process_time``) over the measured window is recorded.
+Rounds are interleaved so that drift of the machine hits every server alike; medians are
+reported. Results go to benchmarks/RESULTS.md.
+
+Needs: ``pip install -e '.[bench]'`` (trio-websocket, websockets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+from common import RESULTS, ROOT, cpu_seconds, free_port, update_results, wait_for_port  # noqa: E402
+
+CLIENT = HERE / "ws_client.py"
+SERVERS = ("trio_c10k", "trio-websocket", "websockets")
+#: with 1,600 messages in flight a server should keep its core busy; below this it was stalled
+UNSATURATED = 0.9
+#: a log record at WARNING or above (trio_c10k's format), or a traceback (the peers log bare)
+LOG_TROUBLE = re.compile(r"^\S+ \S+ \[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
+
+
+def log_trouble(text: str) -> int:
+    """Warnings, errors and tracebacks in a server log (a record and its traceback count once)."""
+    count, previous = 0, ""
+    for line in text.splitlines():
+        if LOG_TROUBLE.match(line) and not (line.startswith("Traceback") and LOG_TROUBLE.match(previous)):
+            count += 1
+        previous = line
+    return count
+
+
+def server_command(name: str, port: int) -> tuple[list[str], str]:
+    """The command serving the echo, and the echo's URL path."""
+    py = sys.executable
+    if name == "trio_c10k":
+        cmd = [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
+        return cmd, "/test/echo/"
+    if name == "trio-websocket":
+        return [py, str(HERE / "peers" / "trio_websocket_echo.py"), str(port)], "/"
+    if name == "websockets":
+        return [py, str(HERE / "peers" / "websockets_echo.py"), str(port)], "/"
+    raise ValueError(name)
+
+
+def client_cpu_for(server_pid: int | None) -> int | None:
+    """A CPU for the clients: one the server is not pinned to (the last one if unpinned)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    server = os.sched_getaffinity(server_pid) if server_pid else set(allowed)
+    others = [cpu for cpu in allowed if cpu not in server]
+    return (others or allowed)[-1]
+
+
+def run_clients(
+    mode: str,
+    url: str,
+    args: argparse.Namespace,
+    *,
+    processes: int,
+    connections: int,
+    duration: float,
+    warmup: float,
+    cpu: int | None,
+    server_pid: int | None,
+) -> dict[str, float]:
+    """Start the client processes, let them connect, measure one window, sum their results."""
+    split = [connections // processes + (i < connections % processes) for i in range(processes)]
+    common = ["--in-flight", str(args.in_flight), "--size", str(args.size)]
+    if cpu is not None:
+        common += ["--cpu", str(cpu)]
+    clients = [
+        subprocess.Popen(
+            [sys.executable, str(CLIENT), mode, url, "--connections", str(n), "--tag", f"p{i}", *common],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i, n in enumerate(split)
+    ]
+    try:
+        for client in clients:
+            assert client.stdout is not None
+            if client.stdout.readline().strip() != "ready":
+                raise SystemExit(f"a {mode} client could not connect to {url} (status {client.wait()})")
+        t0 = time.monotonic() + warmup
+        t1 = t0 + duration
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write(f"go {t0!r} {t1!r}\n")
+            client.stdin.flush()
+        time.sleep(max(0.0, t0 - time.monotonic()))
+        server0 = cpu_seconds(server_pid) if server_pid else 0.0
+        time.sleep(max(0.0, t1 - time.monotonic()))
+        server1 = cpu_seconds(server_pid) if server_pid else 0.0
+        outs = []
+        for client in clients:
+            stdout, _ = client.communicate(timeout=30)
+            lines = stdout.strip().splitlines()
+            if client.returncode or not lines:
+                raise SystemExit(f"a {mode} client failed with status {client.returncode}")
+            outs.append(json.loads(lines[-1]))
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    total: dict[str, float] = {key: sum(o[key] for o in outs) for key in outs[0] if key != "seconds"}
+    total["server_cpu"] = (server1 - server0) / duration if server_pid else float("nan")
+    return total
+
+
+def run_one(name: str, args: argparse.Namespace, logdir: Path, round_: int) -> dict[str, Any]:
+    port = free_port()
+    cmd, path = server_command(name, port)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = logdir / f"{name}-round{round_}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        pinned = os.sched_getaffinity(proc.pid)
+        result = measure(f"ws://127.0.0.1:{port}{path}", args, proc.pid)
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with status {proc.returncode} during the run; see {log}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    result["server_cpus"] = pinned
+    result["log_trouble"] = log_trouble(log.read_text(errors="replace"))
+    result["log"] = str(log)
+    return result
+
+
+def measure(url: str, args: argparse.Namespace, server_pid: int | None) -> dict[str, Any]:
+    cpu = args.client_cpu if args.client_cpu is not None else client_cpu_for(server_pid)
+    echo = run_clients(
+        "echo",
+        url,
+        args,
+        processes=args.client_processes,
+        connections=args.connections,
+        duration=args.duration,
+        warmup=args.warmup,
+        cpu=cpu,
+        server_pid=server_pid,
+    )
+    pingpong = run_clients(
+        "pingpong",
+        url,
+        args,
+        processes=1,
+        connections=1,
+        duration=args.pingpong_duration,
+        warmup=args.warmup / 2,
+        cpu=cpu,
+        server_pid=server_pid,
+    )
+    return {"echo": echo, "pingpong": pingpong, "client_cpu_id": cpu}
+
+
+def summary_line(name: str, r: dict[str, Any]) -> str:
+    e, p = r["echo"], r["pingpong"]
+    problems = sum(e[k] + p[k] for k in ("closed", "stalled", "unanswered"))
+    return (
+        f"{name:15} echo {e['rate']:8.0f} msg/s  ping-pong {p['rate']:7.0f} rt/s"
+        f"  server cpu {e['server_cpu']:.2f}/{p['server_cpu']:.2f}"
+        f"  client cpu {e['cpu']:.2f}/{p['cpu']:.2f} (on CPU {r['client_cpu_id']})"
+        f"  mismatches {e['mismatches'] + p['mismatches']:.0f}  problems {problems:.0f}"
+        f"  log lines {r.get('log_trouble', 0)}"
+        + ("  (server below 0.9 core under echo load)" if e["server_cpu"] < UNSATURATED else "")
+    )
+
+
+def versions() -> str:
+    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets")
+    found = []
+    for dist in names:
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist} (not installed)")
+    return ", ".join(found)
+
+
+def where(cpus: set[int]) -> str:
+    return f"pinned to CPU {min(cpus)}" if len(cpus) == 1 else "unpinned"
+
+
+def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seconds: float) -> str:
+    def med(name: str, part: str, key: str) -> float:
+        return statistics.median(r[part][key] for r in runs[name])
+
+    rows = {
+        name: {
+            "echo": med(name, "echo", "rate"),
+            "pp": med(name, "pingpong", "rate"),
+            "s_echo": med(name, "echo", "server_cpu"),
+            "s_pp": med(name, "pingpong", "server_cpu"),
+            "c_echo": med(name, "echo", "cpu"),
+            "c_pp": med(name, "pingpong", "cpu"),
+        }
+        for name in runs
+    }
+
+    def ratio(name: str, base: str) -> str:
+        if base not in rows:
+            return "-"
+        a, b = rows[name], rows[base]
+        return f"{a['echo'] / b['echo']:.2f}x / {a['pp'] / b['pp']:.2f}x"
+
+    per_process = args.connections // args.client_processes
+    lines = [
+        "## WebSocket echo",
+        "",
+        f"`python benchmarks/websocket_bench.py` - echo: {args.connections} connections "
+        f"({args.client_processes} client processes x {per_process}), {args.size}-byte text messages, "
+        f"{args.in_flight} in flight per connection, {args.duration:g} s; ping-pong: 1 connection, one "
+        f"{args.size}-byte message at a time, {args.pingpong_duration:g} s; after {args.warmup:g} s "
+        f"(ping-pong {args.warmup / 2:g} s) of warm-up. Median of {args.rounds} interleaved rounds, "
+        f"one server process each, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}; {versions()}. The whole run took {seconds:.0f} s.",
+        "",
+        "| server | echo msgs/s | ping-pong round trips/s | server CPU (cores) echo / ping-pong "
+        "| client CPU (cores) echo / ping-pong | vs trio-websocket echo / ping-pong "
+        "| vs websockets echo / ping-pong |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['echo']:.0f} | {r['pp']:.0f} | {r['s_echo']:.2f} / {r['s_pp']:.2f} "
+            f"| {r['c_echo']:.2f} / {r['c_pp']:.2f} | {ratio(name, 'trio-websocket')} "
+            f"| {ratio(name, 'websockets')} |"
+        )
+    lines.append("")
+    if {"trio_c10k", "trio-websocket", "websockets"} <= rows.keys():
+        ours = rows["trio_c10k"]["echo"]
+        vs_tw = ours / rows["trio-websocket"]["echo"]
+        vs_ws = ours / rows["websockets"]["echo"]
+        lines += [
+            f"Targets (echo msgs/s): trio_c10k >= 2x trio-websocket: {vs_tw:.2f}x, "
+            f"{'met' if vs_tw >= 2 else 'NOT met'}; trio_c10k >= 0.75x websockets: {vs_ws:.2f}x, "
+            f"{'met' if vs_ws >= 0.75 else 'NOT met'}.",
+            "",
+        ]
+    for label, part in (("Echo msgs/s", "echo"), ("Ping-pong round trips/s", "pingpong")):
+        per_round = "; ".join(
+            f"{name} " + " / ".join(f"{r[part]['rate']:.0f}" for r in rs) for name, rs in runs.items()
+        )
+        lines.append(f"{label} per round: {per_round}.")
+    placement = "; ".join(
+        f"{name} {where(rs[0]['server_cpus'])}, its clients on CPU {rs[0]['client_cpu_id']}"
+        for name, rs in runs.items()
+    )
+    max_client = max(r["echo"]["cpu"] for rs in runs.values() for r in rs)
+    unsaturated = [
+        f"{name} round {i} ({r['echo']['server_cpu']:.2f})"
+        for name, rs in runs.items()
+        for i, r in enumerate(rs, 1)
+        if r["echo"]["server_cpu"] < UNSATURATED
+    ]
+    if not unsaturated:
+        limit = (
+            f"Under the echo load every server kept its core busy (at least {UNSATURATED} of it) while "
+            f"the clients used at most {max_client:.2f} of theirs: the servers were the limit."
+        )
+    else:
+        limit = (
+            f"Under the echo load a server should keep its core busy, but it used less than {UNSATURATED} "
+            f"of it in {', '.join(unsaturated)}: the machine (a 2-vCPU KVM guest whose idle vCPUs halt) "
+            f"stalled that window, so read the medians. The clients used at most {max_client:.2f} of "
+            "their core."
+        )
+    mismatches = sum(r[p]["mismatches"] for rs in runs.values() for r in rs for p in ("echo", "pingpong"))
+    problems = sum(
+        r[p][k]
+        for rs in runs.values()
+        for r in rs
+        for p in ("echo", "pingpong")
+        for k in ("closed", "stalled", "unanswered")
+    )
+    log_lines = sum(r["log_trouble"] for rs in runs.values() for r in rs)
+    lines += [
+        "",
+        f"CPU placement: {placement}. Server CPU is read from /proc/PID/stat over the measured window, "
+        "client CPU is the client processes' own CPU time over the same window, summed. " + limit,
+        "",
+        "Servers: trio_c10k with its defaults (`--no-access-log`; no compression, 1 MiB messages, 16 "
+        "messages queued, a ping every 20 s); websockets `serve(compression=None, max_size=2**20, "
+        "max_queue=16, ping_interval=20, ping_timeout=20)`; trio-websocket `serve_websocket("
+        "max_message_size=2**20, message_queue_size=16, receive_buffer_size=65536)` (it never "
+        "compresses and sends no keep-alive pings). The load client (benchmarks/ws_client.py) uses raw "
+        "sockets and precomputed masked frames, and checks every echo byte for byte.",
+        "",
+        f"Echoes that differed from what was sent: {mismatches:.0f}. Connections closed early or "
+        "stalled, plus messages never echoed (after the window the clients stop sending and wait for "
+        f"every echo before closing): {problems:.0f}. Warnings, errors and tracebacks in the server "
+        f"logs: {log_lines}.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds of echo measurement")
+    parser.add_argument("--pingpong-duration", type=float, default=5, help="seconds of ping-pong")
+    parser.add_argument(
+        "--warmup", type=float, default=2, help="seconds of echo warm-up (half for ping-pong)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server")
+    parser.add_argument("--connections", type=int, default=100, help="echo connections")
+    parser.add_argument("--client-processes", type=int, default=2, help="processes sharing the connections")
+    parser.add_argument("--in-flight", type=int, default=16, help="echo messages outstanding per connection")
+    parser.add_argument("--size", type=int, default=32, help="bytes per message")
+    parser.add_argument("--client-cpu", type=int, help="pin the clients to this CPU (default: see above)")
+    parser.add_argument("--only", nargs="*", choices=SERVERS, help="servers to run (default: all)")
+    parser.add_argument(
+        "--url",
+        help="measure this already-running echo server once instead (for profiling it); "
+        "nothing is written to RESULTS.md",
+    )
+    parser.add_argument("--pid", type=int, help="with --url: the server's process id, for its CPU use")
+    args = parser.parse_args()
+    if args.url:
+        result = measure(args.url, args, args.pid)
+        print(summary_line(args.url, result))
+        return
+    for module in ("trio_websocket", "websockets"):
+        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+            raise SystemExit(f"{module} is not installed: pip install -e '.[bench]'")
+    names = args.only or list(SERVERS)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    logdir = Path(tempfile.mkdtemp(prefix="ws-bench-"))
+    started = time.monotonic()
+    for round_ in range(1, args.rounds + 1):
+        for name in names:
+            result = run_one(name, args, logdir, round_)
+            runs[name].append(result)
+            print(f"round {round_} {summary_line(name, result)}", flush=True)
+    text = report(runs, args, time.monotonic() - started)
+    print("\n" + text)
+    update_results("websocket", text)
+    print(f"\nwritten to {RESULTS}; server logs in {logdir}")
+
+
+if __name__ == "__main__":
+    main()
