@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from django.test import Client as DjangoClient
 from django.test import override_settings
@@ -516,3 +517,37 @@ async def test_permessage_deflate_with_the_websockets_client(
         assert extensions.startswith("permessage-deflate")
     else:
         assert extensions is None
+
+
+async def test_broadcast_with_one_slow_member(start_server: StartServer) -> None:
+    """The server streams to a room; one member never reads. It is closed (1008) with its
+    queue within the bound; the others receive every message, in order."""
+    bound = 256 * 1024
+    server = await start_server(websocket=WebSocketConfig(send_queue_size=bound, close_timeout=1))
+    slow = await RawWebSocket.open(server, "/t/ws/room/")  # reads nothing after the handshake
+    payload = b"y" * 65536
+    received: list[bytes] = []
+    async with open_websocket(url(server, "/t/ws/room/")) as fast:
+        assert await fast.read_message() == "joined"
+        await trio.testing.wait_all_tasks_blocked()
+        members = list(views.ROOM)
+        assert len(members) == 2
+
+        async def read_all() -> None:
+            for _ in range(100):
+                received.append(await fast.read_message())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            for i in range(100):
+                for member in members:
+                    if member.open:
+                        member.write_message(payload[:-4] + i.to_bytes(4, "big"))
+                    # Never more than the bound is held for the slow member (plus the batch
+                    # the writer task is sending).
+                    assert member._queued <= bound
+                await trio.lowlevel.checkpoint()
+    assert [int.from_bytes(m[-4:], "big") for m in received] == list(range(100))
+    slow_member = next(m for m in members if m.close_code != 1000)
+    assert slow_member.close_code == 1008
+    await slow.stream.aclose()
