@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -64,3 +65,13 @@ def update_results(section: str, text: str) -> None:
     else:
         current = current.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(current)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a server, then SIGKILL it if it has not exited within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

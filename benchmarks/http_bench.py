@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, ROOT, cpu_seconds, free_port, update_results, wait_for_port
+from common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
 
 URL_PATH = "/hello/"
 
@@ -79,12 +79,7 @@ def run_one(name: str, duration: float, connections: int) -> dict[str, float]:
         result["cpu"] = (cpu_seconds(proc.pid) - cpu0) / duration
         return result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-from common import RESULTS, ROOT, cpu_seconds, free_port, update_results, wait_for_port  # noqa: E402
+from common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port  # noqa: E402
 
 CLIENT = HERE / "ws_client.py"
 SERVERS = ("trio_c10k", "trio-websocket", "websockets")
@@ -154,12 +154,7 @@ def run_one(name: str, args: argparse.Namespace, logdir: Path, round_: int) -> d
         if proc.poll() is not None:
             raise SystemExit(f"{name} exited with status {proc.returncode} during the run; see {log}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     result["server_cpus"] = pinned
     result["log_trouble"] = log_trouble(log.read_text(errors="replace"))
     result["log"] = str(log)
