@@ -44,6 +44,10 @@ class Tally:
         }
 
 
+#: seconds a client waits for its TCP connection and handshake
+CONNECT_TIMEOUT = 10.0
+
+
 class ExchangeError(Exception):
     """The server said something other than the seed demo's script."""
 
@@ -55,9 +59,11 @@ async def _expect(ws: Any, expected: str) -> None:
 
 
 async def _one_client(url: str, delay: float, limit: float, tally: Tally, name: str) -> None:
+    opened = False
     try:
         with trio.fail_after(limit):
-            async with open_websocket(url) as ws:
+            async with open_websocket(url, connect_timeout=min(limit, CONNECT_TIMEOUT)) as ws:
+                opened = True
                 tally.connected += 1
                 tally.peak = max(tally.peak, tally.connected)
                 try:
@@ -73,7 +79,10 @@ async def _one_client(url: str, delay: float, limit: float, tally: Tally, name: 
                     tally.connected -= 1
         tally.done += 1
     except trio.TooSlowError:
-        tally.failures[f"no full exchange within {limit:g} s"] += 1
+        if opened:
+            tally.failures[f"no full exchange within {limit:g} s"] += 1
+        else:
+            tally.failures[f"no handshake within {min(limit, CONNECT_TIMEOUT):g} s"] += 1
     except HandshakeRejected as exc:
         tally.failures[f"handshake rejected: HTTP {exc.status}"] += 1
     except ConnectionClosed as exc:
