@@ -27,7 +27,6 @@ from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._websocket import WebSocket, serve_websocket
 from ._wsgi import (
     AppResponse,
-    Environ,
     Headers,
     apply_proxy_headers,
     build_environ,
@@ -109,14 +108,26 @@ class HTTPConnection:
         self.is_head = False
         #: per request: body bytes sent, for the access log
         self.sent_bytes = 0
+        #: set by an accepted upgrade: the WebSocket to run once the HTTP cycle is over
+        self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
 
     async def run(self) -> None:
-        """Answer requests until the peer closes, an error ends the connection, or it idles."""
+        """Answer requests until the peer closes, an error ends the connection, or it idles;
+        after an accepted upgrade, run the WebSocket handler."""
+        await self._serve_http()
+        # Only now, with the request cycle's frames gone, does an upgraded connection start:
+        # an idle WebSocket keeps nothing of the HTTP cycle but the request its handler uses.
+        if self.upgrade is not None:
+            ws, slot = self.upgrade
+            self.upgrade = None
+            await self._run_websocket(ws, slot)
+
+    async def _serve_http(self) -> None:
         try:
             while True:
                 request = await self._read_request()
                 if request is None or not await self._respond(request):
-                    return
+                    break
                 self.conn.start_next_cycle()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
@@ -265,7 +276,8 @@ class HTTPConnection:
             )
         if self.conn.our_state is h11.SWITCHED_PROTOCOL:
             assert slot is not None
-            await self._run_websocket(slot, environ)
+            environ.pop(UPGRADE_SLOT)
+            self.upgrade = (self._websocket(slot), slot)
             return False
         return self.conn.our_state is h11.DONE and not server.closing
 
@@ -275,22 +287,23 @@ class HTTPConnection:
             h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
         )
 
-    async def _run_websocket(self, slot: UpgradeSlot, environ: Environ) -> None:
+    def _websocket(self, slot: UpgradeSlot) -> WebSocket:
+        """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""
         assert slot.accept is not None
-        config = self.server.config.websocket
         connection = server_connection(slot.accept, self.conn.trailing_data[0])
-        # The h11 state machine, the environ's body and the thread's bookkeeping are no
-        # longer needed: only the request the handler may use is kept.
         del self.conn
-        ws = WebSocket(
+        return WebSocket(
             self.stream,
             connection,
-            config,
+            self.server.config.websocket,
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
             remote_address=self.peer,
             extensions=slot.accept.extensions,
         )
+
+    async def _run_websocket(self, ws: WebSocket, slot: UpgradeSlot) -> None:
+        slot.request = slot.accept = None  # the WebSocket holds what is needed
         self.server.websockets.add(ws)
         try:
             await serve_websocket(ws, slot.handler, slot.args, slot.kwargs)

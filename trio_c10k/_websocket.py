@@ -12,7 +12,9 @@ While the handler works through a burst of messages that arrived together (a pip
 client), its writes are queued and leave in one write when the burst is over.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
-Rule 4: after the connection closed (close handshake, protocol error, lost peer),
+Rule 4: an idle connection has one task (its reader, which also keeps the connection
+alive with pings) beside the handler; the writer task exists only while frames wait.
+Rule 5: after the connection closed (close handshake, protocol error, lost peer),
 ``read_message()`` returns the messages already received, then None, and writing raises
 ``ConnectionClosed``.
 """
@@ -20,6 +22,7 @@ Rule 4: after the connection closed (close handshake, protocol error, lost peer)
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import deque
@@ -28,7 +31,7 @@ from typing import Any
 
 import trio
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ._config import WebSocketConfig
 from ._exceptions import ConnectionClosed
@@ -113,9 +116,9 @@ class WebSocket:
         self._writing = False
         # Set when the peer stopped reading: the last writes are not waited for.
         self._stuck = False
-        self._writer_wakeup = trio.lowlevel.ParkingLot()
+        # The writer task runs only while frames wait: an idle connection costs no task.
+        self._writer_running = False
         self._room = trio.lowlevel.ParkingLot()
-        self._pong = trio.Event()
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -243,9 +246,6 @@ class WebSocket:
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         nursery.start_soon(self._reader)
-        nursery.start_soon(self._writer)
-        if self._config.ping_interval:
-            nursery.start_soon(self._pinger)
 
     async def _finish(self, code: int, reason: str = "") -> None:
         """Close with ``code``, let the last frames go out, then stop the tasks."""
@@ -258,6 +258,11 @@ class WebSocket:
 
     async def _reader(self) -> None:
         ws = self._ws
+        interval, timeout = self._config.ping_interval, self._config.ping_timeout
+        # Keep-alive without a task of its own: after ``interval`` seconds of silence from the
+        # peer, a ping; if nothing at all (pong or other) arrives within ``timeout``, 1011.
+        deadline = trio.current_time() + interval if interval else math.inf
+        pinged = False
         try:
             while True:
                 # Events first: the bytes that came with the handshake may hold whole frames.
@@ -265,7 +270,20 @@ class WebSocket:
                     await self._handle(event)
                 if self._closed.is_set() or ws.state is ConnectionState.CLOSED:
                     break
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+                with trio.move_on_at(deadline) as scope:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                if scope.cancelled_caught:
+                    if pinged or not self.open:
+                        log.info(
+                            "%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout
+                        )
+                        self._fail(1011, "keepalive ping timeout")
+                        break
+                    self.ping(b"keepalive")
+                    pinged, deadline = True, trio.current_time() + timeout
+                    continue
+                if interval:
+                    pinged, deadline = False, trio.current_time() + interval
                 ws.receive_data(data or None)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -293,8 +311,6 @@ class WebSocket:
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(event.response()))
-        elif isinstance(event, Pong):
-            self._pong.set()
         elif isinstance(event, CloseConnection):
             self._on_close(event)
 
@@ -310,37 +326,22 @@ class WebSocket:
             self._fail(event.code, event.reason or "")
 
     async def _writer(self) -> None:
-        while True:
-            while not self._queue:
-                await self._writer_wakeup.park()
-            data = b"".join(self._queue)
-            self._queue.clear()
-            self._queued = 0
-            self._writing = True
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._mark_closed(_ABNORMAL, "")
-                return
-            finally:
-                self._writing = False
-                self._room.unpark_all()
-
-    async def _pinger(self) -> None:
-        interval, timeout = self._config.ping_interval, self._config.ping_timeout
-        assert interval is not None
-        while True:
-            await trio.sleep(interval)
-            if not self.open:
-                return
-            self._pong = trio.Event()
-            self.ping(b"keepalive")
-            with trio.move_on_after(timeout):
-                await self._pong.wait()
-            if not self._pong.is_set() and self.open:
-                log.info("%s: no pong within %g s; closing with 1011", self._peer, timeout)
-                self._fail(1011, "keepalive ping timeout")
-                return
+        try:
+            while self._queue:
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                self._writing = True
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._mark_closed(_ABNORMAL, "")
+                    return
+                finally:
+                    self._writing = False
+                    self._room.unpark_all()
+        finally:
+            self._writer_running = False
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -378,8 +379,9 @@ class WebSocket:
             return
         self._queue.append(frame)
         self._queued += len(frame)
-        if self._writer_wakeup:  # a task is parked there (ParkingLot's length)
-            self._writer_wakeup.unpark()
+        if not self._writer_running and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._writer)
 
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
