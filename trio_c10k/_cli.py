@@ -154,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=_DEFAULT.websocket.ping_interval,
         metavar="SECONDS",
-        help="seconds between keep-alive pings; 0 disables them",
+        help="seconds of silence from the client before a keep-alive ping; 0 disables pings",
     )
     ws.add_argument(
         "--ws-ping-timeout",
         type=float,
         default=_DEFAULT.websocket.ping_timeout,
         metavar="SECONDS",
-        help="seconds to wait for a pong before closing with 1011",
+        help="seconds to wait, after a ping, for anything from the client before closing with 1011",
     )
     ws.add_argument(
         "--ws-close-timeout",

@@ -87,10 +87,11 @@ class WebSocketConfig:
     #: bytes queued for a peer that reads too slowly before it is closed with 1008; the
     #: batch being written is not counted, so a connection holds at most about twice this
     send_queue_size: int = 1024 * 1024
-    #: seconds between keep-alive pings (None: no pings); they keep NAT and proxies from
+    #: seconds without a byte from the peer after which a keep-alive ping goes out (None: no
+    #: pings); they keep NAT and proxies from
     #: dropping idle connections and find dead peers
     ping_interval: float | None = 20.0
-    #: seconds to wait for the pong before closing with 1011
+    #: seconds to wait, after a ping, for anything from the peer before closing with 1011
     ping_timeout: float = 20.0
     #: seconds to wait for the peer's close frame, and for the last frames to leave
     close_timeout: float = 10.0
