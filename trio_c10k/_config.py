@@ -88,8 +88,7 @@ class WebSocketConfig:
     #: batch being written is not counted, so a connection holds at most about twice this
     send_queue_size: int = 1024 * 1024
     #: seconds without a byte from the peer after which a keep-alive ping goes out (None: no
-    #: pings); they keep NAT and proxies from
-    #: dropping idle connections and find dead peers
+    #: pings); pings keep NAT and proxies from dropping idle connections and find dead peers
     ping_interval: float | None = 20.0
     #: seconds to wait, after a ping, for anything from the peer before closing with 1011
     ping_timeout: float = 20.0
