@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def _get(sock: socket.socket) -> bytes:
     return data
 
 
+def _wait_for(lines: list[str], text: str) -> None:
+    deadline = time.monotonic() + 10
+    while not any(text in line for line in lines):
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n" + "".join(lines)
+        time.sleep(0.02)
+
+
 def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
     server = subprocess.Popen(
         # --max-connections above the descriptor limit, so that accept() itself runs out.
@@ -46,39 +54,40 @@ def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
         preexec_fn=_low_fd_limit,
     )
     assert server.stderr is not None
+    lines: list[str] = []
+    stderr = server.stderr
+    reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+    reader.start()
     clients: list[socket.socket] = []
     try:
-        port = None
-        for line in server.stderr:
-            if match := re.search(r"Listening on http://127\.0\.0\.1:(\d+)", line):
-                port = int(match[1])
-                break
-        assert port is not None, "the server did not start"
+        _wait_for(lines, "Listening on")
+        listening = re.search(r"Listening on http://127\.0\.0\.1:(\d+)", "".join(lines))
+        assert listening is not None
+        port = int(listening[1])
         # One request first: Django imports modules (opens files) on its first request.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as warm:
             assert _get(warm).startswith(b"HTTP/1.1 200 OK")
-        # Far more connections than the server has descriptors for: the kernel completes
-        # them (backlog), the server accepts until EMFILE.
+        # More connections than the server has descriptors for: the kernel completes them
+        # (backlog), the server accepts until EMFILE.
         for _ in range(FD_LIMIT + 20):
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        first = clients[0]
-        assert _get(first).startswith(b"HTTP/1.1 200 OK")  # an accepted connection still works
+        _wait_for(lines, "accept() failed")
+        assert _get(clients[0]).startswith(b"HTTP/1.1 200 OK")  # accepted connections still work
         # Free descriptors: the waiting connections get accepted and answered.
         for sock in clients[1:40]:
             sock.close()
-        last = clients[-1]
-        assert _get(last).startswith(b"HTTP/1.1 200 OK")
+        assert _get(clients[-1]).startswith(b"HTTP/1.1 200 OK")
+        _wait_for(lines, "accept() works again")
     finally:
         for sock in clients:
             with contextlib.suppress(OSError):
                 sock.close()
         server.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        status = server.wait(timeout=max(1, deadline - time.monotonic()))
-        log = server.stderr.read()
-        server.stderr.close()
+        status = server.wait(timeout=30)
+        reader.join(timeout=5)
+        stderr.close()
+    log = "".join(lines)
     assert status == 0, log
-    failures = [line for line in log.splitlines() if "accept() failed: Too many open files" in line]
+    failures = [line for line in lines if "accept() failed: Too many open files" in line]
     assert len(failures) == 1, log
     assert "ulimit -n" in failures[0]
-    assert "accept() works again" in log
