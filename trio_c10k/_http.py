@@ -84,7 +84,7 @@ class HTTPConnection:
         config = server.config
         #: the accepted socket
         self.stream = stream
-        #: the owner: app, config, limiter, idle scopes, counters
+        #: the owner: app, config, worker threads, idle scopes, counters
         self.server = server
         #: h11's state machine for this socket
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
