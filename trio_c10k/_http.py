@@ -305,6 +305,8 @@ class HTTPConnection:
     async def _run_websocket(self, ws: WebSocket, slot: UpgradeSlot) -> None:
         slot.request = slot.accept = None  # the WebSocket holds what is needed
         self.server.websockets.add(ws)
+        if self.server.closing:  # the upgrade finished after shutdown() began
+            ws.going_away()
         try:
             await serve_websocket(ws, slot.handler, slot.args, slot.kwargs)
         finally:
