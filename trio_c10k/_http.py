@@ -24,7 +24,7 @@ import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
-from ._websocket import WebSocket, serve_websocket
+from ._websocket import WebSocket
 from ._wsgi import (
     AppResponse,
     Headers,
@@ -108,21 +108,16 @@ class HTTPConnection:
         self.is_head = False
         #: per request: body bytes sent, for the access log
         self.sent_bytes = 0
-        #: set by an accepted upgrade: the WebSocket to run once the HTTP cycle is over
+        #: set by an accepted upgrade: the WebSocket and the slot naming its handler
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
 
-    async def run(self) -> None:
-        """Answer requests until the peer closes, an error ends the connection, or it idles;
-        after an accepted upgrade, run the WebSocket handler."""
-        await self._serve_http()
-        # Only now, with the request cycle's frames gone, does an upgraded connection start:
-        # an idle WebSocket keeps nothing of the HTTP cycle but the request its handler uses.
-        if self.upgrade is not None:
-            ws, slot = self.upgrade
-            self.upgrade = None
-            await self._run_websocket(ws, slot)
+    async def run(self) -> tuple[WebSocket, UpgradeSlot] | None:
+        """Answer requests until the peer closes, an error ends the connection, or it idles.
 
-    async def _serve_http(self) -> None:
+        Returns the WebSocket of an accepted upgrade and the slot naming its handler, for the
+        caller to run once this object is gone: an idle WebSocket keeps nothing of the HTTP
+        cycle but the request its handler uses.
+        """
         try:
             while True:
                 request = await self._read_request()
@@ -138,6 +133,7 @@ class HTTPConnection:
             await self._send_error(status, reason)
         except (*_DISCONNECTS, _ClientGone):
             log.debug("%s: connection lost", self.client)
+        return self.upgrade
 
     async def _read_request(self) -> h11.Request | None:
         """The next request, or None when the connection should close quietly."""
@@ -278,6 +274,7 @@ class HTTPConnection:
             assert slot is not None
             environ.pop(UPGRADE_SLOT)
             self.upgrade = (self._websocket(slot), slot)
+            slot.request = slot.accept = None  # the WebSocket holds what is needed
             return False
         return self.conn.our_state is h11.DONE and not server.closing
 
@@ -301,16 +298,6 @@ class HTTPConnection:
             remote_address=self.peer,
             extensions=slot.accept.extensions,
         )
-
-    async def _run_websocket(self, ws: WebSocket, slot: UpgradeSlot) -> None:
-        slot.request = slot.accept = None  # the WebSocket holds what is needed
-        self.server.websockets.add(ws)
-        if self.server.closing:  # the upgrade finished after shutdown() began
-            ws.going_away()
-        try:
-            await serve_websocket(ws, slot.handler, slot.args, slot.kwargs)
-        finally:
-            self.server.websockets.discard(ws)
 
     def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
         headers = [*headers, (b"date", _http_date())]

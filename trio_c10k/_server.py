@@ -25,7 +25,7 @@ from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._http import HTTPConnection
 from ._threads import WorkerThreads, open_worker_threads
-from ._websocket import WebSocket
+from ._websocket import WebSocket, keep_alive, serve_websocket
 
 log = logging.getLogger("trio_c10k.server")
 
@@ -154,6 +154,8 @@ class Server:
         self._accept_failing = False
         self._stop_accepting = trio.CancelScope()
         self._drained = trio.Event()
+        # Owns every connection task, and the reader and writer tasks of each WebSocket.
+        self._handlers: trio.Nursery
 
     @property
     def addresses(self) -> list[Any]:
@@ -188,6 +190,8 @@ class Server:
                 open_worker_threads(self.config.threads) as self.workers,
                 trio.open_nursery() as handlers,
             ):
+                self._handlers = handlers
+                handlers.start_soon(keep_alive, self.websockets, self.config.websocket)
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
@@ -237,11 +241,20 @@ class Server:
                 handlers.start_soon(self._reject, stream)
             else:
                 self._connections += 1
-                handlers.start_soon(self._handle, stream)
+                handlers.start_soon(self._handle, stream, name="trio_c10k connection")
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            await HTTPConnection(stream, self).run()
+            upgrade = await HTTPConnection(stream, self).run()
+            if upgrade is not None:
+                ws, slot = upgrade
+                self.websockets.add(ws)
+                if self.closing:  # the upgrade finished after shutdown() began
+                    ws.going_away()
+                try:
+                    await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
+                finally:
+                    self.websockets.discard(ws)
         except Exception:
             log.exception("Unexpected error in a connection task")
         finally:

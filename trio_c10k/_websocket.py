@@ -12,8 +12,13 @@ While the handler works through a burst of messages that arrived together (a pip
 client), its writes are queued and leave in one write when the burst is over.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
-Rule 4: an idle connection has one task (its reader, which also keeps the connection
-alive with pings) beside the handler; the writer task exists only while frames wait.
+Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
+exists only while frames wait, and one ``keep_alive`` task pings every connection of a
+server that falls silent.
+The reader and writer run in a nursery the caller owns (the server's connection nursery), not one of their
+own; they end by themselves once the connection is closed and its socket with it.
+Every wait (a message, room in the inbox or the send queue, the close) parks in ``_wait``
+and looks again when woken.
 Rule 5: after the connection closed (close handshake, protocol error, lost peer),
 ``read_message()`` returns the messages already received, then None, and writing raises
 ``ConnectionClosed``.
@@ -22,11 +27,9 @@ Rule 5: after the connection closed (close handshake, protocol error, lost peer)
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import trio
@@ -61,6 +64,21 @@ def encode_frame(data: str | bytes) -> bytes:
     return bytes((first, 127)) + length.to_bytes(8, "big") + payload
 
 
+def _read_nowait(fd: int) -> bytes | None:
+    """What the socket has (b"" at its end, or once reset by the peer), None if nothing yet.
+
+    A function of its own, not inlined in the reader: the traceback of the BlockingIOError
+    then holds this short-lived frame, not the reader coroutine's, which would otherwise keep
+    a frame object (200 bytes) for the life of every connection.
+    """
+    try:
+        return os.read(fd, RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 class WebSocket:
     """A WebSocket connection, as a handler receives it: ``async def handler(ws, ...)``.
 
@@ -68,7 +86,43 @@ class WebSocket:
     ``ws.write_message(data)``, which never blocks and may be called from any trio task or
     from a worker thread running Django, or ``await ws.send_message(data)``, which waits for
     room in the send queue.
+
+    Handlers may keep their own attributes on it (``ws.room = "lobby"``).
     """
+
+    # Slots: at 10,000 connections a per-object attribute dictionary costs 10 MB. The
+    # ``__dict__`` slot is there for attributes handlers add; it is created on first use.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_config",
+        "_corked",
+        "_fd",
+        "_heard",
+        "_inbox",
+        "_inbox_closed",
+        "_is_closed",
+        "_loop_thread",
+        "_nursery",
+        "_parts",
+        "_pinged_at",
+        "_plain",
+        "_queue",
+        "_queued",
+        "_size",
+        "_stream",
+        "_stuck",
+        "_token",
+        "_waiters",
+        "_writer_running",
+        "_writing",
+        "_ws",
+        "close_code",
+        "close_reason",
+        "remote_address",
+        "request",
+        "subprotocol",
+    )
 
     def __init__(
         self,
@@ -101,14 +155,19 @@ class WebSocket:
         self._token = trio.lowlevel.current_trio_token()
         self._loop_thread = threading.get_ident()
         # Whole messages the handler has not read yet; closed once the connection is.
-        self._inbox: deque[str | bytes] = deque()
+        # A list, not a deque: it holds at most INCOMING_QUEUE, and an empty deque is 600 bytes.
+        self._inbox: list[str | bytes] = []
         self._inbox_closed = False
-        self._message_ready = trio.lowlevel.ParkingLot()
-        self._inbox_room = trio.lowlevel.ParkingLot()
+        # The tasks waiting for a change of state (see ``_wait``).
+        self._waiters: list[trio.lowlevel.Task] = []
+        # When the peer was last heard from, and when an unanswered keep-alive ping left.
+        self._heard = trio.current_time()
+        self._pinged_at: float | None = None
         # True while the handler has more received messages to go through: writes wait.
         self._corked = False
-        # Fragments of the message being received, and their total size.
-        self._parts: list[Any] = []
+        # Fragments of the message being received (None while there are none: most
+        # messages come in one frame), and their total size.
+        self._parts: list[Any] | None = None
         self._size = 0
         # Frames waiting for the writer task, their total size, and whether it is writing.
         self._queue: list[bytes] = []
@@ -118,8 +177,8 @@ class WebSocket:
         self._stuck = False
         # The writer task runs only while frames wait: an idle connection costs no task.
         self._writer_running = False
-        self._room = trio.lowlevel.ParkingLot()
-        self._closed = trio.Event()
+        # Set once the connection is closed (close_code says how).
+        self._is_closed = False
         self._nursery: trio.Nursery | None = None
 
     # -- the public API -------------------------------------------------------------------
@@ -127,12 +186,12 @@ class WebSocket:
     @property
     def open(self) -> bool:
         """True until a close frame was sent or received, or the connection was lost."""
-        return self._ws.state is ConnectionState.OPEN and not self._closed.is_set()
+        return self._ws.state is ConnectionState.OPEN and not self._is_closed
 
     @property
     def closed(self) -> bool:
         """True once the connection is closed (``close_code`` says how)."""
-        return self._closed.is_set()
+        return self._is_closed
 
     async def read_message(self) -> str | bytes | None:
         """The next message: ``str`` for text, ``bytes`` for binary; None once closed.
@@ -148,11 +207,11 @@ class WebSocket:
             self._corked = False
             if self._inbox_closed:
                 return None
-            await self._message_ready.park()
-        message = inbox.popleft()
+            await self._wait()
+        message = inbox.pop(0)
         self._corked = bool(inbox)
-        if self._inbox_room:  # a task is parked there (ParkingLot's length)
-            self._inbox_room.unpark()
+        if self._waiters:  # the reader may wait for room in the inbox
+            self._wake()
         return message
 
     def __aiter__(self) -> WebSocket:
@@ -204,8 +263,8 @@ class WebSocket:
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
-        while self._queued > self._config.send_queue_size // 2 and not self._closed.is_set():
-            await self._room.park()
+        while self._queued > self._config.send_queue_size // 2 and not self._is_closed:
+            await self._wait()
         self.write_message(data)
 
     def ping(self, payload: bytes = b"") -> None:
@@ -223,11 +282,11 @@ class WebSocket:
         Returns once the connection is closed; a peer that does not answer in time is
         disconnected. Closing a closed connection does nothing.
         """
-        if self._ws.state is ConnectionState.OPEN and not self._closed.is_set():
+        if self.open:
             self._send_frame(self._ws.send(CloseConnection(code=code, reason=reason)))
         with trio.move_on_after(self._config.close_timeout):
-            await self._closed.wait()
-        if not self._closed.is_set():
+            await self.wait_closed()
+        if not self._is_closed:
             log.info("%s: no close frame within %g s; disconnecting", self._peer, self._config.close_timeout)
             self._mark_closed(_ABNORMAL, "close handshake timed out")
 
@@ -239,75 +298,90 @@ class WebSocket:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed, whoever closes it."""
-        await self._closed.wait()
+        while not self._is_closed:
+            await self._wait()
 
     # -- tasks --------------------------------------------------------------------------
 
     def _start(self, nursery: trio.Nursery) -> None:
+        """Start the reader task in ``nursery``; the writer task will run there too."""
         self._nursery = nursery
-        nursery.start_soon(self._reader)
+        nursery.start_soon(self._reader, name="trio_c10k websocket reader")
 
     async def _finish(self, code: int, reason: str = "") -> None:
-        """Close with ``code``, let the last frames go out, then stop the tasks."""
+        """Close with ``code`` and let the last frames go out; the caller then closes the
+        socket, which ends the reader task."""
         await self.close(code, reason)
         with trio.move_on_after(0 if self._stuck else self._config.close_timeout):
             while self._queue or self._writing:
-                await self._room.park()
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+                await self._wait()
 
     async def _reader(self) -> None:
-        ws = self._ws
-        interval, timeout = self._config.ping_interval, self._config.ping_timeout
-        # Keep-alive without a task of its own: after ``interval`` seconds of silence from the
-        # peer, a ping; if nothing at all (pong or other) arrives within ``timeout``, 1011.
-        deadline = trio.current_time() + interval if interval else math.inf
-        pinged = False
+        # A plain non-blocking read on the file descriptor, then ``wait_readable`` if there is
+        # nothing yet: an idle reader is one task parked in epoll, with no stream machinery
+        # and no cancel scope around it.
+        ws, fd = self._ws, self._fd
         try:
             while True:
                 # Events first: the bytes that came with the handshake may hold whole frames.
                 for event in ws.events():
                     await self._handle(event)
-                if self._closed.is_set() or ws.state is ConnectionState.CLOSED:
+                # Checked after every wait too: once closed, the socket may be gone and its
+                # number reused by another connection.
+                if self._is_closed or ws.state is ConnectionState.CLOSED:
                     break
-                with trio.move_on_at(deadline) as scope:
-                    data = await self._stream.receive_some(RECEIVE_SIZE)
-                if scope.cancelled_caught:
-                    if pinged or not self.open:
-                        log.info(
-                            "%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout
-                        )
-                        self._fail(1011, "keepalive ping timeout")
-                        break
-                    self.ping(b"keepalive")
-                    pinged, deadline = True, trio.current_time() + timeout
+                data = _read_nowait(fd)
+                if data is None:
+                    await trio.lowlevel.wait_readable(fd)
                     continue
-                if interval:
-                    pinged, deadline = False, trio.current_time() + interval
+                await trio.lowlevel.checkpoint()  # a peer that always has data must not starve others
+                self._heard, self._pinged_at = trio.current_time(), None
                 ws.receive_data(data or None)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except trio.ClosedResourceError:
+            pass  # the socket was closed under us: the connection is over
+        except Exception:  # a task boundary in someone else's nursery: never let it escape
+            log.exception("%s: unexpected error reading a WebSocket", self._peer)
+            self._fail(1011, "internal error")
         finally:
             self._mark_closed(_ABNORMAL, "")
 
+    def _keep_alive(self, now: float) -> None:
+        """One tick of ``keep_alive``: a ping after ``ping_interval`` seconds of silence from
+        the peer; 1011 if nothing at all (pong or other) arrived ``ping_timeout`` after it."""
+        interval, timeout = self._config.ping_interval, self._config.ping_timeout
+        if not self.open or interval is None:
+            return
+        if self._pinged_at is None:
+            if now - self._heard >= interval:
+                self.ping(b"keepalive")
+                self._pinged_at = now
+        elif now - self._pinged_at >= timeout:
+            log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
+            self._fail(1011, "keepalive ping timeout")
+
     async def _handle(self, event: object) -> None:
         if isinstance(event, TextMessage | BytesMessage):
-            if self._closed.is_set():
+            if self._is_closed:
                 return
-            self._parts.append(event.data)
-            self._size += len(event.data)
+            data = event.data
+            self._size += len(data)
             if self._size > self._config.max_message_size:
                 self._fail(1009, f"message larger than {self._config.max_message_size} bytes")
-            elif event.message_finished:
-                empty = "" if isinstance(event, TextMessage) else b""
-                message = self._parts[0] if len(self._parts) == 1 else empty.join(self._parts)
-                self._parts, self._size = [], 0
+            elif not event.message_finished:
+                if self._parts is None:
+                    self._parts = []
+                self._parts.append(data)
+            else:
+                if self._parts is not None:  # the last fragment of a fragmented message
+                    self._parts.append(data)
+                    data = ("" if isinstance(event, TextMessage) else b"").join(self._parts)
+                message, self._parts, self._size = data, None, 0
                 while len(self._inbox) >= INCOMING_QUEUE and not self._inbox_closed:
-                    await self._inbox_room.park()
+                    await self._wait()
                 if not self._inbox_closed:
                     self._inbox.append(message if isinstance(message, str) else bytes(message))
-                    if self._message_ready:  # a task is parked there (ParkingLot's length)
-                        self._message_ready.unpark()
+                    if self._waiters:
+                        self._wake()
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(event.response()))
@@ -339,7 +413,7 @@ class WebSocket:
                     return
                 finally:
                     self._writing = False
-                    self._room.unpark_all()
+                    self._wake()
         finally:
             self._writer_running = False
 
@@ -381,7 +455,26 @@ class WebSocket:
         self._queued += len(frame)
         if not self._writer_running and self._nursery is not None:
             self._writer_running = True
-            self._nursery.start_soon(self._writer)
+            self._nursery.start_soon(self._writer, name="trio_c10k websocket writer")
+
+    async def _wait(self) -> None:
+        """Park until the connection's state changes (a message, room, the close); the caller
+        looks again. The parked tasks are kept in a plain list, not a ``ParkingLot``: an idle
+        connection always has its handler parked, and a lot's ordered dict costs 500 bytes."""
+        task = trio.lowlevel.current_task()
+        self._waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        """Wake every task parked in ``_wait``."""
+        waiters, self._waiters = self._waiters, []
+        for task in waiters:
+            trio.lowlevel.reschedule(task)
 
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
@@ -392,42 +485,60 @@ class WebSocket:
         self._mark_closed(code, reason)
 
     def _mark_closed(self, code: int, reason: str) -> None:
-        if self._closed.is_set():
+        if self._is_closed:
             return
         self.close_code, self.close_reason = code, reason
-        self._closed.set()
+        self._is_closed = True
         self._close_inbox()
-        self._room.unpark_all()
 
     def _close_inbox(self) -> None:
         self._inbox_closed = True
-        self._message_ready.unpark_all()
-        self._inbox_room.unpark_all()
+        self._wake()
+
+
+async def keep_alive(websockets: Collection[WebSocket], config: WebSocketConfig) -> None:
+    """Keep ``websockets`` alive with pings (``ping_interval``, ``ping_timeout``); runs until
+    cancelled.
+
+    One task for every connection instead of a timer per connection: it looks at each
+    connection a few times per interval (a ping goes out between ``ping_interval`` and a
+    quarter more after the peer fell silent). ``websockets`` may change meanwhile.
+    """
+    if config.ping_interval is None:
+        await trio.sleep_forever()
+    tick = min(config.ping_interval, config.ping_timeout) / 4
+    while True:
+        await trio.sleep(tick)
+        now = trio.current_time()
+        heard_since = now - config.ping_interval
+        for ws in list(websockets):
+            if ws._pinged_at is not None or ws._heard <= heard_since:
+                ws._keep_alive(now)
 
 
 async def serve_websocket(
     ws: WebSocket,
+    nursery: trio.Nursery,
     handler: Callable[..., Awaitable[None]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    """Run ``handler(ws, *args, **kwargs)`` with the connection's tasks, then close.
+    """Run ``handler(ws, *args, **kwargs)`` in this task, the connection's tasks in ``nursery``.
 
     The handler returning (or raising ``ConnectionClosed``, as a write after the peer closed
     does) closes with 1000; raising anything else logs the traceback and closes with 1011.
-    The caller closes the stream afterwards.
+    The caller closes the stream afterwards, which ends the connection's tasks.
     """
-    async with trio.open_nursery() as nursery:
-        ws._start(nursery)
-        try:
-            await handler(ws, *args, **kwargs)
-        except ConnectionClosed:
-            # Writing after the peer closed is how most handlers learn of it: a normal end.
-            log.debug("%s: handler ended on a closed connection", ws._peer)
-            code, reason = 1000, ""
-        except Exception:
-            log.exception("WebSocket handler %s failed", getattr(handler, "__qualname__", handler))
-            code, reason = 1011, "internal error"
-        else:
-            code, reason = 1000, ""
-        await ws._finish(code, reason)
+    ws._start(nursery)
+    try:
+        await handler(ws, *args, **kwargs)
+    except ConnectionClosed:
+        # Writing after the peer closed is how most handlers learn of it: a normal end.
+        log.debug("%s: handler ended on a closed connection", ws._peer)
+        code, reason = 1000, ""
+    except Exception:
+        log.exception("WebSocket handler %s failed", getattr(handler, "__qualname__", handler))
+        code, reason = 1011, "internal error"
+    else:
+        code, reason = 1000, ""
+    await ws._finish(code, reason)

@@ -22,7 +22,7 @@ from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
 from ._exceptions import HandshakeRejected
-from ._websocket import WebSocket
+from ._websocket import WebSocket, keep_alive
 
 
 @asynccontextmanager
@@ -78,12 +78,14 @@ async def open_websocket(
     try:
         async with trio.open_nursery() as nursery:
             ws._start(nursery)
+            nursery.start_soon(keep_alive, (ws,), ws._config)
             try:
                 yield ws
             except Exception:
                 await ws._finish(1011, "client error")
                 raise
             await ws._finish(1000)
+            nursery.cancel_scope.cancel()  # the reader, and a writer whose peer is stuck
     finally:
         await trio.aclose_forcefully(stream)
 
