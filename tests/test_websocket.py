@@ -227,13 +227,23 @@ async def test_request_user_session_and_url_arguments(server: Server) -> None:
     response, _ = await client.response()
     assert response.status_code == 200
     cookies = "; ".join(v.decode().split(";")[0] for k, v in response.headers if k == b"set-cookie")
-    async with open_websocket(url(server, "/t/ws/info/42/"), headers=[("Cookie", cookies)]) as ws:
+    async with open_websocket(url(server, "/t/ws/info/42/?q=x"), headers=[("Cookie", cookies)]) as ws:
         info = json.loads(await ws.read_message())
+        assert await ws.read_message() == "handlers may keep attributes on ws"
     assert info["number"] == 42
     assert info["path"] == "/t/ws/info/42/"
     assert info["user"] == "ada"
     assert info["session"] == "teal"
     assert info["remote_address"][0] == "127.0.0.1"
+    # What the request keeps for the life of the connection (README, "ws.request").
+    assert info["user_type"] == "User"  # the user itself, not the lazy wrapper
+    assert (info["scheme"], info["query"], info["url_name"]) == ("http", "x", "ws-info")
+    assert info["host"].startswith("127.0.0.1:")
+    assert {"REMOTE_ADDR", "PATH_INFO", "QUERY_STRING", "HTTP_COOKIE", "HTTP_HOST"} <= set(info["meta"])
+    assert "wsgi.url_scheme" in info["meta"]
+    dropped = {"HTTP_SEC_WEBSOCKET_KEY", "HTTP_UPGRADE", "HTTP_CONNECTION", "wsgi.input", "wsgi.errors"}
+    assert not dropped & set(info["meta"])
+    assert not {"_stream", "_messages", "auser"} & set(info["attributes"])
 
 
 async def test_write_message_from_a_django_view_in_a_worker_thread(server: Server) -> None:

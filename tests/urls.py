@@ -15,7 +15,7 @@ urlpatterns = [
     path("t/ws/return/", views.ws_return),
     path("t/ws/raise/", views.ws_raise),
     path("t/ws/subprotocol/", views.ws_subprotocol),
-    path("t/ws/info/<int:number>/", views.ws_info),
+    path("t/ws/info/<int:number>/", views.ws_info, name="ws-info"),
     path("t/ws/watch/<str:key>/", views.ws_watch),
     path("t/ws/flood/<str:key>/", views.ws_flood),
     path("t/ws/room/", views.ws_room),

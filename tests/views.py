@@ -126,9 +126,18 @@ async def ws_info(ws: WebSocket, number: int) -> None:
                 "user": request.user.username if request.user.is_authenticated else None,
                 "session": request.session.get("color"),
                 "remote_address": list(ws.remote_address),
+                "user_type": type(request.user).__name__,
+                "meta": sorted(request.META),
+                "scheme": request.scheme,
+                "host": request.get_host(),
+                "query": request.GET.get("q"),
+                "url_name": request.resolver_match.url_name,
+                "attributes": sorted(vars(request)),
             }
         )
     )
+    ws.nickname = "handlers may keep attributes on ws"
+    ws.write_message(ws.nickname)
     await ws.read_message()
 
 
