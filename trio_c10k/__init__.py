@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._config import Bind, Config, WebSocketConfig
 from ._django import websocket
 from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
+from ._fanout import Group, broadcast
 from ._server import Server, ServerStatistics, serve
 from ._websocket import WebSocket
 
@@ -13,12 +14,14 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConnectionClosed",
+    "Group",
     "HandshakeRejected",
     "Server",
     "ServerStatistics",
     "TrioC10kError",
     "WebSocket",
     "WebSocketConfig",
+    "broadcast",
     "serve",
     "websocket",
 ]

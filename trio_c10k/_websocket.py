@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -38,6 +38,9 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ._config import WebSocketConfig
 from ._exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._fanout import Group
 
 log = logging.getLogger("trio_c10k.websocket")
 
@@ -98,6 +101,7 @@ class WebSocket:
         "_config",
         "_corked",
         "_fd",
+        "_groups",
         "_heard",
         "_inbox",
         "_inbox_closed",
@@ -179,6 +183,8 @@ class WebSocket:
         self._writer_running = False
         # Set once the connection is closed (close_code says how).
         self._is_closed = False
+        # The fan-out groups it belongs to (None until it joins one); it leaves them on close.
+        self._groups: list[Group] | None = None
         self._nursery: trio.Nursery | None = None
 
     # -- the public API -------------------------------------------------------------------
@@ -490,6 +496,10 @@ class WebSocket:
         self.close_code, self.close_reason = code, reason
         self._is_closed = True
         self._close_inbox()
+        if self._groups is not None:
+            for group in self._groups:
+                group._leave(self)
+            self._groups = None
 
     def _close_inbox(self) -> None:
         self._inbox_closed = True

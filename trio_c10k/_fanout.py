@@ -1,0 +1,158 @@
+"""Fan-out: groups of WebSockets, and one message sent to many of them.
+
+Rule 1: a broadcast builds the frame once (without compression a server frame is the same
+bytes for every recipient) and hands it to each member's non-blocking write: an idle socket
+gets it straight away, with no task woken; a busy one queues it. A member whose send queue
+overflows is closed with 1008 by its own policy; nobody else waits for it.
+Rule 2: groups are named, and a name means the same group anywhere in the process:
+``Group("lobby")`` in a handler and ``Group("lobby")`` in a Django view are one group. A group
+with no member takes no memory.
+Rule 3: a closed socket leaves its groups by itself, when it closes.
+Rule 4: the members live in the event loop's thread. Called from another thread (a Django view
+in a worker thread), ``add``, ``discard`` and ``broadcast`` hand themselves to the event loop
+and return once done there, as ``WebSocket.write_message`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import trio
+
+from ._websocket import WebSocket, encode_frame
+
+#: group name -> its members; a name is here only while its group has members
+_members: dict[str, set[WebSocket]] = {}
+#: the event loop the members live in, for calls from other threads (set by the first add)
+_loop_token: trio.lowlevel.TrioToken | None = None
+
+
+class Group:
+    """The WebSockets that receive the same messages, by name (a chat room, a topic).
+
+    ``Group(name)`` is cheap: it is a handle on the members kept for that name in this
+    process. Join with ``group.add(ws)``; a closed socket leaves by itself.
+
+    Example::
+
+        @websocket
+        async def chat(ws, room):
+            group = Group(f"chat.{room}")
+            group.add(ws)
+            async for message in ws:
+                group.broadcast(message)
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"a group name is a str, not {type(name).__name__}")
+        #: the group's name
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r}: {len(self)} members>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Group) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((Group, self.name))
+
+    def __len__(self) -> int:
+        """The number of members."""
+        return len(_members.get(self.name, ()))
+
+    def __contains__(self, ws: object) -> bool:
+        return ws in _members.get(self.name, ())
+
+    def __iter__(self) -> Iterator[WebSocket]:
+        """The members at the time of the call (a copy)."""
+        return iter(list(_members.get(self.name, ())))
+
+    def add(self, ws: WebSocket) -> None:
+        """Make ``ws`` a member; it stays one until ``discard`` or until it closes.
+
+        Adding a member twice, or a closed socket, does nothing.
+        """
+        global _loop_token
+        if _in_other_thread():
+            trio.from_thread.run_sync(self.add, ws, trio_token=ws._token)
+            return
+        if ws.closed:
+            return
+        _loop_token = ws._token
+        _members.setdefault(self.name, set()).add(ws)
+        if ws._groups is None:
+            ws._groups = []
+        if self not in ws._groups:
+            ws._groups.append(self)
+
+    def discard(self, ws: WebSocket) -> None:
+        """Remove ``ws`` from the group, if it is a member."""
+        if _in_other_thread():
+            trio.from_thread.run_sync(self.discard, ws, trio_token=ws._token)
+            return
+        self._leave(ws)
+        if ws._groups is not None and self in ws._groups:
+            ws._groups.remove(self)
+
+    def broadcast(self, data: str | bytes) -> int:
+        """Send ``data`` to every member (text for ``str``, binary for ``bytes``); never blocks.
+
+        Returns the number of members it was sent to. See ``broadcast()``.
+        """
+        if _in_other_thread():
+            if _loop_token is None:  # nobody ever joined a group in this process
+                return 0
+            return trio.from_thread.run_sync(self.broadcast, data, trio_token=_loop_token)
+        return broadcast(_members.get(self.name, ()), data)
+
+    def _leave(self, ws: WebSocket) -> None:
+        members = _members.get(self.name)
+        if members is not None:
+            members.discard(ws)
+            if not members:
+                del _members[self.name]
+
+
+def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
+    """Send ``data`` to each of ``websockets`` that is open; never blocks.
+
+    The frame is built once for every recipient without compression (a recipient that agreed
+    to permessage-deflate gets its own compressed frame). Each recipient gets it through its
+    own send path, in order with its other messages; one whose send queue overflows is closed
+    with 1008 (``send_queue_size``) and the others are not delayed. Closed recipients are
+    skipped.
+
+    Callable from trio tasks of the server and from worker threads (a Django view).
+
+    Returns:
+        The number of recipients the message went to.
+
+    Raises:
+        TypeError: ``data`` is neither ``str`` nor bytes-like.
+    """
+    if not isinstance(data, str | bytes | bytearray | memoryview):
+        raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+    recipients = list(websockets)  # a recipient closed on the way leaves its groups
+    if recipients and _in_other_thread():
+        return trio.from_thread.run_sync(broadcast, recipients, data, trio_token=recipients[0]._token)
+    frame = None
+    sent = 0
+    for ws in recipients:
+        if not ws.open:
+            continue
+        if ws._plain:
+            if frame is None:
+                frame = encode_frame(data)
+            ws._send_frame(frame)
+        else:
+            ws.write_message(data)
+        sent += 1
+    return sent
+
+
+def _in_other_thread() -> bool:
+    return not trio.lowlevel.in_trio_run()
