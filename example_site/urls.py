@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import chat, views
 
 urlpatterns = [
     path("hello/", views.hello, name="hello"),
@@ -10,4 +10,6 @@ urlpatterns = [
     path("test/", views.echo_page, name="echo-page"),
     path("test/ws/", views.echo_ws, name="echo-ws"),
     path("test/echo/", views.echo_forever, name="echo-forever"),
+    path("chat/<slug:room>/", chat.chat_page, name="chat"),
+    path("chat/<slug:room>/ws/", chat.chat_ws, name="chat-ws"),
 ]

@@ -131,3 +131,26 @@ def header(response: h11.Response, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+async def login(server: Server, username: str) -> str:
+    """Create ``username`` if needed, log in through the test site's view; the Cookie header."""
+    from django.contrib.auth.models import User
+
+    password = f"pw-{username}-123"
+    await trio.to_thread.run_sync(
+        lambda: (
+            User.objects.filter(username=username).exists()
+            or User.objects.create_user(username, password=password)
+        )
+    )
+    client = await Client.open(server)
+    await client.request(
+        "POST",
+        "/t/login/",
+        headers=[("Content-Type", "application/x-www-form-urlencoded")],
+        body=f"username={username}&password={password}".encode(),
+    )
+    response, _ = await client.response()
+    assert response.status_code == 200
+    return "; ".join(v.decode().split(";")[0] for k, v in response.headers if k == b"set-cookie")

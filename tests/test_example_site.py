@@ -6,6 +6,7 @@ inputs and the two ``<dl>`` lists that show what Django received.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -14,9 +15,10 @@ import httpx
 import pytest
 import trio
 
-from trio_c10k import Server
+from trio_c10k import ConnectionClosed, Server
+from trio_c10k.client import open_websocket
 
-from .conftest import port_of
+from .conftest import login, port_of
 
 #: seconds each test is given as a whole
 TEST_TIMEOUT = 15
@@ -169,3 +171,45 @@ async def test_unknown_url_is_djangos_404(server: Server, caplog: pytest.LogCapt
     assert "<h1>Not Found</h1>" in response.text
     assert "The requested resource was not found on this server." in response.text
     assert "Not Found: /no/such/page/" in caplog.text
+
+
+# -- the chat demo --------------------------------------------------------------------------
+
+
+async def test_chat_page_names_the_room(server: Server) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with client_for(server) as client:
+            response = await client.get("/chat/lobby/")
+    assert response.status_code == 200
+    assert "<h1>Chat: lobby</h1>" in response.text
+    assert "/ws/`" in response.text  # the page opens the room's socket
+
+
+async def test_chat_relays_to_the_whole_room_tagged_with_the_user(server: Server) -> None:
+    base = f"ws://127.0.0.1:{port_of(server)}"
+    cookies = await login(server, "grace")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            open_websocket(f"{base}/chat/lab/ws/", headers=[("Cookie", cookies)]) as grace,
+            open_websocket(f"{base}/chat/lab/ws/") as anonymous,
+            open_websocket(f"{base}/chat/elsewhere/ws/") as outsider,
+        ):
+            grace.write_message("hello, lab")
+            for ws in (grace, anonymous):  # the sender gets it too
+                assert json.loads(await ws.read_message()) == {"user": "grace", "text": "hello, lab"}
+            anonymous.write_message("hi grace")
+            for ws in (grace, anonymous):
+                assert json.loads(await ws.read_message()) == {"user": "anonymous", "text": "hi grace"}
+            outsider.write_message("anyone?")
+            # The first message the other room's member sees is its own: nothing leaked in.
+            assert json.loads(await outsider.read_message()) == {"user": "anonymous", "text": "anyone?"}
+
+
+async def test_chat_refuses_binary_messages_with_1003(server: Server) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with open_websocket(f"ws://127.0.0.1:{port_of(server)}/chat/lab/ws/") as ws:
+            ws.write_message(b"\x00\x01")
+            assert await ws.read_message() is None
+            assert ws.close_code == 1003
+            with pytest.raises(ConnectionClosed):
+                ws.write_message("too late")

@@ -26,7 +26,7 @@ from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from tests import views
-from tests.conftest import Client, StartServer, connect, header, port_of, read_until_closed
+from tests.conftest import Client, StartServer, connect, header, login, port_of, read_until_closed
 from trio_c10k import ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
 from trio_c10k.client import _handshake, open_websocket
 
@@ -209,24 +209,7 @@ async def test_echo_text_binary_and_opcodes(server: Server) -> None:
 
 
 async def test_request_user_session_and_url_arguments(server: Server) -> None:
-    from django.contrib.auth.models import User
-
-    await trio.to_thread.run_sync(
-        lambda: (
-            User.objects.filter(username="ada").exists()
-            or User.objects.create_user("ada", password="pw-ada-123")
-        )
-    )
-    client = await Client.open(server)
-    await client.request(
-        "POST",
-        "/t/login/",
-        headers=[("Content-Type", "application/x-www-form-urlencoded")],
-        body=b"username=ada&password=pw-ada-123",
-    )
-    response, _ = await client.response()
-    assert response.status_code == 200
-    cookies = "; ".join(v.decode().split(";")[0] for k, v in response.headers if k == b"set-cookie")
+    cookies = await login(server, "ada")
     async with open_websocket(url(server, "/t/ws/info/42/?q=x"), headers=[("Cookie", cookies)]) as ws:
         info = json.loads(await ws.read_message())
         assert await ws.read_message() == "handlers may keep attributes on ws"

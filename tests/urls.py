@@ -21,4 +21,6 @@ urlpatterns = [
     path("t/ws/room/", views.ws_room),
     path("t/ws/broadcast/", views.ws_broadcast),
     path("t/login/", views.login),
+    path("t/ws/group/<str:name>/", views.ws_group),
+    path("t/group-broadcast/<str:name>/", views.group_broadcast),
 ]

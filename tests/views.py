@@ -14,7 +14,7 @@ import trio.lowlevel
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from trio_c10k import ConnectionClosed, WebSocket, websocket
+from trio_c10k import ConnectionClosed, Group, WebSocket, websocket
 
 #: per-key events: "release" is set by a test, "started"/"finished" by the view
 EVENTS: defaultdict[str, dict[str, threading.Event]] = defaultdict(
@@ -198,3 +198,22 @@ def login(request: HttpRequest) -> HttpResponse:
     django_login(request, user)
     request.session["color"] = "teal"
     return HttpResponse("ok")
+
+
+@websocket
+async def ws_group(ws: WebSocket, name: str) -> None:
+    """Joins the group ``name``; broadcasts each message to it, but "leave" leaves it."""
+    group = Group(name)
+    group.add(ws)
+    ws.write_message("joined")
+    async for message in ws:
+        if message == "leave":
+            group.discard(ws)
+            ws.write_message("left")
+        else:
+            group.broadcast(message)
+
+
+def group_broadcast(request: HttpRequest, name: str) -> HttpResponse:
+    """A plain Django view, in a worker thread, broadcasting to a group."""
+    return HttpResponse(str(Group(name).broadcast(request.GET["message"])))
