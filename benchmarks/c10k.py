@@ -222,11 +222,16 @@ class Worker:
                 self.closed_by_server += 1
                 self.drop(conn)
                 return
-            elif opcode == 0x1 and conn.expect is not None:
-                if payload == conn.expect:
-                    self.verified += 1
-                conn.expect = None
+            elif opcode == 0x1:
+                self.on_text(conn, payload)
         conn.buf = buf
+
+    def on_text(self, conn: Conn, payload: bytes) -> None:
+        """A text message from the server: here, the echo ``verify`` waits for."""
+        if conn.expect is not None:
+            if payload == conn.expect:
+                self.verified += 1
+            conn.expect = None
 
     # the loop and the parent's commands
 
@@ -308,6 +313,12 @@ class Worker:
                     self.close_all()
                     reply(self, {"closed": True})
                     return
+                else:
+                    reply(self, self.command(cmd, rest))
+
+    def command(self, cmd: str, args: list[str]) -> dict[str, Any]:
+        """A command a subclass adds (benchmarks/broadcast_bench.py)."""
+        raise SystemExit(f"unknown command {cmd!r}")
 
 
 def reply(_worker: Worker, obj: dict[str, Any]) -> None:
@@ -315,7 +326,7 @@ def reply(_worker: Worker, obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def worker_main(argv: list[str]) -> None:
+def worker_main(argv: list[str], worker_class: type[Worker] = Worker) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--in-flight", type=int, required=True)
@@ -327,7 +338,7 @@ def worker_main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    Worker(args.url, args.in_flight, args.timeout, args.stop_on_failure).serve()
+    worker_class(args.url, args.in_flight, args.timeout, args.stop_on_failure).serve()
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -373,8 +384,17 @@ def open_file_limit(pid: int) -> str:
 class Clients:
     """The client worker processes of one measurement, driven line by line."""
 
-    def __init__(self, url: str, processes: int, in_flight: int, timeout: float, stop: bool, cpu: int | None):
-        cmd = [sys.executable, __file__, "--client-worker", url, "--timeout", str(timeout)]
+    def __init__(
+        self,
+        url: str,
+        processes: int,
+        in_flight: int,
+        timeout: float,
+        stop: bool,
+        cpu: int | None,
+        script: str = __file__,
+    ):
+        cmd = [sys.executable, script, "--client-worker", url, "--timeout", str(timeout)]
         if stop:
             cmd.append("--stop-on-failure")
         if cpu is not None:
@@ -391,16 +411,20 @@ class Clients:
         ]
         self.ask_all(None)  # "ready"
 
-    def ask_all(self, commands: list[str] | str | None) -> list[dict[str, Any]]:
+    def ask_all(
+        self, commands: list[str] | str | None, procs: list[subprocess.Popen[str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Send each process its command ("" or None: none) and read one answer from each."""
+        procs = self.procs if procs is None else procs
         if isinstance(commands, str) or commands is None:
-            commands = [commands or ""] * len(self.procs)
-        for proc, command in zip(self.procs, commands, strict=True):
+            commands = [commands or ""] * len(procs)
+        for proc, command in zip(procs, commands, strict=True):
             if command:
                 assert proc.stdin is not None
                 proc.stdin.write(command + "\n")
                 proc.stdin.flush()
         answers = []
-        for proc in self.procs:
+        for proc in procs:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if not line:
