@@ -98,6 +98,7 @@ class WebSocket:
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_close_sent",
         "_config",
         "_corked",
         "_fd",
@@ -181,8 +182,10 @@ class WebSocket:
         self._stuck = False
         # The writer task runs only while frames wait: an idle connection costs no task.
         self._writer_running = False
-        # Set once the connection is closed (close_code says how).
+        # Set once the connection is closed (close_code says how), and once a close frame went
+        # out (after it, no data frame may: RFC 6455 section 5.5.1).
         self._is_closed = False
+        self._close_sent = False
         # The fan-out groups it belongs to (None until it joins one); it leaves them on close.
         self._groups: list[Group] | None = None
         self._nursery: trio.Nursery | None = None
@@ -192,7 +195,7 @@ class WebSocket:
     @property
     def open(self) -> bool:
         """True until a close frame was sent or received, or the connection was lost."""
-        return self._ws.state is ConnectionState.OPEN and not self._is_closed
+        return not (self._is_closed or self._close_sent)
 
     @property
     def closed(self) -> bool:
@@ -289,7 +292,7 @@ class WebSocket:
         disconnected. Closing a closed connection does nothing.
         """
         if self.open:
-            self._send_frame(self._ws.send(CloseConnection(code=code, reason=reason)))
+            self._send_close(CloseConnection(code=code, reason=reason))
         with trio.move_on_after(self._config.close_timeout):
             await self.wait_closed()
         if not self._is_closed:
@@ -299,7 +302,7 @@ class WebSocket:
     def going_away(self) -> None:
         """Start closing with 1001 (server shutting down): the handler reads None next."""
         if self.open:
-            self._send_frame(self._ws.send(CloseConnection(code=1001, reason="server shutting down")))
+            self._send_close(CloseConnection(code=1001, reason="server shutting down"))
             self._close_inbox()
 
     async def wait_closed(self) -> None:
@@ -397,7 +400,7 @@ class WebSocket:
     def _on_close(self, event: CloseConnection) -> None:
         state = self._ws.state
         if state is ConnectionState.REMOTE_CLOSING:  # the peer closes: answer, then done
-            self._send_frame(self._ws.send(event.response()))
+            self._send_close(event.response())
             self._mark_closed(event.code, event.reason or "")
         elif state is ConnectionState.CLOSED:  # the answer to our close
             self._mark_closed(event.code, event.reason or "")
@@ -435,7 +438,9 @@ class WebSocket:
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "")
 
     def _send_frame(self, frame: bytes) -> None:
-        if not self._queue and not self._writing and not self._corked:
+        # Straight to the socket when nothing waits before this frame (``_queued`` rather than
+        # the list itself: a broadcast then reads only this object, for each of its members).
+        if not (self._queued or self._writing or self._corked):
             try:
                 sent = os.write(self._fd, frame)
             except BlockingIOError:
@@ -485,10 +490,15 @@ class WebSocket:
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
         if self._ws.state is ConnectionState.OPEN:
+            self._close_sent = True
             frame = self._ws.send(CloseConnection(code=code, reason=reason))
             if self._queued + len(frame) <= self._config.send_queue_size:
                 self._send_frame(frame)
         self._mark_closed(code, reason)
+
+    def _send_close(self, event: CloseConnection) -> None:
+        self._close_sent = True
+        self._send_frame(self._ws.send(event))
 
     def _mark_closed(self, code: int, reason: str) -> None:
         if self._is_closed:
