@@ -544,3 +544,27 @@ async def test_broadcast_with_one_slow_member(start_server: StartServer) -> None
     slow_member = next(m for m in members if m.close_code != 1000)
     assert slow_member.close_code == 1008
     await slow.stream.aclose()
+
+
+# -- database access from handlers --------------------------------------------------------
+
+
+async def test_database_sync_to_thread_runs_the_orm_in_a_worker_thread(server: Server) -> None:
+    prefix = f"db{uuid.uuid4().hex[:8]}"
+    async with open_websocket(url(server, f"/t/ws/db/{prefix}/")) as ws:
+        ws.write_message("count")
+        first = json.loads(await ws.read_message())
+        await login(server, f"{prefix}-lin")  # creates the user, in another request
+        ws.write_message("count")
+        second = json.loads(await ws.read_message())
+    assert (first["count"], second["count"]) == (0, 1)  # a real query, each time
+    assert first["thread"].startswith("trio_c10k worker")  # the server's threads, as views
+    with trio.fail_after(5):
+        await trio.to_thread.run_sync(views.WS_EVENTS[prefix]["done"].wait)
+    assert views.WS_EVENTS[prefix]["error"] == "raised in the worker thread"  # raised in the handler
+
+
+async def test_database_sync_to_thread_outside_a_server_uses_trio_threads() -> None:
+    count, thread = await views.user_count_and_thread("nobody-has-this-prefix")
+    assert count == 0
+    assert not thread.startswith("trio_c10k worker")

@@ -23,4 +23,5 @@ urlpatterns = [
     path("t/login/", views.login),
     path("t/ws/group/<str:name>/", views.ws_group),
     path("t/group-broadcast/<str:name>/", views.group_broadcast),
+    path("t/ws/db/<str:prefix>/", views.ws_db),
 ]

@@ -14,7 +14,7 @@ import trio.lowlevel
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from trio_c10k import ConnectionClosed, Group, WebSocket, websocket
+from trio_c10k import ConnectionClosed, Group, WebSocket, database_sync_to_thread, websocket
 
 #: per-key events: "release" is set by a test, "started"/"finished" by the view
 EVENTS: defaultdict[str, dict[str, threading.Event]] = defaultdict(
@@ -217,3 +217,29 @@ async def ws_group(ws: WebSocket, name: str) -> None:
 def group_broadcast(request: HttpRequest, name: str) -> HttpResponse:
     """A plain Django view, in a worker thread, broadcasting to a group."""
     return HttpResponse(str(Group(name).broadcast(request.GET["message"])))
+
+
+@database_sync_to_thread
+def user_count_and_thread(prefix: str) -> tuple[int, str]:
+    """An ORM query, and the thread it ran in."""
+    from django.contrib.auth.models import User
+
+    return User.objects.filter(username__startswith=prefix).count(), threading.current_thread().name
+
+
+@database_sync_to_thread
+def fail_in_thread() -> None:
+    raise LookupError("raised in the worker thread")
+
+
+@websocket
+async def ws_db(ws: WebSocket, prefix: str) -> None:
+    """Answers each message with the number of users whose name starts with ``prefix``."""
+    async for _ in ws:
+        count, thread = await user_count_and_thread(prefix)
+        ws.write_message(json.dumps({"count": count, "thread": thread}))
+    try:
+        await fail_in_thread()
+    except LookupError as exc:
+        WS_EVENTS[prefix]["error"] = str(exc)
+    WS_EVENTS[prefix]["done"].set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._config import Bind, Config, WebSocketConfig
-from ._django import websocket
+from ._django import database_sync_to_thread, websocket
 from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
 from ._fanout import Group, broadcast
 from ._server import Server, ServerStatistics, serve
@@ -22,6 +22,7 @@ __all__ = [
     "WebSocket",
     "WebSocketConfig",
     "broadcast",
+    "database_sync_to_thread",
     "serve",
     "websocket",
 ]

@@ -1,4 +1,4 @@
-"""Django glue: the ``@websocket`` view decorator.
+"""Django glue: the ``@websocket`` view decorator, and ``database_sync_to_thread``.
 
 Rule 1: the decorated view runs like any view, in a worker thread, after the middleware
 (sessions, authentication): whatever it or the middleware answers that is not a 101 goes
@@ -17,16 +17,21 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
+import trio
 from django.conf import settings
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
 from ._handshake import UPGRADE_SLOT, Rejection, UpgradeSlot, check_upgrade, origin_allowed
+from ._threads import current_workers
 
 log = logging.getLogger("trio_c10k.websocket")
 
+P = ParamSpec("P")
+R = TypeVar("R")
 Handler = Callable[..., Awaitable[None]]
 View = Callable[..., HttpResponse]
 
@@ -147,6 +152,52 @@ def _keep_for_handler(request: HttpRequest) -> None:
     request.environ = request.META  # WSGIRequest keeps both names for the one dict
     if request.resolver_match is not None:
         request.resolver_match.tried = []  # the patterns tried before this one: 404 pages use it
+
+
+def database_sync_to_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Make a sync function (ORM queries, any blocking Django code) awaitable from a handler.
+
+    ``await database_sync_to_thread(fn)(*args, **kwargs)`` runs ``fn`` in one of the server's
+    worker threads (``--threads``: the same threads, and the same limit, as the views) and
+    returns what it returns, or raises what it raises. Around the call, in that thread,
+    ``django.db.close_old_connections()`` closes database connections that are broken or
+    past ``CONN_MAX_AGE``, as a request would (Django Channels' ``database_sync_to_async``
+    does the same). Use it as a decorator too::
+
+        @database_sync_to_thread
+        def last_messages(room):
+            return list(Message.objects.filter(room=room).order_by("-id")[:20])
+
+        @websocket
+        async def chat(ws, room):
+            for message in await last_messages(room):
+                ...
+
+    A handler runs in the event loop beside every other connection: a query made there
+    directly would stall them all, and Django's async-safety check does not fire under trio.
+
+    Cancellation: the awaiting task is cancelled at once; a call that already started
+    finishes in its thread and its result is dropped. Outside a trio_c10k server (a script,
+    a test without a server) the call goes to ``trio.to_thread.run_sync``.
+    """
+
+    @functools.wraps(fn)
+    async def in_worker_thread(*args: P.args, **kwargs: P.kwargs) -> R:
+        call = functools.partial(_with_fresh_connections, fn, *args, **kwargs)
+        workers = current_workers.get()
+        if workers is None:
+            return await trio.to_thread.run_sync(call)
+        return await workers.run_sync(call)
+
+    return in_worker_thread
+
+
+def _with_fresh_connections(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()
 
 
 def _plain(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:

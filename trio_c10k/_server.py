@@ -24,7 +24,7 @@ import trio
 from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._http import HTTPConnection
-from ._threads import WorkerThreads, open_worker_threads
+from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._websocket import WebSocket, keep_alive, serve_websocket
 
 log = logging.getLogger("trio_c10k.server")
@@ -191,6 +191,7 @@ class Server:
                 trio.open_nursery() as handlers,
             ):
                 self._handlers = handlers
+                current_workers.set(self.workers)  # for database_sync_to_thread in handlers
                 handlers.start_soon(keep_alive, self.websockets, self.config.websocket)
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:

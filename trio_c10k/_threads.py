@@ -17,6 +17,7 @@ trio_token=workers.token)``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,12 @@ import outcome
 import trio
 
 T = TypeVar("T")
+
+#: the worker threads of the server the current task belongs to (set by the server, inherited
+#: by every task it starts); None outside a server
+current_workers: contextvars.ContextVar[WorkerThreads | None] = contextvars.ContextVar(
+    "trio_c10k_workers", default=None
+)
 
 
 class _Job:
