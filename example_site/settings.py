@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "trio_c10k",  # before staticfiles: its runserver replaces Django's
     "django.contrib.staticfiles",
     "example_site",
 ]

@@ -1,0 +1,104 @@
+"""``python manage.py runserver`` served by trio_c10k: HTTP views and ``@websocket`` handlers.
+
+With ``"trio_c10k"`` in ``INSTALLED_APPS`` before ``"django.contrib.staticfiles"``, this command
+replaces Django's. It *is* Django's command (the static files one when that app is installed):
+the same arguments (``addrport``, ``--ipv6``, ``--noreload``, ``--nothreading``, ``--nostatic``,
+``--insecure``, ``--skip-checks``), the same system checks, banner and migration warning, the
+same autoreloader (a file changes, the process restarts), static files served when ``DEBUG``.
+Only the server class differs: Django hands its WSGI handler to ``DevelopmentServer``, which
+serves it with trio_c10k.
+
+Rule 1: the socket is bound by the constructor, as Django's ``WSGIServer`` does, so the banner
+shows the real port and a port in use is reported the Django way ("That port is already in
+use.").
+Rule 2: under the autoreloader the server runs in Django's "main" thread, not the process's
+main thread: it has no signal handlers; Ctrl-C and restarts end the process, and open
+WebSockets with it (the example pages reconnect).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+from django.apps import apps
+from django.conf import settings
+
+from ..._config import Bind, Config
+from ..._server import serve
+
+if apps.is_installed("django.contrib.staticfiles"):
+    from django.contrib.staticfiles.management.commands.runserver import Command as DjangoRunserver
+else:
+    from django.core.management.commands.runserver import Command as DjangoRunserver
+
+#: what Django's ``--nothreading`` means here: one worker thread for the views
+NO_THREADING_THREADS = 1
+
+
+class DevelopmentServer:
+    """The server class Django's ``runserver`` expects (``server_cls``), serving with trio_c10k.
+
+    Django calls ``DevelopmentServer((addr, port), handler_class, ipv6=...)``, reads
+    ``server_port``, then ``set_app(handler)`` and ``serve_forever()``.
+    """
+
+    #: worker threads for the views (``--nothreading``: 1)
+    threads = Config().threads
+
+    def __init__(self, server_address: tuple[str, int], handler_class: object, ipv6: bool = False) -> None:
+        self.socket = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.socket.bind(server_address)
+            self.socket.listen(Config().backlog)
+        except OSError:
+            self.socket.close()
+            raise
+        #: the port bound (Django's banner shows it)
+        self.server_port: int = self.socket.getsockname()[1]
+        self.app: Callable[..., Iterable[bytes]] | None = None
+
+    def set_app(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def serve_forever(self) -> None:
+        """Serve until the process ends (Ctrl-C, or the autoreloader restarting it)."""
+        assert self.app is not None
+        _log_to_console()
+        config = Config(binds=(Bind(fd=self.socket.fileno()),), threads=self.threads)
+        trio.run(serve, self.app, config)
+
+
+def _log_to_console() -> None:
+    """Show the server's log (one line per request, as Django's own server prints) unless
+    the project's LOGGING already sends the ``trio_c10k`` loggers somewhere."""
+    logger = logging.getLogger("trio_c10k")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%d/%b/%Y %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hints
+    help = (
+        "Starts trio-c10k for development: Django's views and @websocket handlers, with the "
+        "autoreloader, and static files when DEBUG is on."
+    )
+
+    def inner_run(self, *args: Any, **options: Any) -> None:
+        threads = Config().threads if options["use_threading"] else NO_THREADING_THREADS
+        self.server_cls = type("DevelopmentServer", (DevelopmentServer,), {"threads": threads})
+        super().inner_run(*args, **options)
+
+    def on_bind(self, server_port: int) -> None:
+        super().on_bind(server_port)
+        self.stdout.write(
+            "Served by trio-c10k: views and WebSockets. In production: python -m trio_c10k "
+            f"{(settings.WSGI_APPLICATION or '').rpartition('.')[0] or '<project>.wsgi'}"
+        )
