@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import chat, views
+from . import chat, life, views
 
 urlpatterns = [
     path("hello/", views.hello, name="hello"),
@@ -12,4 +12,8 @@ urlpatterns = [
     path("test/echo/", views.echo_forever, name="echo-forever"),
     path("chat/<slug:room>/", chat.chat_page, name="chat"),
     path("chat/<slug:room>/ws/", chat.chat_ws, name="chat-ws"),
+    path("", life.page, name="life"),
+    path("watcher/", life.watcher, name="life-watcher"),
+    path("reset/", life.reset, name="life-reset"),
+    path("worker/", life.worker, name="life-worker"),
 ]

@@ -1,0 +1,451 @@
+"""``python manage.py gameoflife``: the distributed Game of Life, one WebSocket client per cell.
+
+Every cell of the grid is a trio task of this process with its own connection to
+``/worker/?row=R&col=C``; the server only relays states (example_site/life.py). The command
+sets the size with ``POST /reset/``, opens every connection, waits until all are open, has
+every cell subscribe to its neighbours and confirm with ``ready``, waits until all have, then
+lets the cells play: at each step a cell sends its state, collects its neighbours' states of
+that step and applies Conway's rules. The waits are here, not in the server, because this
+process is the one that knows every cell (docs/gameoflife.md).
+
+Exit status: 0 after the last step, 1 if a cell failed (connection refused, handshake
+rejected, closed early, stalled), 2 for a bad option or pattern.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from trio_c10k import ConnectionClosed, HandshakeRejected, WebSocket, WebSocketConfig
+from trio_c10k.client import open_websocket
+
+#: the bundled patterns (``-p NAME``): ``O`` alive, ``.`` dead, one line per row
+PATTERNS = Path(__file__).resolve().parents[2] / "patterns"
+#: the largest side the server accepts (example_site.life.MAX_SIZE)
+MAX_SIZE = 200
+#: handshakes in flight at once: enough to keep the server's worker threads busy, few enough
+#: that no handshake queues long behind the others
+HANDSHAKES_IN_FLIGHT = 200
+#: seconds for one TCP connection and its handshake
+CONNECT_TIMEOUT = 30.0
+#: seconds a cell waits for its neighbours' states of one step (or for ``ready``) before it
+#: gives up: far more than a step takes, so only a lost message or a stuck peer reaches it
+STALL_TIMEOUT = 60.0
+#: descriptors kept for everything but the cells' sockets
+SPARE_FILES = 50
+#: 10,000 client connections each running a keep-alive ping would be 10,000 timers for nothing:
+#: every cell talks at each step
+CLIENT_CONFIG = WebSocketConfig(ping_interval=None)
+#: the eight neighbours of a cell, as offsets
+OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+
+
+class CellFailed(Exception):
+    """A cell could not play its part; the message says why, for the user."""
+
+
+# -- the pattern and the grid (pure) --------------------------------------------------------
+
+
+def pattern_path(spec: str) -> Path:
+    """The file ``spec`` names: a path, or else the name of a bundled pattern."""
+    path = Path(spec)
+    if not path.exists() and "/" not in spec and (PATTERNS / spec).is_file():
+        return PATTERNS / spec
+    return path
+
+
+def _bundled() -> str:
+    return ", ".join(sorted(path.name for path in PATTERNS.iterdir()))
+
+
+def read_pattern(path: Path) -> list[str]:
+    """The rows of a pattern file, trailing empty lines dropped.
+
+    Raises:
+        CommandError: (status 2) the file is missing, unreadable, empty, or holds a character
+            other than ``O``, ``.`` and line ends.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise CommandError(
+            f"pattern {path}: no such file, nor a bundled pattern ({_bundled()})", returncode=2
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"pattern {path}: cannot read it: {exc}", returncode=2) from exc
+    rows = text.splitlines()
+    while rows and not rows[-1]:
+        rows.pop()
+    if not rows:
+        raise CommandError(f"pattern {path}: empty (expected rows of O for alive, . for dead)", returncode=2)
+    for number, row in enumerate(rows, start=1):
+        for column, char in enumerate(row, start=1):
+            if char not in "O.":
+                raise CommandError(
+                    f"pattern {path}: line {number}, column {column}: {char!r} is not a cell "
+                    "(O for alive, . for dead)",
+                    returncode=2,
+                )
+    return rows
+
+
+def place(rows: list[str], size: int, center: bool, name: str) -> set[tuple[int, int]]:
+    """The live cells of ``rows`` on the grid: centred, or from the top-left corner.
+
+    Raises:
+        CommandError: (status 2) the pattern does not fit.
+    """
+    height, width = len(rows), max(len(row) for row in rows)
+    if height > size or width > size:
+        raise CommandError(
+            f"pattern {name} is {height} x {width} cells: larger than the {size} x {size} grid",
+            returncode=2,
+        )
+    top, left = ((size - height) // 2, (size - width) // 2) if center else (0, 0)
+    return {(top + r, left + c) for r, row in enumerate(rows) for c, char in enumerate(row) if char == "O"}
+
+
+def neighbours(row: int, col: int, size: int, wrap: bool) -> Counter[tuple[int, int]]:
+    """How many times each cell is a neighbour of ``(row, col)``.
+
+    On a torus smaller than 3 x 3 a cell sits at several of the eight neighbour positions (on
+    a 1 x 1 torus it is its own neighbour eight times): its state counts once per position.
+    Without wrap, positions past the edge are dead and absent.
+    """
+    found: Counter[tuple[int, int]] = Counter()
+    for dr, dc in OFFSETS:
+        r, c = row + dr, col + dc
+        if wrap:
+            found[r % size, c % size] += 1
+        elif 0 <= r < size and 0 <= c < size:
+            found[r, c] += 1
+    return found
+
+
+def next_state(alive: bool, live_neighbours: int) -> bool:
+    """Conway's rules: a live cell with 2 or 3 live neighbours lives, a dead one with 3 is born."""
+    return live_neighbours == 3 or (alive and live_neighbours == 2)
+
+
+# -- the cells --------------------------------------------------------------------------------
+
+
+class Barrier:
+    """Lets tasks through once ``total`` of them have arrived; counts them for progress lines."""
+
+    def __init__(self, total: int) -> None:
+        #: the tasks to wait for
+        self.total = total
+        #: the tasks arrived so far
+        self.count = 0
+        #: ``trio.current_time()`` when the last one arrived
+        self.released_at: float | None = None
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        """Arrive, then wait for the others. Cancellation leaves this task counted."""
+        self.count += 1
+        if self.count == self.total:
+            self.released_at = trio.current_time()
+            self._event.set()
+        await self._event.wait()
+
+
+@dataclass
+class Run:
+    """What every cell task shares: the options, the barriers, the tallies and the outcome."""
+
+    url: str
+    size: int
+    wrap: bool
+    steps: int
+    speed: float
+    connected: Barrier
+    subscribed: Barrier
+    cancel_scope: trio.CancelScope
+    #: the handshakes in flight
+    handshakes: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(HANDSHAKES_IN_FLIGHT)
+    )
+    #: ``trio.current_time()`` when the cells were started
+    started: float = field(default_factory=trio.current_time)
+    #: states sent by all the cells
+    sent: int = 0
+    #: cells that sent their last state, and how many of them were alive
+    finished: int = 0
+    live: int = 0
+    finished_at: float | None = None
+    #: what the first failure was, and how many cells failed
+    failure: str | None = None
+    failures: int = 0
+
+    def seconds(self) -> tuple[float, float, float]:
+        """How long connecting, subscribing and playing the steps took (0 for a phase not done)."""
+        connected = self.connected.released_at or self.started
+        subscribed = self.subscribed.released_at or connected
+        return connected - self.started, subscribed - connected, (self.finished_at or subscribed) - subscribed
+
+    def fail(self, row: int, col: int, reason: str) -> None:
+        """Record a cell's failure and stop the run: without it, its neighbours cannot go on."""
+        self.failures += 1
+        if self.failure is None:
+            self.failure = f"cell {row},{col}: {reason}"
+        self.cancel_scope.cancel()
+
+
+class Cell:
+    """One cell: its place, its neighbours and the states it heard of, by step."""
+
+    def __init__(self, row: int, col: int, alive: bool, run: Run) -> None:
+        self.row, self.col, self.alive, self.run = row, col, alive, run
+        #: neighbour -> the number of neighbour positions it occupies
+        self.neighbours = neighbours(row, col, run.size, run.wrap)
+        # step -> [neighbours heard from, live neighbour positions]. A neighbour may already
+        # be one step ahead: its states wait here for their step.
+        self._heard: dict[int, list[int]] = {}
+
+    async def play(self) -> None:
+        """Connect, subscribe, play every step; a failure is reported to the run."""
+        run = self.run
+        try:
+            await self._play()
+        except CellFailed as exc:
+            run.fail(self.row, self.col, str(exc))
+        except HandshakeRejected as exc:
+            body = exc.body.decode("utf-8", "replace").strip()[:100]
+            run.fail(self.row, self.col, f"handshake rejected: HTTP {exc.status} {body}".rstrip())
+        except ConnectionClosed as exc:
+            run.fail(self.row, self.col, f"closed early: {exc}")
+        except trio.TooSlowError:
+            run.fail(self.row, self.col, f"no handshake within {CONNECT_TIMEOUT:g} s")
+        except OSError as exc:
+            run.fail(self.row, self.col, f"connection failed: {exc.strerror or exc}")
+
+    async def _play(self) -> None:
+        run = self.run
+        async with AsyncExitStack() as stack:
+            async with run.handshakes:
+                url = f"{run.url}/worker/?row={self.row}&col={self.col}"
+                ws = await stack.enter_async_context(
+                    open_websocket(url, config=CLIENT_CONFIG, connect_timeout=CONNECT_TIMEOUT)
+                )
+            await run.connected.wait()
+            await self._subscribe(ws)
+            await run.subscribed.wait()
+            await self._steps(ws)
+            self._finish()
+
+    async def _subscribe(self, ws: WebSocket) -> None:
+        """Subscribe to each neighbour once, then wait for ``ready``: all are in place."""
+        for row, col in self.neighbours:
+            ws.write_message(f"subscribe {row} {col}")
+        ws.write_message("ready")
+        with trio.move_on_after(STALL_TIMEOUT) as scope:
+            message = await ws.read_message()
+        if scope.cancelled_caught:
+            raise CellFailed(f"no answer to ready within {STALL_TIMEOUT:g} s")
+        if message != "ready":
+            raise CellFailed(f"expected ready, got {self._describe(ws, message)}")
+
+    async def _steps(self, ws: WebSocket) -> None:
+        """Send the state of each step; between two, compute the next from the neighbours'."""
+        run = self.run
+        start = trio.current_time()
+        # One cancel scope for all the steps, its deadline moved at each: with 10,000 cells, a
+        # scope per step costs more than the rules do.
+        with trio.CancelScope() as stall:
+            for step in range(run.steps + 1):
+                if run.speed > 0:
+                    await trio.sleep_until(start + step / run.speed)
+                ws.write_message(f"state {step} {int(self.alive)}")
+                run.sent += 1
+                if step == run.steps:
+                    return
+                stall.deadline = trio.current_time() + STALL_TIMEOUT
+                self.alive = next_state(self.alive, await self._live_neighbours(ws, step))
+                stall.deadline = math.inf
+        raise CellFailed(f"no states from all its neighbours for step {step} within {STALL_TIMEOUT:g} s")
+
+    async def _live_neighbours(self, ws: WebSocket, step: int) -> int:
+        """The live neighbour positions at ``step``, once every neighbour told its state."""
+        expected = len(self.neighbours)
+        heard = self._heard.setdefault(step, [0, 0])
+        while heard[0] < expected:
+            message = await ws.read_message()
+            if not isinstance(message, str):
+                raise CellFailed(f"expected a state, got {self._describe(ws, message)}")
+            self._record(message)
+        del self._heard[step]
+        return heard[1]
+
+    def _record(self, message: str) -> None:
+        """Note a relayed ``R C STEP ALIVE`` under its step."""
+        try:
+            row, col, step, alive = map(int, message.split())
+        except ValueError:
+            raise CellFailed(f"expected a state, got {message[:80]!r}") from None
+        weight = self.neighbours.get((row, col))
+        if weight is None:
+            raise CellFailed(f"got the state of {row},{col}, which is not a neighbour")
+        heard = self._heard.setdefault(step, [0, 0])
+        heard[0] += 1
+        heard[1] += weight * alive
+
+    def _finish(self) -> None:
+        run = self.run
+        run.finished += 1
+        run.live += self.alive
+        if run.finished == run.size * run.size:
+            run.finished_at = trio.current_time()
+
+    @staticmethod
+    def _describe(ws: WebSocket, message: str | bytes | None) -> str:
+        """An unexpected message, or the close that came instead, for an error message."""
+        if message is None:
+            return f"the close of the connection (code {ws.close_code}: {ws.close_reason or 'no reason'})"
+        return repr(message[:80])
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+class Command(BaseCommand):
+    help = "Run the distributed Game of Life: one WebSocket client per cell; the server relays."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-s", "--size", type=int, default=32, help="cells on a side (32)")
+        parser.add_argument(
+            "-p",
+            "--pattern",
+            default="glider",
+            help=f"pattern file (O alive, . dead), or a bundled pattern: {_bundled()} (glider)",
+        )
+        parser.add_argument(
+            "-C", "--no-center", action="store_true", help="put the pattern at the top-left corner"
+        )
+        parser.add_argument(
+            "-W", "--no-wrap", action="store_true", help="cells past the edge are dead (default: a torus)"
+        )
+        parser.add_argument(
+            "-n", "--steps", type=int, default=100, help="steps computed after the initial state (100)"
+        )
+        parser.add_argument(
+            "-l", "--speed", type=float, default=1.0, help="most steps per second; 0 for no limit (1.0)"
+        )
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="the site (http://127.0.0.1:8000)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        size, steps, speed = options["size"], options["steps"], options["speed"]
+        if not 1 <= size <= MAX_SIZE or steps < 0 or not speed >= 0:
+            raise CommandError(
+                f"--size must be from 1 to {MAX_SIZE}, --steps and --speed at least 0", returncode=2
+            )
+        site = options["url"].rstrip("/")
+        if urllib.parse.urlsplit(site).scheme != "http":
+            raise CommandError(f"--url must be an http:// URL, not {site!r}", returncode=2)
+        path = pattern_path(options["pattern"])
+        alive = place(read_pattern(path), size, not options["no_center"], path.name)
+        _raise_file_limit(size * size)
+        _reset(site, size)
+        started = time.monotonic()
+        run = trio.run(
+            self._play, "ws" + site.removeprefix("http"), alive, size, not options["no_wrap"], steps, speed
+        )
+        if run.failure is not None:
+            others = f" ({run.failures - 1} more cells failed)" if run.failures > 1 else ""
+            raise CommandError(run.failure + others)
+        self._summary(run, path.name, len(alive))
+        self.stdout.write(f"elapsed: {time.monotonic() - started:.1f} s")
+
+    async def _play(
+        self, url: str, alive: set[tuple[int, int]], size: int, wrap: bool, steps: int, speed: float
+    ) -> Run:
+        """Run every cell to the end (or the first failure); report progress meanwhile."""
+        total = size * size
+        async with trio.open_nursery() as outer:
+            run = Run(url, size, wrap, steps, speed, Barrier(total), Barrier(total), outer.cancel_scope)
+            outer.start_soon(self._report, run)
+            async with trio.open_nursery() as cells:
+                for row in range(size):
+                    for col in range(size):
+                        cells.start_soon(Cell(row, col, (row, col) in alive, run).play)
+            outer.cancel_scope.cancel()  # the reporter
+        self.stderr.write(self._progress(run))
+        return run
+
+    async def _report(self, run: Run) -> None:
+        while True:
+            await trio.sleep(1)
+            self.stderr.write(self._progress(run))
+
+    @staticmethod
+    def _progress(run: Run) -> str:
+        total = run.size * run.size
+        if run.connected.released_at is None:
+            where = f"connected {run.connected.count}/{total}"
+        elif run.subscribed.released_at is None:
+            where = f"subscribed {run.subscribed.count}/{total}"
+        else:
+            where = f"step {max(0, run.sent // total - 1)}/{run.steps}"
+        return f"{trio.current_time() - run.started:6.1f} s  {where}"
+
+    def _summary(self, run: Run, pattern: str, initial: int) -> None:
+        connecting, subscribing, playing = run.seconds()
+        wrap = "wrapped" if run.wrap else "not wrapped"
+        self.stdout.write(f"grid: {run.size} x {run.size} = {run.size * run.size} cells ({wrap})")
+        self.stdout.write(f"pattern: {pattern}, {initial} live cells")
+        self.stdout.write(f"time to connect all: {connecting:.2f} s")
+        self.stdout.write(f"time to subscribe all: {subscribing:.2f} s")
+        self.stdout.write(f"steps: {run.steps}")
+        self.stdout.write(f"seconds: {playing:.2f}")
+        self.stdout.write(f"steps/s: {run.steps / playing if playing > 0 else 0:.2f}")
+        self.stdout.write(f"live cells at step {run.steps}: {run.live}")
+
+
+def _reset(site: str, size: int) -> None:
+    """``POST /reset/``: the server and the watch pages learn the size of this run.
+
+    Raises:
+        CommandError: (status 1) the site cannot be reached or refuses.
+    """
+    data = urllib.parse.urlencode({"size": size}).encode()
+    try:
+        with urllib.request.urlopen(f"{site}/reset/", data=data, timeout=CONNECT_TIMEOUT):
+            pass
+    except urllib.error.HTTPError as exc:
+        reason = exc.read().decode("utf-8", "replace").strip()[:200]
+        raise CommandError(f"POST {site}/reset/ answered {exc.code}: {reason}") from exc
+    except urllib.error.URLError as exc:
+        raise CommandError(f"cannot reach {site}: {exc.reason}") from exc
+    except OSError as exc:  # a timeout or a reset after the connection was made
+        raise CommandError(f"POST {site}/reset/ failed: {exc}") from exc
+
+
+def _raise_file_limit(sockets: int) -> None:
+    """Raise the open-file limit to its ceiling; refuse a grid that would still not fit.
+
+    Raises:
+        CommandError: (status 1) one socket per cell is more than the limit allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if sockets + SPARE_FILES > hard:
+        raise CommandError(
+            f"{sockets} cells need {sockets + SPARE_FILES} open files, over this process's limit "
+            f"of {hard}: raise it (ulimit -n) or choose a smaller --size"
+        )
