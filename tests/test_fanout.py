@@ -16,7 +16,7 @@ import trio
 from websockets.sync.client import connect as websockets_connect
 
 from tests.conftest import Client, StartServer, connect, port_of
-from trio_c10k import Group, Server, WebSocket, WebSocketConfig, broadcast
+from trio_c10k import Group, Server, WebSocket, WebSocketConfig, _fanout, broadcast
 from trio_c10k.client import open_websocket
 
 
@@ -87,6 +87,19 @@ async def test_discard_stops_the_messages(server: Server) -> None:
         assert await a.read_message() == "to a only"
         b.write_message("leave")  # leaving twice is harmless
         assert await b.read_message() == "left"  # and nothing of a's message came to b first
+
+
+async def _token() -> trio.lowlevel.TrioToken:
+    return trio.lowlevel.current_trio_token()
+
+
+async def test_a_view_broadcasting_before_anyone_joined_finds_this_server(start_server: StartServer) -> None:
+    # As after an earlier server of this process (an earlier test) ended: a loop that is over.
+    _fanout._loop_token = await trio.to_thread.run_sync(trio.run, _token)
+    server = await start_server()
+    client = await Client.open(server)
+    response, body = await client.get(f"/t/group-broadcast/{fresh()}/?message=x")
+    assert (response.status_code, body) == (200, b"0")
 
 
 async def test_broadcast_from_a_django_view_in_a_worker_thread(server: Server) -> None:

@@ -28,6 +28,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from tests import views
 from tests.conftest import Client, StartServer, connect, header, login, port_of, read_until_closed
 from trio_c10k import ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
+from trio_c10k._websocket import INCOMING_QUEUE
 from trio_c10k.client import _handshake, open_websocket
 
 
@@ -568,3 +569,16 @@ async def test_database_sync_to_thread_outside_a_server_uses_trio_threads() -> N
     count, thread = await views.user_count_and_thread("nobody-has-this-prefix")
     assert count == 0
     assert not thread.startswith("trio_c10k worker")
+
+
+async def test_close_does_not_wait_for_room_in_a_full_inbox(server: Server) -> None:
+    """A side that closes without reading what it was sent still sees the peer's close frame."""
+    async with open_websocket(url(server, "/t/ws/burst/40/")) as ws:
+        with trio.fail_after(5):
+            while True:  # until the reader waits for room
+                if len(ws._inbox) == INCOMING_QUEUE:
+                    break
+                await trio.sleep(0.01)
+        with trio.fail_after(2):  # well under close_timeout (10 s)
+            await ws.close()
+        assert ws.close_code == 1000

@@ -24,4 +24,5 @@ urlpatterns = [
     path("t/ws/group/<str:name>/", views.ws_group),
     path("t/group-broadcast/<str:name>/", views.group_broadcast),
     path("t/ws/db/<str:prefix>/", views.ws_db),
+    path("t/ws/burst/<int:count>/", views.ws_burst),
 ]

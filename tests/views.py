@@ -243,3 +243,12 @@ async def ws_db(ws: WebSocket, prefix: str) -> None:
     except LookupError as exc:
         WS_EVENTS[prefix]["error"] = str(exc)
     WS_EVENTS[prefix]["done"].set()
+
+
+@websocket
+async def ws_burst(ws: WebSocket, count: int) -> None:
+    """Sends ``count`` messages at once, then reads until the client closes."""
+    for i in range(count):
+        ws.write_message(f"burst {i}")
+    async for _ in ws:
+        pass

@@ -23,8 +23,15 @@ from ._websocket import WebSocket, encode_frame
 
 #: group name -> its members; a name is here only while its group has members
 _members: dict[str, set[WebSocket]] = {}
-#: the event loop the members live in, for calls from other threads (set by the first add)
+#: the event loop the members live in, for calls from other threads (set by each server as it
+#: starts, and by each add)
 _loop_token: trio.lowlevel.TrioToken | None = None
+
+
+def use_event_loop(token: trio.lowlevel.TrioToken) -> None:
+    """Make ``token``'s loop the one calls from other threads go to (the server calls this)."""
+    global _loop_token
+    _loop_token = token
 
 
 class Group:
@@ -104,9 +111,12 @@ class Group:
         Returns the number of members it was sent to. See ``broadcast()``.
         """
         if _in_other_thread():
-            if _loop_token is None:  # nobody ever joined a group in this process
+            if _loop_token is None:  # no server and no member in this process
                 return 0
-            return trio.from_thread.run_sync(self.broadcast, data, trio_token=_loop_token)
+            try:
+                return trio.from_thread.run_sync(self.broadcast, data, trio_token=_loop_token)
+            except trio.RunFinishedError:  # that loop is over, and its members with it
+                return 0
         return broadcast(_members.get(self.name, ()), data)
 
     def _leave(self, ws: WebSocket) -> None:

@@ -23,6 +23,7 @@ import trio
 
 from ._config import Bind, Config
 from ._exceptions import ConfigError
+from ._fanout import use_event_loop
 from ._http import HTTPConnection
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._websocket import WebSocket, keep_alive, serve_websocket
@@ -192,6 +193,7 @@ class Server:
             ):
                 self._handlers = handlers
                 current_workers.set(self.workers)  # for database_sync_to_thread in handlers
+                use_event_loop(trio.lowlevel.current_trio_token())  # for Group calls from views
                 handlers.start_soon(keep_alive, self.websockets, self.config.websocket)
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:

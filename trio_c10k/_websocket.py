@@ -385,9 +385,11 @@ class WebSocket:
                     self._parts.append(data)
                     data = ("" if isinstance(event, TextMessage) else b"").join(self._parts)
                 message, self._parts, self._size = data, None, 0
-                while len(self._inbox) >= INCOMING_QUEUE and not self._inbox_closed:
+                # Once our close frame is out, the peer's is what matters: the reader no longer
+                # waits for room (RFC 6455 section 1.4: data after a close may be dropped).
+                while len(self._inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
                     await self._wait()
-                if not self._inbox_closed:
+                if not (self._inbox_closed or self._close_sent):
                     self._inbox.append(message if isinstance(message, str) else bytes(message))
                     if self._waiters:
                         self._wake()
@@ -499,6 +501,7 @@ class WebSocket:
     def _send_close(self, event: CloseConnection) -> None:
         self._close_sent = True
         self._send_frame(self._ws.send(event))
+        self._wake()  # a reader waiting for room in the inbox goes on to the peer's close
 
     def _mark_closed(self, code: int, reason: str) -> None:
         if self._is_closed:
@@ -522,10 +525,11 @@ async def keep_alive(websockets: Collection[WebSocket], config: WebSocketConfig)
 
     One task for every connection instead of a timer per connection: it looks at each
     connection a few times per interval (a ping goes out between ``ping_interval`` and a
-    quarter more after the peer fell silent). ``websockets`` may change meanwhile.
+    quarter more after the peer fell silent). ``websockets`` may change meanwhile. Returns at
+    once if pings are off (``ping_interval=None``).
     """
     if config.ping_interval is None:
-        await trio.sleep_forever()
+        return
     tick = min(config.ping_interval, config.ping_timeout) / 4
     while True:
         await trio.sleep(tick)
