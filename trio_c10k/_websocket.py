@@ -330,6 +330,7 @@ class WebSocket:
         # nothing yet: an idle reader is one task parked in epoll, with no stream machinery
         # and no cancel scope around it.
         ws, fd = self._ws, self._fd
+        waited = False  # whether the last read came after a wait (a checkpoint already)
         try:
             while True:
                 # Events first: the bytes that came with the handshake may hold whole frames.
@@ -342,8 +343,11 @@ class WebSocket:
                 data = _read_nowait(fd)
                 if data is None:
                     await trio.lowlevel.wait_readable(fd)
+                    waited = True
                     continue
-                await trio.lowlevel.checkpoint()  # a peer that always has data must not starve others
+                if not waited:  # a second read in a row: a peer that always has data must not starve others
+                    await trio.lowlevel.checkpoint()
+                waited = False
                 self._heard, self._pinged_at = trio.current_time(), None
                 ws.receive_data(data or None)
         except trio.ClosedResourceError:
