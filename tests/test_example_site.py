@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
@@ -15,6 +16,8 @@ import httpx
 import pytest
 import trio
 
+from example_site.chat import HISTORY
+from example_site.models import ChatMessage
 from trio_c10k import ConnectionClosed, Server
 from trio_c10k.client import open_websocket
 
@@ -185,14 +188,20 @@ async def test_chat_page_names_the_room(server: Server) -> None:
     assert "/ws/`" in response.text  # the page opens the room's socket
 
 
+def room() -> str:
+    """A room no other test uses (a room keeps its history)."""
+    return f"room-{uuid.uuid4().hex[:10]}"
+
+
 async def test_chat_relays_to_the_whole_room_tagged_with_the_user(server: Server) -> None:
     base = f"ws://127.0.0.1:{port_of(server)}"
     cookies = await login(server, "grace")
+    lab = room()
     with trio.fail_after(TEST_TIMEOUT):
         async with (
-            open_websocket(f"{base}/chat/lab/ws/", headers=[("Cookie", cookies)]) as grace,
-            open_websocket(f"{base}/chat/lab/ws/") as anonymous,
-            open_websocket(f"{base}/chat/elsewhere/ws/") as outsider,
+            open_websocket(f"{base}/chat/{lab}/ws/", headers=[("Cookie", cookies)]) as grace,
+            open_websocket(f"{base}/chat/{lab}/ws/") as anonymous,
+            open_websocket(f"{base}/chat/{room()}/ws/") as outsider,
         ):
             grace.write_message("hello, lab")
             for ws in (grace, anonymous):  # the sender gets it too
@@ -207,9 +216,32 @@ async def test_chat_relays_to_the_whole_room_tagged_with_the_user(server: Server
 
 async def test_chat_refuses_binary_messages_with_1003(server: Server) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        async with open_websocket(f"ws://127.0.0.1:{port_of(server)}/chat/lab/ws/") as ws:
+        async with open_websocket(f"ws://127.0.0.1:{port_of(server)}/chat/{room()}/ws/") as ws:
             ws.write_message(b"\x00\x01")
             assert await ws.read_message() is None
             assert ws.close_code == 1003
             with pytest.raises(ConnectionClosed):
                 ws.write_message("too late")
+
+
+async def test_chat_history_survives_a_reconnect(server: Server) -> None:
+    url = f"ws://127.0.0.1:{port_of(server)}/chat/{room()}/ws/"
+    said = [f"message {i}" for i in range(HISTORY + 3)]
+    with trio.fail_after(TEST_TIMEOUT):
+        async with open_websocket(url) as ws:
+            for text in said:
+                ws.write_message(text)
+                assert json.loads(await ws.read_message())["text"] == text
+        # Stored by the handler after each broadcast: wait until the last one is in.
+        while True:
+            count = await trio.to_thread.run_sync(ChatMessage.objects.filter(text=said[-1]).count)
+            if count:
+                break
+            await trio.sleep(0.01)
+        async with open_websocket(url) as again:
+            replayed = [json.loads(await again.read_message()) for _ in range(HISTORY)]
+            again.write_message("live")
+            live = json.loads(await again.read_message())
+    # The last HISTORY messages, oldest first, marked as history; then the live ones.
+    assert replayed == [{"user": "anonymous", "text": t, "history": True} for t in said[-HISTORY:]]
+    assert live == {"user": "anonymous", "text": "live"}
