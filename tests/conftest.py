@@ -21,6 +21,7 @@ from trio_c10k import Bind, Config, Server, serve
 
 DJANGO_APP = get_wsgi_application()
 call_command("migrate", verbosity=0)
+pytest_plugins = ["trio_c10k.testing"]  # the c10k_live_server fixture
 
 StartServer = Callable[..., Awaitable[Server]]
 

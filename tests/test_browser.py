@@ -1,8 +1,8 @@
 """A real browser on the echo page: headless Chromium, driven by Playwright, against a real server.
 
-Playwright's sync API runs its own asyncio loop, which cannot share trio's thread: the browser
-part runs in a worker thread (``trio.to_thread.run_sync``) while the server keeps running on
-trio, and the test checks what the thread collected once back on the event loop.
+Playwright's sync API runs its own asyncio loop, which cannot share a thread with trio: the
+server runs in a thread of its own (``trio_c10k.testing``'s ``c10k_live_server`` fixture), and
+the test itself is a plain sync test driving the browser.
 
 Chromium comes from Debian (``apt-get install chromium``), Playwright from PyPI (the ``test``
 extra); ``nox -s tests`` installs both. Without them the test fails and says what to install.
@@ -19,11 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from trio_c10k import Server
-
-from .conftest import port_of
+from trio_c10k.testing import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 #: a quiet, throw-away browser: no GPU, no QUIC, no first-run page, no updates or sync phoning home
@@ -37,10 +34,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-#: seconds the test is given as a whole
+#: seconds test_browser_life.py's test, which drives the browser from a worker thread, is given
 TEST_TIMEOUT = 60
-#: milliseconds Playwright waits for Chromium to start, then for each step. A worker thread
-#: cannot be cancelled, so these end the thread well before TEST_TIMEOUT would give up on it.
+#: milliseconds Playwright waits for Chromium to start, then for each step: they bound the
+#: test here, and end test_browser_life.py's worker thread (which cannot be cancelled) well
+#: before TEST_TIMEOUT would give up on it.
 LAUNCH_TIMEOUT_MS = 30_000
 STEP_TIMEOUT_MS = 10_000
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "echo.png"
@@ -121,12 +119,10 @@ def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
             browser.close()
 
 
-async def test_echo_page_in_chromium(server: Server) -> None:
+def test_echo_page_in_chromium(c10k_live_server: LiveServer) -> None:
     require_browser()
-    url = f"http://127.0.0.1:{port_of(server)}/test/"
     screenshot = SCREENSHOT if os.environ.get("SAVE_SCREENSHOTS") == "1" else None
-    with trio.fail_after(TEST_TIMEOUT):
-        visit = await trio.to_thread.run_sync(chat_on_echo_page, url, screenshot)
+    visit = chat_on_echo_page(f"{c10k_live_server.url}/test/", screenshot)
     assert visit.log == ["Hello!", "1. one", "2. two", "3. Café", "Goodbye!", "Connection closed."]
     # The handler returned, so the server closed with 1000 and the browser answered the close.
     assert visit.close == {"code": 1000, "reason": "", "wasClean": True}

@@ -582,3 +582,9 @@ async def test_close_does_not_wait_for_room_in_a_full_inbox(server: Server) -> N
         with trio.fail_after(2):  # well under close_timeout (10 s)
             await ws.close()
         assert ws.close_code == 1000
+
+
+async def test_an_exception_from_the_client_block_comes_out_as_itself(server: Server) -> None:
+    with pytest.raises(LookupError, match="from the block"):  # not inside an ExceptionGroup
+        async with open_websocket(url(server, "/test/echo/")):
+            raise LookupError("from the block")

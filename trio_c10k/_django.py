@@ -186,7 +186,7 @@ def database_sync_to_thread(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         call = functools.partial(_with_fresh_connections, fn, *args, **kwargs)
         workers = current_workers.get()
         if workers is None:
-            return await trio.to_thread.run_sync(call)
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
         return await workers.run_sync(call)
 
     return in_worker_thread

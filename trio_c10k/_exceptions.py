@@ -14,6 +14,9 @@ code, and logs the reason.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class TrioC10kError(Exception):
     """Base class of every exception trio_c10k raises."""
@@ -48,3 +51,26 @@ class HandshakeRejected(TrioC10kError):
         self.headers = headers
         #: the answer's body
         self.body = body
+
+
+@contextlib.contextmanager
+def lone_exception_unwrapped() -> Iterator[None]:
+    """Let a lone exception out of a nursery as itself, not in a one-member ExceptionGroup.
+
+    trio wraps whatever leaves a nursery, the block's own exceptions too: a failed ``assert``
+    in a test's ``async with`` would arrive as ``ExceptionGroup(ExceptionGroup(AssertionError))``
+    and ``pytest.raises(SomeError)`` around the block would miss it. trio's ``as_safe_channel``
+    and trio-websocket's ``open_websocket`` unwrap the same way.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        error = group.exceptions[0]
+        context = error.__context__  # ``raise`` below would make the group its context
+        try:
+            raise error  # the lone exception as it was raised, not a new one
+        finally:
+            error.__context__ = context
+            del error, context  # no reference cycle through this frame

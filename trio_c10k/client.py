@@ -21,7 +21,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
-from ._exceptions import HandshakeRejected
+from ._exceptions import HandshakeRejected, lone_exception_unwrapped
 from ._websocket import WebSocket, keep_alive
 
 
@@ -76,16 +76,18 @@ async def open_websocket(
         remote_address=(parts.hostname, port),
     )
     try:
-        async with trio.open_nursery() as nursery:
-            ws._start(nursery)
-            nursery.start_soon(keep_alive, (ws,), ws._config)
-            try:
-                yield ws
-            except Exception:
-                await ws._finish(1011, "client error")
-                raise
-            await ws._finish(1000)
-            nursery.cancel_scope.cancel()  # the reader, and a writer whose peer is stuck
+        # A lone exception from the block comes out as itself, not in an ExceptionGroup.
+        with lone_exception_unwrapped():
+            async with trio.open_nursery() as nursery:
+                ws._start(nursery)
+                nursery.start_soon(keep_alive, (ws,), ws._config)
+                try:
+                    yield ws
+                except Exception:
+                    await ws._finish(1011, "client error")
+                    raise
+                await ws._finish(1000)
+                nursery.cancel_scope.cancel()  # the reader, and a writer whose peer is stuck
     finally:
         await trio.aclose_forcefully(stream)
 
