@@ -25,4 +25,6 @@ urlpatterns = [
     path("t/group-broadcast/<str:name>/", views.group_broadcast),
     path("t/ws/db/<str:prefix>/", views.ws_db),
     path("t/ws/burst/<int:count>/", views.ws_burst),
+    path("t/pid/", views.pid),
+    path("t/ws/pid/", views.ws_pid),
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 from collections import defaultdict
@@ -250,5 +251,18 @@ async def ws_burst(ws: WebSocket, count: int) -> None:
     """Sends ``count`` messages at once, then reads until the client closes."""
     for i in range(count):
         ws.write_message(f"burst {i}")
+    async for _ in ws:
+        pass
+
+
+def pid(request: HttpRequest) -> HttpResponse:
+    """The process id of the server process that answered (``--workers``)."""
+    return HttpResponse(str(os.getpid()))
+
+
+@websocket
+async def ws_pid(ws: WebSocket) -> None:
+    """Says the process id of its server process, then reads until the connection closes."""
+    ws.write_message(str(os.getpid()))
     async for _ in ws:
         pass

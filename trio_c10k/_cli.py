@@ -3,6 +3,8 @@
 Rule 1: a bad option or an APP that cannot be imported prints one line and exits with 2,
 without a traceback; an address that cannot be bound exits with 1.
 Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
+Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server processes
+(``_workers``); it loads no application itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import trio
 from ._config import Bind, Config, WebSocketConfig
 from ._exceptions import ConfigError
 from ._server import FD_RESERVE, Server, serve
+from ._workers import supervise
 
 log = logging.getLogger("trio_c10k.server")
 _DEFAULT = Config()
@@ -61,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 127.0.0.1:8000)",
     )
     number = parser.add_argument
+    number(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the listening sockets, supervised by this one (restarted "
+        "if they die); 1 serves in this process. Groups are per process (see the README)",
+    )
     number(
         "--threads",
         type=int,
@@ -323,12 +333,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    worker = os.environ.get("TRIO_C10K_WORKER")  # set by the supervisor of --workers
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+        format="%(asctime)s [%(levelname)s] "
+        + (f"worker {worker} " if worker is not None else "")
+        + "%(name)s: %(message)s",
     )
     try:
         config = config_from_args(args)
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if args.workers > 1:
+            _exit_after(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
     except ConfigError as exc:
         parser.error(str(exc))
@@ -341,6 +358,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except* OSError as group:
         parser.exit(1, f"{parser.prog}: error: {_first(group)}\n")
     sys.exit(0)
+
+
+def _exit_after(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:
+    """``trio.run(fn, *args)`` for the supervisor of ``--workers``; exit with its status."""
+    try:
+        status = trio.run(fn, *args)
+    except* ConfigError as group:
+        parser.error(_first(group))
+    except* OSError as group:
+        parser.exit(1, f"{parser.prog}: error: {_first(group)}\n")
+    sys.exit(status)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> str:

@@ -108,6 +108,13 @@ async def _open(bind: Bind, backlog: int) -> list[trio.SocketListener]:
     return await trio.open_tcp_listeners(bind.port, host=bind.host or None, backlog=backlog)
 
 
+def remove_unix_sockets(config: Config) -> None:
+    """Remove the socket files of the ``unix:`` binds (not those of inherited ``fd://`` ones)."""
+    for bind in config.binds:
+        if bind.path is not None:
+            _remove_stale_socket(bind.path)
+
+
 def _remove_stale_socket(path: str) -> None:
     """A socket file left by a previous run would make bind() fail; anything else is kept."""
     try:
@@ -147,7 +154,6 @@ class Server:
         self.closing = False
         #: requests answered so far
         self.requests = 0
-        self._unix_paths = [a for a in self.addresses if isinstance(a, str)]
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
@@ -215,8 +221,7 @@ class Server:
         finally:
             for listener in self.listeners:
                 await trio.aclose_forcefully(listener)
-            for path in self._unix_paths:
-                _remove_stale_socket(path)
+            remove_unix_sockets(self.config)
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         while True:

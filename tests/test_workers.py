@@ -1,0 +1,214 @@
+"""``python -m trio_c10k --workers N``: N server processes on one socket, and their supervisor.
+
+Each test runs the command line in a real subprocess (the test site, which has a view and a
+WebSocket handler that report the process id) and reads its log to learn the workers' process
+ids. Connections are spread over the workers by the kernel: a test that needs both opens new
+connections until both have answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_c10k.client import open_websocket
+
+from .test_cli import CLIENT_TIMEOUT, ROOT, http_get
+
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "DJANGO_SETTINGS_MODULE": "tests.settings",
+    "COLUMNS": "100",
+}
+#: seconds for every worker to say it listens (each imports Django)
+START_TIMEOUT = 60
+#: new connections tried before concluding that a worker never gets any
+TRIES = 400
+
+
+class Supervised:
+    """A running ``--workers`` command and what its log said so far."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--no-access-log", *args],
+            cwd=ROOT,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stderr is not None
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.proc.stderr.fileno(), selectors.EVENT_READ)
+        self.log = ""
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = START_TIMEOUT) -> list[re.Match[str]]:
+        """Read the log until ``pattern`` matched ``count`` times; the matches."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while len(matches := list(re.finditer(pattern, self.log))) < count:
+            remaining = deadline - time.monotonic()
+            ready = remaining > 0 and self._selector.select(remaining)
+            chunk = os.read(self.proc.stderr.fileno(), 65536) if ready else b""
+            if not chunk:
+                pytest.fail(f"{pattern!r} x{count} never came; log:\n{self.log}")
+            self.log += chunk.decode(errors="replace")
+        return matches
+
+    def pids(self) -> dict[int, int]:
+        """Worker index -> the process id it runs as now."""
+        started = {int(m[1]): int(m[2]) for m in re.finditer(r"Worker (\d+) started \(pid (\d+)\)", self.log)}
+        return started
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
+        try:
+            _, rest = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, rest = self.proc.communicate()
+            pytest.fail(f"still running 30 s after {signal.Signals(signum).name}; log:\n{self.log}")
+        self.log += rest.decode(errors="replace")
+        return self.proc.returncode
+
+
+@pytest.fixture
+def supervised() -> Iterator[list[Supervised]]:
+    started: list[Supervised] = []
+    yield started
+    for command in started:
+        if command.proc.returncode is None:
+            command.stop(signal.SIGKILL)
+            for pid in command.pids().values():  # its workers, which SIGKILL did not reach
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        print(command.log)  # shown by pytest when the test failed
+
+
+def start(supervised: list[Supervised], *args: str, workers: int = 2) -> Supervised:
+    command = Supervised("--workers", str(workers), *args)
+    supervised.append(command)
+    command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=workers)
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answering_pids(port: int, want: set[int]) -> set[int]:
+    """Process ids that answered ``/t/pid/`` on new connections, until all of ``want`` did."""
+    seen: set[int] = set()
+    for _ in range(TRIES):
+        status, body = http_get("127.0.0.1", port, "/t/pid/")
+        assert status == 200
+        seen.add(int(body))
+        if want <= seen:
+            break
+    return seen
+
+
+def test_two_workers_share_the_socket_and_a_killed_one_comes_back(supervised: list[Supervised]) -> None:
+    port = free_port()
+    command = start(supervised, "--bind", f"127.0.0.1:{port}")
+    pids = command.pids()
+    assert sorted(pids) == [0, 1]
+    assert answering_pids(port, set(pids.values())) == set(pids.values())
+    os.kill(pids[1], signal.SIGKILL)
+    command.wait_for(rf"Worker 1 \(pid {pids[1]}\) was killed by SIGKILL; starting it again")
+    command.wait_for(r"Worker 1 started \(pid \d+\)", count=2)
+    command.wait_for(r"worker 1 trio_c10k\.server: Listening on", count=2)
+    new = command.pids()
+    assert new[0] == pids[0]
+    assert new[1] != pids[1]
+    assert answering_pids(port, set(new.values())) == set(new.values())
+    assert command.stop() == 0
+    assert "Traceback" not in command.log
+
+
+def test_sigterm_closes_the_websockets_of_every_worker_with_1001(supervised: list[Supervised]) -> None:
+    port = free_port()
+    command = start(supervised, "--bind", f"127.0.0.1:{port}")
+    want = set(command.pids().values())
+    codes: dict[int, int | None] = {}
+
+    async def hold(task_status: trio.TaskStatus[int]) -> None:
+        """One WebSocket: report its worker's pid; keep it until the server closes it, if it is
+        the first on that worker."""
+        async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/pid/") as ws:
+            pid = int(await ws.read_message())
+            first = pid not in codes
+            codes.setdefault(pid, None)
+            task_status.started(pid)
+            if first:
+                assert await ws.read_message() is None  # until the server closes
+                codes[pid] = ws.close_code
+
+    async def clients() -> None:
+        with trio.fail_after(CLIENT_TIMEOUT * 3):
+            async with trio.open_nursery() as nursery:
+                for _ in range(TRIES):
+                    await nursery.start(hold)
+                    if set(codes) == want:
+                        break
+                assert set(codes) == want, f"only workers {sorted(codes)} got connections"
+                command.proc.send_signal(signal.SIGTERM)
+
+    trio.run(clients)
+    assert codes == dict.fromkeys(want, 1001)
+    _, rest = command.proc.communicate(timeout=30)
+    command.log += rest.decode(errors="replace")
+    assert command.proc.returncode == 0, command.log
+    assert command.log.count("exited with status 0") == 2
+
+
+def test_a_unix_socket_outlives_a_worker_and_goes_with_the_supervisor(
+    supervised: list[Supervised], tmp_path: Path
+) -> None:
+    path = tmp_path / "server.sock"
+    command = start(supervised, "--bind", f"unix:{path}")
+    pids = command.pids()
+    os.kill(pids[0], signal.SIGKILL)
+    command.wait_for(r"Worker 0 started \(pid \d+\)", count=2)
+    command.wait_for(r"worker 0 trio_c10k\.server: Listening on", count=2)
+    assert path.exists()  # the killed worker did not take the socket file with it
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        sock.connect(str(path))
+        sock.sendall(b"GET /hello/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert command.stop() == 0
+    assert not path.exists()
+
+
+def test_a_bad_app_stops_the_supervisor_with_status_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_c10k", "no_such_module", "--workers", "2", "--bind", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no module named 'no_such_module'" in result.stderr
+    assert "starting it again" not in result.stderr
