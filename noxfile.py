@@ -38,16 +38,14 @@ os.environ["PATH"] = os.pathsep.join(
 )
 
 
-def _install_chromium(session: nox.Session) -> None:
-    """tests/test_browser.py drives Debian's Chromium (Playwright's own browser downloads are not used)."""
-    if os.path.exists("/usr/bin/chromium"):
+def _apt_install(session: nox.Session, package: str, present: bool) -> None:
+    """Install a Debian package the tests need, unless ``present``; fail saying what to install."""
+    if present:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        session.error("install Chromium: apt-get install chromium")
+        session.error(f"install {package}: apt-get install {package}")
     session.run("apt-get", "update", external=True)
-    session.run(
-        "apt-get", "install", "-y", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"}
-    )
+    session.run("apt-get", "install", "-y", package, external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
 
 
 @nox.session
@@ -59,7 +57,10 @@ def _install_chromium(session: nox.Session) -> None:
 def tests(session: nox.Session, django: str) -> None:
     """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
     session.install("-e", ".[test]", django)
-    _install_chromium(session)
+    # tests/test_browser*.py drive Debian's Chromium (not Playwright's own downloads);
+    # tests/test_broker.py starts real redis-server processes.
+    _apt_install(session, "chromium", os.path.exists("/usr/bin/chromium"))
+    _apt_install(session, "redis-server", shutil.which("redis-server") is not None)
     session.run(
         "python", "-c", "import django, sys; print('Django', django.get_version(), 'on', sys.version)"
     )
@@ -77,5 +78,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".", "mypy")
+    session.install("-e", ".[redis]", "mypy")
     session.run("mypy")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from c10k import Clients, Conn, Worker, masked_frame, reply, worker_main
-from common import ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
+from common import ROOT, cpu_seconds, example_site_database, free_port, stop, update_results, wait_for_port
 from websocket_bench import client_cpu_for, log_trouble, versions
 
 HERE = Path(__file__).resolve().parent
@@ -98,15 +98,6 @@ class BroadcastWorker(Worker):
             "last": self.last,
             "cpu": time.process_time() - cpu0,
         }
-
-
-def example_site_database(logdir: Path) -> Path:
-    """A fresh SQLite database for example_site, migrated (the chat stores its messages)."""
-    path = logdir / "example_site.sqlite3"
-    env = {**os.environ, "EXAMPLE_SITE_DB": str(path), "DJANGO_SETTINGS_MODULE": "example_site.settings"}
-    migrate = [sys.executable, "manage.py", "migrate", "--verbosity", "0"]
-    subprocess.run(migrate, cwd=ROOT, env=env, check=True)
-    return path
 
 
 def start_server(name: str, port: int, log: Path) -> subprocess.Popen[bytes]:

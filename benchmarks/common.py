@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,12 @@ def stop(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def example_site_database(logdir: Path) -> Path:
+    """A fresh SQLite database for example_site, migrated (the chat stores its messages)."""
+    path = logdir / "example_site.sqlite3"
+    env = {**os.environ, "EXAMPLE_SITE_DB": str(path), "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+    migrate = [sys.executable, "manage.py", "migrate", "--verbosity", "0"]
+    subprocess.run(migrate, cwd=ROOT, env=env, check=True)
+    return path

@@ -38,7 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from c10k import masked_frame
-from common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
+from common import (
+    RESULTS,
+    ROOT,
+    cpu_seconds,
+    example_site_database,
+    free_port,
+    stop,
+    update_results,
+    wait_for_port,
+)
 from websocket_bench import client_cpu_for, log_trouble, versions
 
 #: the target of the demo: steps per second with 10,000 cells
@@ -172,9 +181,19 @@ def start_server(log: Path) -> tuple[subprocess.Popen[bytes], int]:
         "--bind",
         f"127.0.0.1:{port}",
     ]
+    database = example_site_database(log.parent)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT
+            cmd,
+            cwd=ROOT,
+            # A fresh database for the grid size /reset/ stores.
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "EXAMPLE_SITE_DB": str(database),
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_port(port, proc)

@@ -23,7 +23,9 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from trio_c10k import Group, WebSocket, websocket
+from trio_c10k import Group, WebSocket, database_sync_to_thread, websocket
+
+from .models import LifeGrid
 
 #: the side of the grid until a run sets it
 DEFAULT_SIZE = 32
@@ -41,9 +43,14 @@ _SUBSCRIBE = re.compile(rf"subscribe {_INT} {_INT}")
 _NUMBER = re.compile(_INT)
 _UNKNOWN = "unknown message: expected subscribe R C, ready or state STEP 0|1"
 
-#: the side of the grid of the current run, set by /reset/ (in a worker thread) and read by the
-#: handlers (in the event loop); a plain int, replaced whole
-_size = DEFAULT_SIZE
+
+def _grid_size() -> int:
+    """The size the last /reset/ set (in the database: every server process sees it)."""
+    grid = LifeGrid.objects.filter(pk=1).first()
+    return grid.size if grid is not None else DEFAULT_SIZE
+
+
+grid_size = database_sync_to_thread(_grid_size)
 
 
 def page(request: HttpRequest) -> HttpResponse:
@@ -59,21 +66,21 @@ def reset(request: HttpRequest) -> HttpResponse:
     Answers 200 with the size, 400 with the reason if ``size`` is not an integer from 1 to
     MAX_SIZE, 405 to any method but POST.
     """
-    global _size
     text = request.POST.get("size", "")
     if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_SIZE:
         return HttpResponseBadRequest(
             f"size must be an integer from 1 to {MAX_SIZE}\n", content_type="text/plain"
         )
-    _size = int(text)
-    WATCHERS.broadcast(f"size {_size}")
-    return HttpResponse(str(_size), content_type="text/plain")
+    size = int(text)
+    LifeGrid.objects.update_or_create(pk=1, defaults={"size": size})
+    WATCHERS.broadcast(f"size {size}")
+    return HttpResponse(str(size), content_type="text/plain")
 
 
 @websocket
 async def watcher(ws: WebSocket) -> None:
     """A watch page: it gets ``size N`` now and on every reset, and every relayed state."""
-    ws.write_message(f"size {_size}")
+    ws.write_message(f"size {await grid_size()}")
     WATCHERS.add(ws)
     async for _ in ws:
         pass  # a watch page only listens; reading is how its close is noticed
@@ -86,9 +93,10 @@ async def worker(ws: WebSocket) -> None:
     Closes with 1008 for a cell outside the grid or a message outside the protocol, 1003 for
     a binary message.
     """
-    cell = _cell(ws.request.GET)
+    size = await grid_size()
+    cell = _cell(ws.request.GET, size)
     if cell is None:
-        await ws.close(1008, f"row and col must be integers from 0 to {_size - 1}")
+        await ws.close(1008, f"row and col must be integers from 0 to {size - 1}")
         return
     subscribers = Group(f"life.{cell[0]}.{cell[1]}")
     prefix = f"{cell[0]} {cell[1]} "
@@ -105,18 +113,18 @@ async def worker(ws: WebSocket) -> None:
         elif (subscription := _SUBSCRIBE.fullmatch(message)) is None:
             await ws.close(1008, _UNKNOWN)
             return
-        elif max(int(subscription[1]), int(subscription[2])) >= _size:
-            await ws.close(1008, f"no cell {subscription[1]},{subscription[2]} in a grid of {_size}")
+        elif max(int(subscription[1]), int(subscription[2])) >= size:
+            await ws.close(1008, f"no cell {subscription[1]},{subscription[2]} in a grid of {size}")
             return
         else:
             Group(f"life.{subscription[1]}.{subscription[2]}").add(ws)
 
 
-def _cell(query: QueryDict) -> tuple[int, int] | None:
+def _cell(query: QueryDict, size: int) -> tuple[int, int] | None:
     """``(row, col)`` from the query string, or None if either is not a cell of the grid."""
     row, col = query.get("row", ""), query.get("col", "")
     if not (_NUMBER.fullmatch(row) and _NUMBER.fullmatch(col)):
         return None
-    if int(row) >= _size or int(col) >= _size:
+    if int(row) >= size or int(col) >= size:
         return None
     return int(row), int(col)

@@ -1,4 +1,4 @@
-"""The example site's data: the chat's recent messages."""
+"""The example site's data: the chat's recent messages, the Game of Life's grid size."""
 
 from django.db import models
 
@@ -16,3 +16,16 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room}: {self.user}: {self.text[:40]}"
+
+
+class LifeGrid(models.Model):
+    """The side of the Game of Life's grid for the current run: one row, set by ``/reset/``.
+
+    In the database rather than in memory, so that every server process (``--workers``) and
+    every machine sees the size the last reset set.
+    """
+
+    size = models.PositiveSmallIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.size} x {self.size}"

@@ -75,15 +75,29 @@ class Supervised:
         return started
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` to the supervisor; its exit status. Workers still running after 30 s
+        are killed (they hold its stderr open: waiting for it would never end)."""
         self.proc.send_signal(signum)
         try:
             _, rest = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, rest = self.proc.communicate()
+            self.kill()
+            _, rest = self.proc.communicate(timeout=30)
+            self.log += rest.decode(errors="replace")
             pytest.fail(f"still running 30 s after {signal.Signals(signum).name}; log:\n{self.log}")
         self.log += rest.decode(errors="replace")
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and its workers (they run in sessions of their own)."""
+        workers: list[int] = []
+        # Every thread's children: trio starts processes from a worker thread.
+        for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            with contextlib.suppress(FileNotFoundError):
+                workers += [int(pid) for pid in children.read_text().split()]
+        for pid in [self.proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -92,10 +106,8 @@ def supervised() -> Iterator[list[Supervised]]:
     yield started
     for command in started:
         if command.proc.returncode is None:
-            command.stop(signal.SIGKILL)
-            for pid in command.pids().values():  # its workers, which SIGKILL did not reach
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            command.kill()
+            command.proc.communicate(timeout=30)
         print(command.log)  # shown by pytest when the test failed
 
 

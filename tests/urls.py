@@ -27,4 +27,5 @@ urlpatterns = [
     path("t/ws/burst/<int:count>/", views.ws_burst),
     path("t/pid/", views.pid),
     path("t/ws/pid/", views.ws_pid),
+    path("t/ws/group-pid/<str:name>/", views.ws_group_pid),
 ]

@@ -266,3 +266,13 @@ async def ws_pid(ws: WebSocket) -> None:
     ws.write_message(str(os.getpid()))
     async for _ in ws:
         pass
+
+
+@websocket
+async def ws_group_pid(ws: WebSocket, name: str) -> None:
+    """Says its server's process id, joins the group ``name``, broadcasts each message to it."""
+    group = Group(name)
+    group.add(ws)
+    ws.write_message(str(os.getpid()))
+    async for message in ws:
+        group.broadcast(message)

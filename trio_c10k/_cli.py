@@ -10,6 +10,7 @@ Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib
 import logging
@@ -188,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="agree to permessage-deflate when a client offers it (memory per connection: see the README)",
     )
     parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="Redis URL (redis://HOST:PORT/DB) through which group broadcasts reach the members "
+        "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, "
+        "else none: groups are per process)",
+    )
+    parser.add_argument(
         "--proxy-headers",
         action="store_true",
         help="take the client address and scheme from X-Forwarded-For and "
@@ -230,6 +238,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             compression=args.ws_compression,
         ),
         forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()),
+        broker=args.broker,
     )
 
 
@@ -347,6 +356,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if args.workers > 1:
             _exit_after(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
+        if config.broker is None and (setting := django_setting("TRIO_C10K_BROKER")):
+            config = dataclasses.replace(config, broker=setting)
     except ConfigError as exc:
         parser.error(str(exc))
     tune_garbage_collector()
@@ -358,6 +369,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except* OSError as group:
         parser.exit(1, f"{parser.prog}: error: {_first(group)}\n")
     sys.exit(0)
+
+
+def django_setting(name: str) -> str | None:
+    """A Django setting of the loaded application, if it is a configured Django site."""
+    settings = sys.modules.get("django.conf")
+    if settings is None or not settings.settings.configured:
+        return None
+    return getattr(settings.settings, name, None)
 
 
 def _exit_after(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:

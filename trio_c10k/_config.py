@@ -111,6 +111,10 @@ class WebSocketConfig:
                 raise ConfigError(f"websocket {name} must be a positive number of seconds")
 
 
+#: the URL schemes ``Config.broker`` accepts (those of Redis clients)
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The server's settings. Every field has the default the CLI documents.
@@ -149,6 +153,10 @@ class Config:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     #: limits of WebSocket connections
     websocket: WebSocketConfig = WebSocketConfig()
+    #: Redis URL through which group broadcasts reach other processes and machines
+    #: (``redis://host:port/db``, ``rediss://`` with TLS, ``unix:///path``); None: groups are
+    #: per process
+    broker: str | None = None
     #: parsed form of ``forwarded_allow_ips`` (None: every peer is trusted)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
         init=False, repr=False, compare=False
@@ -169,4 +177,8 @@ class Config:
             raise ConfigError("max_header_size must be at least 1024 bytes")
         if self.max_body_size < 0:
             raise ConfigError("max_body_size must not be negative")
+        if self.broker is not None and not self.broker.startswith(BROKER_SCHEMES):
+            raise ConfigError(
+                f"broker {self.broker!r}: expected a Redis URL (redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
+            )
         object.__setattr__(self, "trusted_proxies", _parse_networks(self.forwarded_allow_ips))

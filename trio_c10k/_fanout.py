@@ -8,7 +8,9 @@ Rule 2: groups are named, and a name means the same group anywhere in the proces
 ``Group("lobby")`` in a handler and ``Group("lobby")`` in a Django view are one group. A group
 with no member takes no memory.
 Rule 3: a closed socket leaves its groups by itself, when it closes.
-Rule 4: the members live in the event loop's thread. Called from another thread (a Django view
+Rule 4: with a broker (``--broker redis://...``, ``_broker``), a group broadcast also goes to
+the members of that group held by other processes; without one, groups are per process.
+Rule 5: the members live in the event loop's thread. Called from another thread (a Django view
 in a worker thread), ``add``, ``discard`` and ``broadcast`` hand themselves to the event loop
 and return once done there, as ``WebSocket.write_message`` does.
 """
@@ -16,10 +18,14 @@ and return once done there, as ``WebSocket.write_message`` does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._websocket import WebSocket, encode_frame
+
+if TYPE_CHECKING:
+    from ._broker import RedisBroker
 
 #: group name -> its members; a name is here only while its group has members
 _members: dict[str, set[WebSocket]] = {}
@@ -28,10 +34,20 @@ _members: dict[str, set[WebSocket]] = {}
 _loop_token: trio.lowlevel.TrioToken | None = None
 
 
-def use_event_loop(token: trio.lowlevel.TrioToken) -> None:
-    """Make ``token``'s loop the one calls from other threads go to (the server calls this)."""
-    global _loop_token
-    _loop_token = token
+#: the link to the other processes (``--broker``), or None: groups are this process's only
+_broker: RedisBroker | None = None
+
+
+def use_event_loop(token: trio.lowlevel.TrioToken, broker: RedisBroker | None = None) -> None:
+    """Make ``token``'s loop the one calls from other threads go to, and ``broker`` the link
+    to other processes (the server calls this as it starts)."""
+    global _loop_token, _broker
+    _loop_token, _broker = token, broker
+
+
+def deliver(group: str, data: str | bytes) -> None:
+    """A broadcast from another process: to this process's members of ``group``."""
+    broadcast(_members.get(group, ()), data)
 
 
 class Group:
@@ -108,7 +124,9 @@ class Group:
     def broadcast(self, data: str | bytes) -> int:
         """Send ``data`` to every member (text for ``str``, binary for ``bytes``); never blocks.
 
-        Returns the number of members it was sent to. See ``broadcast()``.
+        With a broker (``--broker``), the members held by other processes get it too, through
+        Redis. Returns the number of members of this process it was sent to. See
+        ``broadcast()``.
         """
         if _in_other_thread():
             if _loop_token is None:  # no server and no member in this process
@@ -117,7 +135,10 @@ class Group:
                 return trio.from_thread.run_sync(self.broadcast, data, trio_token=_loop_token)
             except trio.RunFinishedError:  # that loop is over, and its members with it
                 return 0
-        return broadcast(_members.get(self.name, ()), data)
+        sent = broadcast(_members.get(self.name, ()), data)
+        if _broker is not None:
+            _broker.publish(self.name, data)
+        return sent
 
     def _leave(self, ws: WebSocket) -> None:
         members = _members.get(self.name)

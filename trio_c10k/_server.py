@@ -17,16 +17,19 @@ import socket
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._config import Bind, Config
 from ._exceptions import ConfigError
-from ._fanout import use_event_loop
+from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._websocket import WebSocket, keep_alive, serve_websocket
+
+if TYPE_CHECKING:
+    from ._broker import RedisBroker
 
 log = logging.getLogger("trio_c10k.server")
 
@@ -106,6 +109,15 @@ async def _open(bind: Bind, backlog: int) -> list[trio.SocketListener]:
         return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
     assert bind.port is not None
     return await trio.open_tcp_listeners(bind.port, host=bind.host or None, backlog=backlog)
+
+
+def _open_broker(url: str, deliver: Callable[[str, str | bytes], object]) -> RedisBroker:
+    """The Redis broker; its client library is imported only when a broker is configured."""
+    try:
+        from ._broker import RedisBroker
+    except ImportError as exc:
+        raise ConfigError(f"--broker needs coredis ({exc}): pip install 'trio-c10k[redis]'") from None
+    return RedisBroker(url, deliver)
 
 
 def remove_unix_sockets(config: Config) -> None:
@@ -199,7 +211,11 @@ class Server:
             ):
                 self._handlers = handlers
                 current_workers.set(self.workers)  # for database_sync_to_thread in handlers
-                use_event_loop(trio.lowlevel.current_trio_token())  # for Group calls from views
+                broker = _open_broker(self.config.broker, deliver) if self.config.broker else None
+                use_event_loop(trio.lowlevel.current_trio_token(), broker)  # for Group calls
+                if broker is not None:
+                    handlers.start_soon(broker.run)
+                    log.info("Group broadcasts go through Redis at %s", self.config.broker)
                 handlers.start_soon(keep_alive, self.websockets, self.config.websocket)
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:

@@ -69,7 +69,11 @@ class DevelopmentServer:
         """Serve until the process ends (Ctrl-C, or the autoreloader restarting it)."""
         assert self.app is not None
         _log_to_console()
-        config = Config(binds=(Bind(fd=self.socket.fileno()),), threads=self.threads)
+        config = Config(
+            binds=(Bind(fd=self.socket.fileno()),),
+            threads=self.threads,
+            broker=getattr(settings, "TRIO_C10K_BROKER", None),
+        )
         trio.run(serve, self.app, config)
 
 

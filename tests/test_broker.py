@@ -1,0 +1,212 @@
+"""``--broker redis://...``: group broadcasts across processes, through a real redis-server.
+
+Each test starts its own ``redis-server`` on a free port (Debian's package; ``nox -s tests``
+installs it) and server processes with ``python -m trio_c10k`` (the test site), and talks to
+them over real sockets. Two separate servers on two ports stand for two machines: a test then
+knows which process each client is connected to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_c10k import WebSocket
+from trio_c10k._broker import decode, encode
+from trio_c10k.client import open_websocket
+
+from .test_workers import Supervised, free_port
+
+#: seconds a message across processes may take before the test gives up
+TIMEOUT = 10
+
+
+class Redis:
+    """A redis-server on a free port, with no persistence; ``restart()`` keeps the port."""
+
+    def __init__(self, workdir: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed: apt-get install redis-server")
+        self.executable = executable
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Supervised]]:
+    started: list[Supervised] = []
+    yield started
+    for command in started:
+        if command.proc.returncode is None:
+            command.kill()
+            command.proc.communicate(timeout=30)
+        print(command.log)  # shown by pytest when the test failed
+
+
+def start_server(servers: list[Supervised], redis: Redis, *args: str) -> int:
+    """A server process (``--workers 1``) with the broker; its port."""
+    port = free_port()
+    command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", redis.url, *args)
+    servers.append(command)
+    command.wait_for(r"Listening on")
+    return port
+
+
+def test_a_broadcast_is_framed_with_its_origin_group_and_kind() -> None:
+    origin = b"12345678"
+    assert decode(encode(origin, "chat.lobby", "héllo")) == (origin, "chat.lobby", "héllo")
+    assert decode(encode(origin, "g", b"\x00\xff")) == (origin, "g", b"\x00\xff")
+    with pytest.raises(ValueError, match="too short"):
+        decode(b"xyz")
+    with pytest.raises(ValueError, match="malformed"):
+        decode(origin + b"x" + (1).to_bytes(4, "big") + b"g")
+
+
+async def test_a_chat_message_reaches_the_members_held_by_another_process(
+    redis: Redis, servers: list[Supervised]
+) -> None:
+    one, two = start_server(servers, redis), start_server(servers, redis)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_websocket(f"ws://127.0.0.1:{one}/chat/across/ws/") as here,
+            open_websocket(f"ws://127.0.0.1:{two}/chat/across/ws/") as there,
+        ):
+            await wait_until_linked(here, there)
+            here.write_message("from process one")
+            assert await next_text(here) == "from process one"  # its own process, at once
+            assert await next_text(there) == "from process one"  # the other, through Redis
+
+
+async def test_groups_span_the_workers_of_one_server(redis: Redis, servers: list[Supervised]) -> None:
+    port = free_port()
+    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
+    servers.append(command)
+    command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+    want = set(command.pids().values())
+    with trio.fail_after(TIMEOUT * 3):
+        async with trio.open_nursery() as nursery:
+            # One member per worker: the first connection each worker gets stays open.
+            members: dict[int, WebSocket] = {}
+
+            async def member(task_status: trio.TaskStatus[int]) -> None:
+                async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/group-pid/spread/") as ws:
+                    pid = int(await ws.read_message())
+                    first = pid not in members
+                    members.setdefault(pid, ws)
+                    task_status.started(pid)
+                    if first:
+                        await ws.wait_closed()
+
+            for _ in range(400):
+                await nursery.start(member)
+                if set(members) == want:
+                    break
+            assert set(members) == want, f"every connection went to worker {sorted(members)}"
+            sender, receiver = (members[pid] for pid in sorted(want))
+            for attempt in range(200):  # until both workers' subscriptions are in place
+                sender.write_message(f"hello {attempt}")
+                assert await sender.read_message() == f"hello {attempt}"  # its own worker
+                with trio.move_on_after(0.1):
+                    assert (await receiver.read_message() or "").startswith("hello ")
+                    break
+            else:
+                pytest.fail("the two workers never exchanged a message through Redis")
+            nursery.cancel_scope.cancel()
+
+
+async def test_fan_out_resumes_after_redis_restarts(redis: Redis, servers: list[Supervised]) -> None:
+    one, two = start_server(servers, redis), start_server(servers, redis)
+    with trio.fail_after(TIMEOUT * 4):
+        async with (
+            open_websocket(f"ws://127.0.0.1:{one}/chat/outage/ws/") as here,
+            open_websocket(f"ws://127.0.0.1:{two}/chat/outage/ws/") as there,
+        ):
+            await wait_until_linked(here, there)
+            redis.stop()
+            for command in servers:
+                command.wait_for(r"\[WARNING\] trio_c10k\.broker: Broker: Redis at .* unreachable")
+            here.write_message("during the outage")
+            assert await next_text(here) == "during the outage"  # local members still get it
+            redis.start()
+            for command in servers:
+                command.wait_for(r"trio_c10k\.broker: Broker: Redis at .* reachable again")
+            await wait_until_linked(here, there)
+    # "there" never saw the message sent while Redis was down: lost, as the docs say.
+    assert all("unreachable" in command.log for command in servers)
+
+
+async def wait_until_linked(here: WebSocket, there: WebSocket) -> None:
+    """Send probes from ``here`` until one reaches ``there`` (both processes subscribed); the
+    first message ``there`` gets must be a probe, so nothing sent earlier leaked through."""
+    for attempt in range(200):
+        probe = f"probe {attempt}"
+        here.write_message(probe)
+        assert await next_text(here) == probe
+        with trio.move_on_after(0.1):
+            got = await next_text(there)
+            assert got.startswith("probe "), got
+            while got != probe:  # earlier probes that were still on their way
+                got = await next_text(there)
+            return
+    pytest.fail("the two processes never exchanged a message through Redis")
+
+
+async def next_text(ws: WebSocket) -> str:
+    """The text of the next chat message (history replays are skipped)."""
+    while True:
+        message = await ws.read_message()
+        assert isinstance(message, str), message
+        decoded = json.loads(message)
+        if not decoded.get("history"):
+            return str(decoded["text"])

@@ -1,0 +1,182 @@
+"""Group broadcasts across processes and machines, through Redis pub/sub (``--broker``).
+
+Rule 1: one Redis channel, ``CHANNEL``, carries the broadcasts of every process. A process
+delivers a broadcast to its own members at once, then publishes it; every process receives
+every message and delivers it to the members of that group it holds, skipping its own
+(recognised by a random ``origin`` per process). One channel rather than one per group: no
+subscription to manage as members come and go, at the cost of every process seeing every
+broadcast (fine for the few processes of one site; a very large deployment would want a
+channel per group).
+Rule 2: Redis pub/sub delivers at most once. While a process cannot reach Redis, what it
+broadcasts reaches only its own members, and what others broadcast does not reach it: those
+messages are lost, not replayed. The outage is logged once (WARNING), the connection is tried
+again after 0.1 s, doubling up to ``MAX_BACKOFF``, and the recovery is logged (INFO).
+Rule 3: a broadcast never waits for Redis: messages to publish wait in a bounded queue
+(``PUBLISH_QUEUE``) for the publishing task. When it is full, or Redis is unreachable, new
+messages are dropped, and the drop is logged once per episode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import coredis
+import trio
+from coredis.retry import NoRetryPolicy
+
+log = logging.getLogger("trio_c10k.broker")
+
+#: the Redis channel every process publishes to and subscribes to
+CHANNEL = b"trio_c10k.groups"
+#: broadcasts waiting to be published; beyond it they are dropped (Redis too slow, or down)
+PUBLISH_QUEUE = 10_000
+#: seconds between two attempts to reach Redis: the first wait, then doubling up to the last
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+_TEXT, _BINARY = b"t", b"b"
+_ORIGIN_SIZE = 8
+
+Deliver = Callable[[str, str | bytes], object]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and its nested groups (coredis nests nurseries)."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def encode(origin: bytes, group: str, data: str | bytes) -> bytes:
+    """One broadcast as published: origin, kind, group name length and name, then the data."""
+    name = group.encode("utf-8")
+    if isinstance(data, str):
+        kind, body = _TEXT, data.encode("utf-8")
+    else:
+        kind, body = _BINARY, bytes(data)
+    return origin + kind + len(name).to_bytes(4, "big") + name + body
+
+
+def decode(payload: bytes) -> tuple[bytes, str, str | bytes]:
+    """``(origin, group, data)`` of a published broadcast.
+
+    Raises:
+        ValueError: the payload is not one of ours.
+    """
+    head = _ORIGIN_SIZE + 1 + 4
+    if len(payload) < head:
+        raise ValueError("too short")
+    origin, kind = payload[:_ORIGIN_SIZE], payload[_ORIGIN_SIZE : _ORIGIN_SIZE + 1]
+    size = int.from_bytes(payload[_ORIGIN_SIZE + 1 : head], "big")
+    if kind not in (_TEXT, _BINARY) or len(payload) < head + size:
+        raise ValueError("malformed")
+    group = payload[head : head + size].decode("utf-8")
+    body = payload[head + size :]
+    return origin, group, body.decode("utf-8") if kind == _TEXT else body
+
+
+class RedisBroker:
+    """The link of one process to the others: it publishes this process's broadcasts and
+    delivers theirs. ``run()`` keeps it connected until cancelled."""
+
+    def __init__(self, url: str, deliver: Deliver) -> None:
+        #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``)
+        self.url = url
+        #: this process's mark on what it publishes
+        self.origin = os.urandom(_ORIGIN_SIZE)
+        self._deliver = deliver
+        self._send, self._receive = trio.open_memory_channel[bytes](PUBLISH_QUEUE)
+        self._dropping = False
+        self._dropped = 0
+        self._reachable = True
+
+    def publish(self, group: str, data: str | bytes) -> None:
+        """Queue a broadcast for the other processes; never blocks (Rule 3)."""
+        try:
+            self._send.send_nowait(encode(self.origin, group, data))
+        except trio.WouldBlock:
+            self._dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "Broker: %d broadcasts already wait to be published (Redis slow or unreachable): "
+                    "dropping new ones, which reach this process's members only",
+                    PUBLISH_QUEUE,
+                )
+
+    async def run(self) -> None:
+        """Publish and subscribe, reconnecting as needed, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_connected, self._publish_queued, "publishing")
+            nursery.start_soon(self._keep_connected, self._subscribe, "subscribing")
+
+    async def _keep_connected(
+        self, work: Callable[[coredis.Redis[bytes]], Awaitable[None]], what: str
+    ) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            # coredis would retry by itself, quietly and for ever: here a failure is reported
+            # (Rule 2), so that it is logged once and the next attempt waits the backoff.
+            client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, retry_policy=NoRetryPolicy())
+            problem = "the connection ended"
+            try:
+                async with client:
+                    await work(client)
+            except* (coredis.exceptions.RedisError, OSError) as group:
+                problem = "; ".join(str(exc) or type(exc).__name__ for exc in _leaves(group))
+            if self._reachable:
+                backoff = MIN_BACKOFF  # it worked until now: try again soon
+                self._reachable = False
+                log.warning(
+                    "Broker: Redis at %s unreachable while %s (%s); broadcasts reach this "
+                    "process's members only until it is back; retrying",
+                    self.url,
+                    what,
+                    problem,
+                )
+            self._drop_queued()
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _connected(self) -> None:
+        if not self._reachable:
+            self._reachable = True
+            log.info("Broker: Redis at %s reachable again", self.url)
+
+    async def _publish_queued(self, client: coredis.Redis[bytes]) -> None:
+        await client.ping()
+        self._connected()
+        async for payload in self._receive:
+            await client.publish(CHANNEL, payload)
+            if self._dropping and self._receive.statistics().current_buffer_used == 0:
+                log.info("Broker: publishing again; %d broadcasts were dropped", self._dropped)
+                self._dropping, self._dropped = False, 0
+
+    async def _subscribe(self, client: coredis.Redis[bytes]) -> None:
+        async with client.pubsub(channels=[CHANNEL], retry_policy=NoRetryPolicy()) as pubsub:
+            async for message in pubsub:
+                if message["type"] == "subscribe":
+                    self._connected()
+                elif message["type"] == "message":
+                    self._on_message(message["data"])
+
+    def _on_message(self, payload: object) -> None:
+        if not isinstance(payload, bytes):
+            return
+        try:
+            origin, group, data = decode(payload)
+        except ValueError as exc:
+            log.warning("Broker: ignoring a message on %r that is not a broadcast (%s)", CHANNEL, exc)
+            return
+        if origin != self.origin:
+            self._deliver(group, data)
+
+    def _drop_queued(self) -> None:
+        """What waited to be published when the link broke is lost (Rule 2), not sent late."""
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._dropped += 1
