@@ -25,6 +25,7 @@ from trio_c10k import WebSocket
 from trio_c10k._broker import decode, encode
 from trio_c10k.client import open_websocket
 
+from .test_gameoflife import GLIDER, cells, life, run_gameoflife, states_by_step
 from .test_workers import Supervised, free_port
 
 #: seconds a message across processes may take before the test gives up
@@ -126,6 +127,10 @@ async def test_a_chat_message_reaches_the_members_held_by_another_process(
             here.write_message("from process one")
             assert await next_text(here) == "from process one"  # its own process, at once
             assert await next_text(there) == "from process one"  # the other, through Redis
+    for command in servers:  # a graceful stop with the broker connected: clean
+        assert command.stop() == 0
+        assert "Traceback" not in command.log
+        assert "[ERROR]" not in command.log
 
 
 async def test_groups_span_the_workers_of_one_server(redis: Redis, servers: list[Supervised]) -> None:
@@ -210,3 +215,34 @@ async def next_text(ws: WebSocket) -> str:
         decoded = json.loads(message)
         if not decoded.get("history"):
             return str(decoded["text"])
+
+
+async def test_the_game_of_life_across_two_workers_matches_the_reference(
+    redis: Redis, servers: list[Supervised]
+) -> None:
+    """The cells spread over both workers: a state reaches the neighbours and the watcher held
+    by the other worker through Redis, and every relayed state still follows the rules."""
+    size, steps = 6, 24  # a glider on a 6 x 6 torus is back where it started after 24 steps
+    port = free_port()
+    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
+    servers.append(command)
+    command.wait_for(r"trio_c10k\.broker: Broker: subscribed", count=2)
+    received: list[str] = []
+    with trio.fail_after(TIMEOUT * 3):
+        async with open_websocket(f"ws://127.0.0.1:{port}/watcher/") as watcher:
+            assert (await watcher.read_message() or "").startswith("size ")
+
+            async def watch() -> None:
+                for _ in range(1 + size * size * (steps + 1)):  # the new size, then every state
+                    message = await watcher.read_message()
+                    assert isinstance(message, str), message
+                    received.append(message)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                result = await run_gameoflife(port, "-s", str(size), "-n", str(steps), "-l", "0")
+                assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert received[0] == f"size {size}"
+    expected = life(cells(GLIDER, 1, 1), size, steps, wrap=True)
+    assert states_by_step(received[1:], size, steps) == expected
+    assert expected[-1] == expected[0]

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+import anyio
 import coredis
 import trio
 from coredis.retry import NoRetryPolicy
@@ -90,6 +91,7 @@ class RedisBroker:
         self._dropping = False
         self._dropped = 0
         self._reachable = True
+        self._first_subscription = True
 
     def publish(self, group: str, data: str | bytes) -> None:
         """Queue a broadcast for the other processes; never blocks (Rule 3)."""
@@ -123,7 +125,8 @@ class RedisBroker:
             try:
                 async with client:
                     await work(client)
-            except* (coredis.exceptions.RedisError, OSError) as group:
+            except* (coredis.exceptions.RedisError, OSError, anyio.ClosedResourceError) as group:
+                # (coredis reports some losses, and its teardown when cancelled, as anyio's)
                 problem = "; ".join(str(exc) or type(exc).__name__ for exc in _leaves(group))
             if self._reachable:
                 backoff = MIN_BACKOFF  # it worked until now: try again soon
@@ -157,6 +160,9 @@ class RedisBroker:
         async with client.pubsub(channels=[CHANNEL], retry_policy=NoRetryPolicy()) as pubsub:
             async for message in pubsub:
                 if message["type"] == "subscribe":
+                    if self._first_subscription:
+                        self._first_subscription = False
+                        log.info("Broker: subscribed to %r at %s", CHANNEL.decode(), self.url)
                     self._connected()
                 elif message["type"] == "message":
                     self._on_message(message["data"])
