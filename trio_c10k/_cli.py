@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=_DEFAULT.threads,
-        help="worker threads running the application (one trio.CapacityLimiter)",
+        help="worker threads running the application: at most this many requests (and "
+        "database_sync_to_thread calls) run at once, the others wait in arrival order",
     )
     number(
         "--backlog",
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error", "critical"],
-        help="level of the trio_c10k loggers",
+        help="logging level (of the root logger, so the application's log records at this level show too)",
     )
     parser.add_argument(
         "--access-log",
@@ -299,7 +300,10 @@ def pin_to_one_cpu() -> int | None:
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         return None
-    cpu = allowed[os.getpid() % len(allowed)]
+    # A worker of --workers takes the CPU after its index, so that they spread evenly; a lone
+    # process spreads by process id.
+    worker = os.environ.get("TRIO_C10K_WORKER")
+    cpu = allowed[(int(worker) if worker and worker.isdigit() else os.getpid()) % len(allowed)]
     os.sched_setaffinity(0, {cpu})
     return cpu
 

@@ -125,7 +125,7 @@ class Config:
 
     #: addresses to listen on
     binds: tuple[Bind, ...] = (Bind(host="127.0.0.1", port=8000),)
-    #: worker threads that run the WSGI application (one shared trio.CapacityLimiter)
+    #: worker threads that run the WSGI application and ``database_sync_to_thread`` calls
     threads: int = 10
     #: listen(2) backlog; the kernel caps it at net.core.somaxconn
     backlog: int = 2048

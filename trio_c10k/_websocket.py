@@ -277,11 +277,15 @@ class WebSocket:
         self.write_message(data)
 
     def ping(self, payload: bytes = b"") -> None:
-        """Send a ping (the peer answers with a pong); never blocks.
+        """Send a ping (the peer answers with a pong); never blocks. Callable from a worker
+        thread too, as ``write_message``.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
+        if threading.get_ident() != self._loop_thread:
+            trio.from_thread.run_sync(self.ping, payload, trio_token=self._token)
+            return
         self._check_open()
         self._send_frame(self._ws.send(Ping(payload=payload)))
 

@@ -74,7 +74,10 @@ class DevelopmentServer:
             threads=self.threads,
             broker=getattr(settings, "TRIO_C10K_BROKER", None),
         )
-        trio.run(serve, self.app, config)
+        try:
+            trio.run(serve, self.app, config)
+        except* KeyboardInterrupt:  # Ctrl-C with --noreload: Django's command prints its goodbye
+            raise KeyboardInterrupt from None
 
 
 def _log_to_console() -> None:
