@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,20 @@ class BroadcastWorker(Worker):
         }
 
 
-def start_server(name: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(name: str, port: int, log: Path, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """The server ``name`` on ``port``; ``extra``: more options for trio_c10k."""
     py = sys.executable
     if name == "trio_c10k":
-        cmd = [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
+        cmd = [
+            py,
+            "-m",
+            "trio_c10k",
+            "example_site.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--no-access-log",
+            *extra,
+        ]
         pin = None  # it pins itself (--pin-cpu is on by default)
     else:
         cmd = [py, str(HERE / "peers" / "websockets_broadcast.py"), str(port)]
@@ -160,25 +171,39 @@ def run_rounds(clients: Clients, rounds: int) -> list[dict[str, Any]]:
     return results
 
 
-def measure(name: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+def measure(
+    name: str,
+    members: int,
+    rounds_wanted: int,
+    logdir: Path,
+    extra: Sequence[str] = (),
+    client_processes: int = 2,
+) -> dict[str, Any]:
+    """Open ``members`` connections to the room of server ``name`` (started with ``extra``),
+    then time ``rounds_wanted`` broadcasts."""
     port = free_port()
-    log = logdir / f"{name}.log"
-    proc = start_server(name, port, log)
+    log = logdir / f"{name}-{members}.log"
+    proc = start_server(name, port, log, extra)
     try:
         server_cpus = sorted(os.sched_getaffinity(proc.pid))
         cpu = client_cpu_for(proc.pid)
         path = "/chat/bench/ws/" if name == "trio_c10k" else "/"
-        clients = Clients(f"ws://127.0.0.1:{port}{path}", 2, 50, 10.0, False, cpu, script=__file__)
+        url = f"ws://127.0.0.1:{port}{path}"
+        clients = Clients(url, client_processes, 50, 10.0, False, cpu, script=__file__)
         try:
-            half, t0 = args.members // 2, time.monotonic() + 0.2
-            outs = clients.ask_all([f"open {half} {t0!r}", f"open {args.members - half} {t0!r}"])
+            t0 = time.monotonic() + 0.2
+            counts = [
+                members // client_processes + (i < members % client_processes)
+                for i in range(client_processes)
+            ]
+            outs = clients.ask_all([f"open {n} {t0!r}" for n in counts])
             opened = sum(o["opened"] for o in outs)
-            if opened != args.members:
-                raise SystemExit(f"{name}: opened {opened} of {args.members} connections")
+            if opened != members:
+                raise SystemExit(f"{name}: opened {opened} of {members} connections")
             warm_up(clients)
             cpu0 = cpu_seconds(proc.pid)
-            rounds = run_rounds(clients, args.rounds)
-            server_cpu = (cpu_seconds(proc.pid) - cpu0) / args.rounds
+            rounds = run_rounds(clients, rounds_wanted)
+            server_cpu = (cpu_seconds(proc.pid) - cpu0) / rounds_wanted
         finally:
             clients.close()
     finally:
@@ -273,7 +298,7 @@ def main() -> None:
         raise SystemExit("websockets is not installed: pip install -e '.[bench]'")
     logdir = Path(tempfile.mkdtemp(prefix="broadcast-"))
     started = time.monotonic()
-    runs = {name: measure(name, args, logdir) for name in args.only or SERVERS}
+    runs = {name: measure(name, args.members, args.rounds, logdir) for name in args.only or SERVERS}
     text = report(runs, args, time.monotonic() - started)
     print("\n" + text)
     if not args.no_write:
