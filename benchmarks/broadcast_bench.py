@@ -189,7 +189,8 @@ def measure(
         cpu = client_cpu_for(proc.pid)
         path = "/chat/bench/ws/" if name == "trio_c10k" else "/"
         url = f"ws://127.0.0.1:{port}{path}"
-        clients = Clients(url, client_processes, 50, 10.0, False, cpu, script=__file__)
+        sources = [f"127.0.0.{i + 2}" for i in range(client_processes)]  # ports enough for 30,000
+        clients = Clients(url, client_processes, 50, 10.0, False, cpu, script=__file__, sources=sources)
         try:
             t0 = time.monotonic() + 0.2
             counts = [
@@ -199,7 +200,11 @@ def measure(
             outs = clients.ask_all([f"open {n} {t0!r}" for n in counts])
             opened = sum(o["opened"] for o in outs)
             if opened != members:
-                raise SystemExit(f"{name}: opened {opened} of {members} connections")
+                errors: dict[str, int] = {}
+                for out in outs:
+                    for reason, count in out["errors"].items():
+                        errors[reason] = errors.get(reason, 0) + count
+                raise SystemExit(f"{name}: opened {opened} of {members} connections; failures: {errors}")
             warm_up(clients)
             cpu0 = cpu_seconds(proc.pid)
             rounds = run_rounds(clients, rounds_wanted)

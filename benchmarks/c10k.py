@@ -106,6 +106,8 @@ class Worker:
         self.verified = 0
         self.stdin = b""
         self.ep.register(0, select.EPOLLIN)
+        #: the local address to connect from (None: the kernel's choice)
+        self.source: str | None = None
 
     # connection life
 
@@ -116,6 +118,10 @@ class Worker:
             self.fail(None, f"client socket(): {errno.errorcode.get(exc.errno or 0, exc)}")
             return False
         sock.setblocking(False)
+        if self.source:
+            # One source address has about 28,000 ephemeral ports (net.ipv4.ip_local_port_range)
+            # for one destination: more connections need more addresses.
+            sock.bind((self.source, 0))
         err = sock.connect_ex(self.addr)
         conn = Conn(sock)
         self.conns[sock.fileno()] = conn
@@ -333,12 +339,15 @@ def worker_main(argv: list[str], worker_class: type[Worker] = Worker) -> None:
     parser.add_argument("--timeout", type=float, required=True)
     parser.add_argument("--stop-on-failure", action="store_true")
     parser.add_argument("--cpu", type=int)
+    parser.add_argument("--source", help="local address to connect from (127.0.0.x)")
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    worker_class(args.url, args.in_flight, args.timeout, args.stop_on_failure).serve()
+    worker = worker_class(args.url, args.in_flight, args.timeout, args.stop_on_failure)
+    worker.source = args.source
+    worker.serve()
 
 
 # --- the parent ------------------------------------------------------------------------------
@@ -393,6 +402,7 @@ class Clients:
         stop: bool,
         cpu: int | None,
         script: str = __file__,
+        sources: list[str] | None = None,
     ):
         cmd = [sys.executable, script, "--client-worker", url, "--timeout", str(timeout)]
         if stop:
@@ -400,14 +410,15 @@ class Clients:
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         split = [in_flight // processes + (i < in_flight % processes) for i in range(processes)]
+        froms = [["--source", source] for source in sources] if sources else [[] for _ in split]
         self.procs = [
             subprocess.Popen(
-                [*cmd, "--in-flight", str(max(1, k))],
+                [*cmd, "--in-flight", str(max(1, k)), *source],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            for k in split
+            for k, source in zip(split, froms, strict=True)
         ]
         self.ask_all(None)  # "ready"
 

@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from trio_c10k import WebSocket
-from trio_c10k._broker import decode, encode
+from trio_c10k._broker import decode, encode, redacted
 from trio_c10k.client import open_websocket
 
 from .test_gameoflife import GLIDER, cells, life, run_gameoflife, states_by_step
@@ -112,6 +112,12 @@ def test_a_broadcast_is_framed_with_its_origin_group_and_kind() -> None:
         decode(b"xyz")
     with pytest.raises(ValueError, match="malformed"):
         decode(origin + b"x" + (1).to_bytes(4, "big") + b"g")
+
+
+def test_a_password_in_the_broker_url_is_not_logged() -> None:
+    assert redacted("redis://:s3cret@redis-host:6379/0") == "redis://:***@redis-host:6379/0"
+    assert redacted("rediss://user:s3cret@redis-host/0") == "rediss://user:***@redis-host/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
 async def test_a_chat_message_reaches_the_members_held_by_another_process(

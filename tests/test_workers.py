@@ -224,3 +224,18 @@ def test_a_bad_app_stops_the_supervisor_with_status_2() -> None:
     assert result.returncode == 2, result.stderr
     assert "no module named 'no_such_module'" in result.stderr
     assert "starting it again" not in result.stderr
+
+
+def test_options_cannot_be_abbreviated() -> None:
+    """The workers get the command line minus --bind and --workers: an abbreviation of either
+    would reach them unrecognised (each worker would start workers of its own)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--wo", "2"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "unrecognized arguments: --wo 2" in result.stderr

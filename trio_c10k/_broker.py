@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import coredis
@@ -47,6 +48,15 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for logs)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def encode(origin: bytes, group: str, data: str | bytes) -> bytes:
@@ -84,6 +94,8 @@ class RedisBroker:
     def __init__(self, url: str, deliver: Deliver) -> None:
         #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``)
         self.url = url
+        #: the URL as logged: without its password
+        self.shown = redacted(url)
         #: this process's mark on what it publishes
         self.origin = os.urandom(_ORIGIN_SIZE)
         self._deliver = deliver
@@ -134,7 +146,7 @@ class RedisBroker:
                 log.warning(
                     "Broker: Redis at %s unreachable while %s (%s); broadcasts reach this "
                     "process's members only until it is back; retrying",
-                    self.url,
+                    self.shown,
                     what,
                     problem,
                 )
@@ -145,10 +157,12 @@ class RedisBroker:
     def _connected(self) -> None:
         if not self._reachable:
             self._reachable = True
-            log.info("Broker: Redis at %s reachable again", self.url)
+            log.info("Broker: Redis at %s reachable again", self.shown)
 
     async def _publish_queued(self, client: coredis.Redis[bytes]) -> None:
         await client.ping()
+        if not self._reachable:
+            self._drop_queued()  # broadcast while Redis was away: lost (Rule 2), not sent late
         self._connected()
         async for payload in self._receive:
             await client.publish(CHANNEL, payload)
@@ -162,7 +176,7 @@ class RedisBroker:
                 if message["type"] == "subscribe":
                     if self._first_subscription:
                         self._first_subscription = False
-                        log.info("Broker: subscribed to %r at %s", CHANNEL.decode(), self.url)
+                        log.info("Broker: subscribed to %r at %s", CHANNEL.decode(), self.shown)
                     self._connected()
                 elif message["type"] == "message":
                     self._on_message(message["data"])

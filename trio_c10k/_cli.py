@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every option's help states its default."""
     parser = _Parser(
         prog="python -m trio_c10k",
+        # No abbreviations: --workers passes this command line on to the workers, minus
+        # --bind and --workers, which must be spelled out to be recognised there.
+        allow_abbrev=False,
         description="Serve a WSGI application (a Django site) over HTTP/1.1 with trio.",
         formatter_class=_HelpFormatter,
     )
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes sharing the listening sockets, supervised by this one (restarted "
-        "if they die); 1 serves in this process. Groups are per process (see the README)",
+        "if they die); 1 serves in this process. Groups span the processes only with --broker",
     )
     number(
         "--threads",

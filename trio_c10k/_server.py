@@ -215,7 +215,7 @@ class Server:
                 use_event_loop(trio.lowlevel.current_trio_token(), broker)  # for Group calls
                 if broker is not None:
                     handlers.start_soon(broker.run)
-                    log.info("Group broadcasts go through Redis at %s", self.config.broker)
+                    log.info("Group broadcasts go through Redis at %s", broker.shown)
                 handlers.start_soon(keep_alive, self.websockets, self.config.websocket)
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:

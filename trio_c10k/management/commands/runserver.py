@@ -72,7 +72,7 @@ class DevelopmentServer:
         config = Config(
             binds=(Bind(fd=self.socket.fileno()),),
             threads=self.threads,
-            broker=getattr(settings, "TRIO_C10K_BROKER", None),
+            broker=getattr(settings, "TRIO_C10K_BROKER", None) or None,  # "" means none
         )
         try:
             trio.run(serve, self.app, config)
