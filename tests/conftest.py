@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import h11
 import pytest
@@ -18,6 +18,9 @@ from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 
 from trio_c10k import Bind, Config, Server, serve
+
+if TYPE_CHECKING:
+    from tests.test_workers import Supervised
 
 DJANGO_APP = get_wsgi_application()
 call_command("migrate", verbosity=0)
@@ -155,3 +158,16 @@ async def login(server: Server, username: str) -> str:
     response, _ = await client.response()
     assert response.status_code == 200
     return "; ".join(v.decode().split(";")[0] for k, v in response.headers if k == b"set-cookie")
+
+
+@pytest.fixture
+def supervised() -> Iterator[list[Supervised]]:
+    """``python -m trio_c10k`` commands a test started (tests/test_workers.py's ``Supervised``);
+    those still running afterwards are killed, workers included, and their log is printed."""
+    started: list[Supervised] = []
+    yield started
+    for command in started:
+        if command.proc.returncode is None:
+            command.kill()
+            command.proc.communicate(timeout=30)
+        print(command.log)  # shown by pytest when the test failed

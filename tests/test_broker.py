@@ -84,22 +84,11 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
     server.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Supervised]]:
-    started: list[Supervised] = []
-    yield started
-    for command in started:
-        if command.proc.returncode is None:
-            command.kill()
-            command.proc.communicate(timeout=30)
-        print(command.log)  # shown by pytest when the test failed
-
-
-def start_server(servers: list[Supervised], redis: Redis, *args: str) -> int:
+def start_server(supervised: list[Supervised], redis: Redis, *args: str) -> int:
     """A server process (``--workers 1``) with the broker; its port."""
     port = free_port()
     command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", redis.url, *args)
-    servers.append(command)
+    supervised.append(command)
     command.wait_for(r"Listening on")
     return port
 
@@ -121,9 +110,9 @@ def test_a_password_in_the_broker_url_is_not_logged() -> None:
 
 
 async def test_a_chat_message_reaches_the_members_held_by_another_process(
-    redis: Redis, servers: list[Supervised]
+    redis: Redis, supervised: list[Supervised]
 ) -> None:
-    one, two = start_server(servers, redis), start_server(servers, redis)
+    one, two = start_server(supervised, redis), start_server(supervised, redis)
     with trio.fail_after(TIMEOUT):
         async with (
             open_websocket(f"ws://127.0.0.1:{one}/chat/across/ws/") as here,
@@ -133,16 +122,16 @@ async def test_a_chat_message_reaches_the_members_held_by_another_process(
             here.write_message("from process one")
             assert await next_text(here) == "from process one"  # its own process, at once
             assert await next_text(there) == "from process one"  # the other, through Redis
-    for command in servers:  # a graceful stop with the broker connected: clean
+    for command in supervised:  # a graceful stop with the broker connected: clean
         assert command.stop() == 0
         assert "Traceback" not in command.log
         assert "[ERROR]" not in command.log
 
 
-async def test_groups_span_the_workers_of_one_server(redis: Redis, servers: list[Supervised]) -> None:
+async def test_groups_span_the_workers_of_one_server(redis: Redis, supervised: list[Supervised]) -> None:
     port = free_port()
     command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
-    servers.append(command)
+    supervised.append(command)
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
     want = set(command.pids().values())
     with trio.fail_after(TIMEOUT * 3):
@@ -176,8 +165,8 @@ async def test_groups_span_the_workers_of_one_server(redis: Redis, servers: list
             nursery.cancel_scope.cancel()
 
 
-async def test_fan_out_resumes_after_redis_restarts(redis: Redis, servers: list[Supervised]) -> None:
-    one, two = start_server(servers, redis), start_server(servers, redis)
+async def test_fan_out_resumes_after_redis_restarts(redis: Redis, supervised: list[Supervised]) -> None:
+    one, two = start_server(supervised, redis), start_server(supervised, redis)
     with trio.fail_after(TIMEOUT * 4):
         async with (
             open_websocket(f"ws://127.0.0.1:{one}/chat/outage/ws/") as here,
@@ -185,16 +174,16 @@ async def test_fan_out_resumes_after_redis_restarts(redis: Redis, servers: list[
         ):
             await wait_until_linked(here, there)
             redis.stop()
-            for command in servers:
+            for command in supervised:
                 command.wait_for(r"\[WARNING\] trio_c10k\.broker: Broker: Redis at .* unreachable")
             here.write_message("during the outage")
             assert await next_text(here) == "during the outage"  # local members still get it
             redis.start()
-            for command in servers:
+            for command in supervised:
                 command.wait_for(r"trio_c10k\.broker: Broker: Redis at .* reachable again")
             await wait_until_linked(here, there)
     # "there" never saw the message sent while Redis was down: lost, as the docs say.
-    assert all("unreachable" in command.log for command in servers)
+    assert all("unreachable" in command.log for command in supervised)
 
 
 async def wait_until_linked(here: WebSocket, there: WebSocket) -> None:
@@ -224,14 +213,14 @@ async def next_text(ws: WebSocket) -> str:
 
 
 async def test_the_game_of_life_across_two_workers_matches_the_reference(
-    redis: Redis, servers: list[Supervised]
+    redis: Redis, supervised: list[Supervised]
 ) -> None:
     """The cells spread over both workers: a state reaches the neighbours and the watcher held
     by the other worker through Redis, and every relayed state still follows the rules."""
     size, steps = 6, 24  # a glider on a 6 x 6 torus is back where it started after 24 steps
     port = free_port()
     command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
-    servers.append(command)
+    supervised.append(command)
     command.wait_for(r"trio_c10k\.broker: Broker: subscribed", count=2)
     received: list[str] = []
     with trio.fail_after(TIMEOUT * 3):

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,17 +97,6 @@ class Supervised:
         for pid in [self.proc.pid, *workers]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def supervised() -> Iterator[list[Supervised]]:
-    started: list[Supervised] = []
-    yield started
-    for command in started:
-        if command.proc.returncode is None:
-            command.kill()
-            command.proc.communicate(timeout=30)
-        print(command.log)  # shown by pytest when the test failed
 
 
 def start(supervised: list[Supervised], *args: str, workers: int = 2) -> Supervised:
@@ -212,15 +200,20 @@ def test_a_unix_socket_outlives_a_worker_and_goes_with_the_supervisor(
     assert not path.exists()
 
 
-def test_a_bad_app_stops_the_supervisor_with_status_2() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "trio_c10k", "no_such_module", "--workers", "2", "--bind", "127.0.0.1:0"],
+def run_to_the_end(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m trio_c10k ARGS`` with the test site's environment, run until it exits."""
+    return subprocess.run(
+        [sys.executable, "-m", "trio_c10k", *args],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_bad_app_stops_the_supervisor_with_status_2() -> None:
+    result = run_to_the_end("no_such_module", "--workers", "2", "--bind", "127.0.0.1:0")
     assert result.returncode == 2, result.stderr
     assert "no module named 'no_such_module'" in result.stderr
     assert "starting it again" not in result.stderr
@@ -229,13 +222,6 @@ def test_a_bad_app_stops_the_supervisor_with_status_2() -> None:
 def test_options_cannot_be_abbreviated() -> None:
     """The workers get the command line minus --bind and --workers: an abbreviation of either
     would reach them unrecognised (each worker would start workers of its own)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--wo", "2"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_to_the_end("tests.wsgi", "--wo", "2")
     assert result.returncode == 2, result.stderr
     assert "unrecognized arguments: --wo 2" in result.stderr
