@@ -8,7 +8,9 @@ endpoint does not accept).
 
 The last ``HISTORY`` messages of a room are stored (``ChatMessage``, through
 ``database_sync_to_thread``: the ORM never runs in the event loop) and replayed to whoever
-joins, marked ``"history": true``, before the live ones.
+joins, marked ``"history": true``. A newcomer joins the room before its history is read, so
+that nothing said meanwhile is missed; a message said in that moment (a database query)
+may then come before the history.
 """
 
 import json
@@ -48,10 +50,10 @@ async def chat_ws(ws: WebSocket, room: str) -> None:
     """Relay every text message of the room to all its members, tagged with the sender."""
     user = ws.request.user
     name = user.get_username() if user.is_authenticated else "anonymous"
+    group = Group(f"chat.{room}")
+    group.add(ws)  # first: what is said while the history loads is not missed
     for user_name, text in await recent_messages(room):
         ws.write_message(json.dumps({"user": user_name, "text": text, "history": True}))
-    group = Group(f"chat.{room}")
-    group.add(ws)
     async for message in ws:
         if not isinstance(message, str):
             await ws.close(UNSUPPORTED_DATA, "this chat accepts text messages only")
