@@ -89,8 +89,8 @@ def test_live_server_in_thread_serves_sync_code() -> None:
 
 
 def test_c10k_live_server_fixture_with_a_user_logged_in(c10k_live_server: LiveServer) -> None:
-    cookie = c10k_live_server.login_sync(user_named("grace"))
+    cookie = c10k_live_server.login_sync(user_named("fixture-grace"))
     url = f"{c10k_live_server.url}/chat/lobby/"
     response = httpx.get(url, headers={"Cookie": cookie}, timeout=TEST_TIMEOUT)
     assert response.status_code == 200
-    assert "You are grace." in " ".join(response.text.split())
+    assert "You are fixture-grace." in " ".join(response.text.split())
