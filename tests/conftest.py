@@ -17,7 +17,7 @@ os.environ["TRIO_C10K_TEST_DB"] = os.path.join(tempfile.mkdtemp(prefix="trio_c10
 from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 
-from trio_c10k import Bind, Config, Server, serve
+from trio_c10k import Bind, Config, Server, database_sync_to_thread, serve
 
 if TYPE_CHECKING:
     from tests.test_workers import Supervised
@@ -148,7 +148,7 @@ async def login(server: Server, username: str) -> str:
         user.set_password(password)
         user.save()
 
-    await trio.to_thread.run_sync(with_password)
+    await database_sync_to_thread(with_password)()  # the thread's connection closed after
     client = await Client.open(server)
     await client.request(
         "POST",

@@ -18,7 +18,7 @@ import trio
 
 from example_site.chat import HISTORY
 from example_site.models import ChatMessage
-from trio_c10k import ConnectionClosed, Server
+from trio_c10k import ConnectionClosed, Server, database_sync_to_thread
 from trio_c10k.client import open_websocket
 
 from .conftest import login, port_of
@@ -234,7 +234,7 @@ async def test_chat_history_survives_a_reconnect(server: Server) -> None:
                 assert json.loads(await ws.read_message())["text"] == text
         # Stored by the handler after each broadcast: wait until the last one is in.
         while True:
-            count = await trio.to_thread.run_sync(ChatMessage.objects.filter(text=said[-1]).count)
+            count = await database_sync_to_thread(ChatMessage.objects.filter(text=said[-1]).count)()
             if count:
                 break
             await trio.sleep(0.01)

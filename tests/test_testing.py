@@ -10,7 +10,7 @@ import pytest
 import trio
 from django.contrib.auth.models import User
 
-from trio_c10k import HandshakeRejected, WebSocketConfig
+from trio_c10k import HandshakeRejected, WebSocketConfig, database_sync_to_thread
 from trio_c10k.testing import LiveServer, live_server_in_thread, open_live_server
 
 #: seconds each test is given
@@ -22,7 +22,7 @@ def user_named(username: str) -> User:
 
 
 async def test_a_handler_sees_the_user_logged_in() -> None:
-    alice = await trio.to_thread.run_sync(user_named, "alice")
+    alice = await database_sync_to_thread(user_named)("alice")
     with trio.fail_after(TEST_TIMEOUT):
         async with open_live_server() as site, site.websocket("/t/ws/info/7/", user=alice) as ws:
             info = json.loads(await ws.read_message())
@@ -39,7 +39,7 @@ async def test_without_a_user_the_handler_sees_an_anonymous_one() -> None:
 
 
 async def test_the_session_cookie_joins_the_cookies_given() -> None:
-    bob = await trio.to_thread.run_sync(user_named, "bob")
+    bob = await database_sync_to_thread(user_named)("bob")
     with trio.fail_after(TEST_TIMEOUT):
         async with open_live_server() as site:
             # A plain view answers the handshake with its own response: the body is the
