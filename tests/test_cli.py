@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from trio_c10k import Config
+from trio_c10k import Bind, Config, ConfigError
 
 ROOT = Path(__file__).parent.parent
 #: seconds a command that should exit on its own (an error, --help) is given
@@ -412,3 +412,22 @@ def test_no_access_log() -> None:
     assert_clean_exit(status, stderr)
     assert access_lines(stderr) == [], stderr
     assert "Listening on" in stderr
+
+
+# --- Bind and Config from Python --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"host": "127.0.0.1"}, {"port": 8000, "path": "/tmp/x.sock"}, {"path": "/tmp/x.sock", "fd": 3}],
+)
+def test_a_bind_needs_exactly_one_kind_of_address(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match="exactly one of port"):
+        Bind(**kwargs)  # type: ignore[arg-type]  # the values are right, the combination is not
+
+
+def test_a_bind_port_is_checked() -> None:
+    with pytest.raises(ConfigError, match="out of range"):
+        Bind(host="127.0.0.1", port=70000)
+    assert str(Bind(port=8000, host="")) == ":8000"
+    assert str(Bind(fd=3)) == "fd://3"

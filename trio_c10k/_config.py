@@ -20,7 +20,11 @@ _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[
 class Bind:
     """One address to listen on, parsed from a ``--bind`` value.
 
-    Exactly one of ``(host, port)``, ``path`` or ``fd`` is set.
+    Exactly one of ``(host, port)``, ``path`` or ``fd`` is set (``host`` may be left out: every
+    interface).
+
+    Raises:
+        ConfigError: none or several of them are set, or the port is out of range.
     """
 
     #: host name or IP address for TCP (``""`` means every interface)
@@ -31,6 +35,16 @@ class Bind:
     path: str | None = None
     #: an already-listening socket inherited from the parent process
     fd: int | None = None
+
+    def __post_init__(self) -> None:
+        kinds = [self.port is not None, self.path is not None, self.fd is not None]
+        if sum(kinds) != 1 or (self.host is not None and self.port is None):
+            raise ConfigError(
+                "a Bind needs exactly one of port (with host), path or fd, as in "
+                "Bind(host='127.0.0.1', port=8000), Bind(path='/run/app.sock') or Bind(fd=3)"
+            )
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError(f"bind port {self.port} is out of range 0-65535")
 
     @classmethod
     def parse(cls, text: str) -> Bind:
