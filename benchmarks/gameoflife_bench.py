@@ -24,11 +24,9 @@ Needs an open-file limit above SIZE² + 100 (10,100 at the default size).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ from common import (
     wait_for_port,
 )
 from websocket_bench import client_cpu_for, log_trouble, versions
+from ws_client import connect, parse_frames
 
 #: the target of the demo: steps per second with 10,000 cells
 TARGET_STEPS_PER_S, TARGET_SIZE = 1.0, 100
@@ -77,7 +76,8 @@ class Watcher(threading.Thread):
         #: the close frame's code, if the server closed the watcher
         self.closed_with: int | None = None
         self._stopping = threading.Event()
-        self._sock, self._early = _handshake(port, "/watcher/")
+        # The server says "size N" at once: it may come with the 101, in ``_early``.
+        self._sock, self._early = connect(f"ws://127.0.0.1:{port}/watcher/")
 
     def run(self) -> None:
         buf = self._frames(self._early)
@@ -101,20 +101,9 @@ class Watcher(threading.Thread):
         self._stopping.set()
 
     def _frames(self, buf: bytes) -> bytes:
-        """Handle the whole frames at the start of ``buf``; return the rest (server frames are
-        unmasked; every message here is under 126 bytes, a close or ping too)."""
-        start = 0
-        while len(buf) - start >= 2:
-            opcode, length = buf[start] & 0x0F, buf[start + 1] & 0x7F
-            if length >= 126:  # not a state: "R C STEP ALIVE" is short
-                self.unexpected.append(f"a frame of {length} bytes or more")
-                self._stopping.set()  # the stream cannot be followed any further
-                break
-            end = start + 2 + length
-            if end > len(buf):
-                break
-            payload = buf[start + 2 : end]
-            start = end
+        """Handle the whole frames at the start of ``buf``; return the rest."""
+        frames, rest = parse_frames(buf)
+        for opcode, _fin, payload in frames:
             if opcode == _OPCODE_TEXT:
                 self._message(payload.decode())
             elif opcode == _OPCODE_PING:
@@ -122,7 +111,7 @@ class Watcher(threading.Thread):
             elif opcode == _OPCODE_CLOSE:
                 self.closed_with = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 break
-        return buf[start:]
+        return rest
 
     def _message(self, text: str) -> None:
         if text.startswith("size "):
@@ -148,26 +137,6 @@ class Watcher(threading.Thread):
                 time.monotonic(),
                 {name: cpu_seconds(pid) for name, pid in self.pids.items()},
             )
-
-
-def _handshake(port: int, path: str) -> tuple[socket.socket, bytes]:
-    """A WebSocket connection to the server (blocking), and the bytes that came after the 101."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise SystemExit(f"{path}: the server closed the connection during the handshake")
-        answer += chunk
-    head, _, rest = answer.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise SystemExit(f"{path}: no 101 but {head.splitlines()[0]!r}")
-    return sock, rest  # the server says "size N" at once: it may have come with the 101
 
 
 def start_server(log: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -13,14 +13,19 @@ extra); ``nox -s tests`` installs both. Without them the test fails and says wha
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from trio_c10k.testing import LiveServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
 #: a quiet, throw-away browser: no GPU, no QUIC, no first-run page, no updates or sync phoning home
@@ -72,8 +77,10 @@ class Visit:
     errors: list[str]
 
 
-def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
-    """Open the echo page, say each of MESSAGES, wait until the socket is closed (blocking)."""
+@contextlib.contextmanager
+def open_page() -> Iterator[tuple[Page, list[str]]]:
+    """A page of a fresh headless Chromium (blocking API), and the list its errors go to:
+    uncaught page errors and console messages of type "error" with their source URL."""
     # Imported here, so that a missing Playwright fails in require_browser() with its message.
     from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 
@@ -93,30 +100,37 @@ def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
 
             page.on("console", on_console)
             page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-
-            page.goto(url)
-            log = page.locator("#log p")
-            expect(log).to_have_text(["Hello!"])
-            # The page's script keeps its socket in a top-level `const ws`; record how it closes.
-            page.evaluate(
-                """() => ws.addEventListener("close", (event) => {
-                    window.closeEvent = {code: event.code, reason: event.reason, wasClean: event.wasClean};
-                })"""
-            )
-            message_box = page.get_by_label("Message")
-            send = page.get_by_role("button", name="Send")
-            for n, message in enumerate(MESSAGES, start=1):
-                message_box.press_sequentially(message)
-                send.click()
-                expect(log.nth(n)).to_have_text(f"{n}. {message}")
-                expect(message_box).to_have_value("")
-            expect(log.last).to_have_text("Connection closed.")
-
-            if screenshot is not None:
-                page.screenshot(path=screenshot)
-            return Visit(log.all_text_contents(), page.evaluate("window.closeEvent"), errors)
+            yield page, errors
         finally:
             browser.close()
+
+
+def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
+    """Open the echo page, say each of MESSAGES, wait until the socket is closed (blocking)."""
+    from playwright.sync_api import expect
+
+    with open_page() as (page, errors):
+        page.goto(url)
+        log = page.locator("#log p")
+        expect(log).to_have_text(["Hello!"])
+        # The page's script keeps its socket in a top-level `const ws`; record how it closes.
+        page.evaluate(
+            """() => ws.addEventListener("close", (event) => {
+                window.closeEvent = {code: event.code, reason: event.reason, wasClean: event.wasClean};
+            })"""
+        )
+        message_box = page.get_by_label("Message")
+        send = page.get_by_role("button", name="Send")
+        for n, message in enumerate(MESSAGES, start=1):
+            message_box.press_sequentially(message)
+            send.click()
+            expect(log.nth(n)).to_have_text(f"{n}. {message}")
+            expect(message_box).to_have_value("")
+        expect(log.last).to_have_text("Connection closed.")
+
+        if screenshot is not None:
+            page.screenshot(path=screenshot)
+        return Visit(log.all_text_contents(), page.evaluate("window.closeEvent"), errors)
 
 
 def test_echo_page_in_chromium(c10k_live_server: LiveServer) -> None:

@@ -24,14 +24,7 @@ import trio
 from trio_c10k import Server
 
 from .conftest import port_of
-from .test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LAUNCH_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
-    TEST_TIMEOUT,
-    require_browser,
-)
+from .test_browser import TEST_TIMEOUT, open_page, require_browser
 from .test_gameoflife import ENV, ROOT, cells, gameoflife_command, life
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "gameoflife.png"
@@ -78,8 +71,7 @@ class Visit:
 
 def watch_the_run(url: str, start_run: Callable[[], None], screenshot: Path | None) -> Visit:
     """Open the watch page, start the run once it is connected, read the grid at three moments."""
-    # Imported here, so that a missing Playwright fails in require_browser() with its message.
-    from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+    from playwright.sync_api import Page, expect
 
     def moment(page: Page, step: int, every: bool = False) -> Moment:
         page.wait_for_function(STEP_REACHED, arg=[step, every])
@@ -87,36 +79,18 @@ def watch_the_run(url: str, start_run: Callable[[], None], screenshot: Path | No
             int(page.locator("#step").inner_text()), [tuple(cell) for cell in page.evaluate(READ_GRID)]
         )
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            expect.set_options(timeout=STEP_TIMEOUT_MS)
-            errors: list[str] = []
-
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
-                    errors.append(f"console: {message.text} ({message.location['url']})")
-
-            page.on("console", on_console)
-            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-
-            page.goto(url)
-            expect(page.locator("#connection")).to_have_text("connected")
-            connection = page.locator("#connection").inner_text()
-            start_run()
-            expect(page.locator("#grid td")).to_have_count(SIZE * SIZE)
-            early = moment(page, 1)
-            later = moment(page, early.step + 2)
-            last = moment(page, STEPS, every=True)
-            if screenshot is not None:
-                page.screenshot(path=screenshot)
-            return Visit(connection, [early, later, last], errors)
-        finally:
-            browser.close()
+    with open_page() as (page, errors):
+        page.goto(url)
+        expect(page.locator("#connection")).to_have_text("connected")
+        connection = page.locator("#connection").inner_text()
+        start_run()
+        expect(page.locator("#grid td")).to_have_count(SIZE * SIZE)
+        early = moment(page, 1)
+        later = moment(page, early.step + 2)
+        last = moment(page, STEPS, every=True)
+        if screenshot is not None:
+            page.screenshot(path=screenshot)
+        return Visit(connection, [early, later, last], errors)
 
 
 def rgb(colour: str) -> tuple[int, ...]:

@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if args.workers > 1:
-            _exit_after(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
+            _run_and_exit(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
         if config.broker is None and (setting := django_setting("TRIO_C10K_BROKER")):
             config = dataclasses.replace(config, broker=setting)
@@ -369,13 +369,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         parser.error(str(exc))
     tune_garbage_collector()
     cpu = pin_to_one_cpu() if args.pin_cpu else None
-    try:
-        trio.run(_serve_until_stopped, app, config, cpu)
-    except* ConfigError as group:
-        parser.error(_first(group))
-    except* OSError as group:
-        parser.exit(1, f"{parser.prog}: error: {_first(group)}\n")
-    sys.exit(0)
+    _run_and_exit(parser, _serve_until_stopped, app, config, cpu)
 
 
 def django_setting(name: str) -> str | None:
@@ -386,8 +380,9 @@ def django_setting(name: str) -> str | None:
     return getattr(settings.settings, name, None)
 
 
-def _exit_after(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:
-    """``trio.run(fn, *args)`` for the supervisor of ``--workers``; exit with its status."""
+def _run_and_exit(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:
+    """``trio.run(fn, *args)``, then exit with what it returns (None: 0); a ConfigError exits
+    with 2, an OSError (an address that cannot be bound) with 1, each as one line."""
     try:
         status = trio.run(fn, *args)
     except* ConfigError as group:
