@@ -56,7 +56,8 @@ class RawWebSocket:
     @classmethod
     async def open(cls, server: Server, path: str) -> RawWebSocket:
         stream = await connect(server)
-        connection, _ = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), None, ())
+        connection, _, received = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), None, ())
+        connection.receive_data(received)
         return cls(stream, connection)
 
     async def send(self, event: Any) -> None:

@@ -164,14 +164,10 @@ def _same_domain(host: str, pattern: str) -> bool:
     return host == pattern
 
 
-def server_connection(accept: Accept, trailing_data: bytes) -> Connection:
-    """The ``wsproto`` frame-level connection for an accepted upgrade.
-
-    Args:
-        accept: the negotiated handshake.
-        trailing_data: bytes the client sent after its handshake (h11's trailing data).
-    """
-    return Connection(ConnectionType.SERVER, accept.extensions, trailing_data)
+def server_connection(accept: Accept) -> Connection:
+    """The ``wsproto`` frame-level connection for an accepted upgrade (the bytes the client
+    sent after its handshake go to the ``WebSocket``, which splits them into frames)."""
+    return Connection(ConnectionType.SERVER, accept.extensions)
 
 
 @dataclass(slots=True)

@@ -287,16 +287,17 @@ class HTTPConnection:
     def _websocket(self, slot: UpgradeSlot) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""
         assert slot.accept is not None
-        connection = server_connection(slot.accept, self.conn.trailing_data[0])
+        received = self.conn.trailing_data[0]
         del self.conn
         return WebSocket(
             self.stream,
-            connection,
+            server_connection(slot.accept),
             self.server.config.websocket,
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
             remote_address=self.peer,
             extensions=slot.accept.extensions,
+            received=received,
         )
 
     def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:

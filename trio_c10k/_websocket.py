@@ -3,13 +3,20 @@
 Rule 1: one reader task turns bytes into whole messages, bounded by ``max_message_size``
 (1009 beyond it), and hands them over through a small inbox (``INCOMING_QUEUE``): when the
 handler does not read, the reader stops reading and TCP pushes back on the peer.
-Rule 2: writes never wait. A frame goes straight to the socket with a non-blocking write
-when nothing is queued and no write is in flight (a broadcast to thousands of idle sockets
-then wakes no task); whatever the kernel does not take is queued, and from then on every
-frame goes through the queue, so order holds. One writer task drains the queue in one
-``send_all`` per batch.
-While the handler works through a burst of messages that arrived together (a pipelining
-client), its writes are queued and leave in one write when the burst is over.
+The reader splits the bytes into frames itself. The common frame (a whole text or binary
+message in one frame, masked as the side requires, no extension agreed) it decodes itself;
+every other frame (control frames, fragments, anything malformed, any frame when an
+extension was agreed, a long frame still arriving) goes to wsproto whole, from its first
+byte to its last, so wsproto never holds a partial frame when the reader takes over again.
+wsproto keeps the protocol state and enforces RFC 6455 (1002, 1007 closes) on those frames.
+Rule 2: writes never wait. The first frame a connection gets in a scheduling round goes
+straight to the socket with a non-blocking write (a broadcast to thousands of idle sockets
+then wakes no task); the frames it gets later in the same round are queued, and one task per
+trio run (``_Flusher``) writes each connection's queue in one write once the round is over.
+So a busy connection (a pipelining client, a cell hearing from eight neighbours at once)
+costs a write per round, not per frame. Whatever the kernel does not take stays queued for
+the connection's writer task, and from then on every frame goes through the queue, so order
+holds.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
@@ -53,18 +60,34 @@ TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
 
 
-def encode_frame(data: str | bytes) -> bytes:
-    """An unmasked, unfragmented server frame (RFC 6455 section 5.2): text for str, binary for bytes."""
+def encode_frame(data: str | bytes, masked: bool = False) -> bytes:
+    """An unfragmented frame (RFC 6455 section 5.2): text for str, binary for bytes; unmasked
+    as a server sends it, or ``masked`` with a random key as a client must."""
     if isinstance(data, str):
         payload, first = data.encode("utf-8"), 0x81
     else:
         payload, first = bytes(data), 0x82
     length = len(payload)
+    mask_bit = 0x80 if masked else 0
     if length < 126:
-        return bytes((first, length)) + payload
-    if length < 65536:
-        return bytes((first, 126)) + length.to_bytes(2, "big") + payload
-    return bytes((first, 127)) + length.to_bytes(8, "big") + payload
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + _unmask(payload, key)
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``key`` (masking and unmasking are the same)."""
+    length = len(payload)
+    if not length:
+        return b""
+    keys = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(length, "little")
 
 
 def _read_nowait(fd: int) -> bytes | None:
@@ -100,15 +123,18 @@ class WebSocket:
         "__weakref__",
         "_close_sent",
         "_config",
-        "_corked",
         "_fd",
+        "_flush_due",
+        "_flusher",
         "_groups",
         "_heard",
         "_inbox",
         "_inbox_closed",
         "_is_closed",
         "_loop_thread",
+        "_mask_bit",
         "_nursery",
+        "_owed",
         "_parts",
         "_pinged_at",
         "_plain",
@@ -118,6 +144,7 @@ class WebSocket:
         "_stream",
         "_stuck",
         "_token",
+        "_unparsed",
         "_waiters",
         "_writer_running",
         "_writing",
@@ -139,6 +166,7 @@ class WebSocket:
         subprotocol: str | None = None,
         remote_address: Any = None,
         extensions: list[Any] | None = None,
+        received: bytes = b"",
     ) -> None:
         #: the Django ``HttpRequest`` of the handshake (None on the client side)
         self.request = request
@@ -151,8 +179,16 @@ class WebSocket:
         #: the close reason once the connection closed
         self.close_reason: str | None = None
         # Server side without extensions: data frames are built here, not by wsproto (same
-        # bytes, a third of the cost); a client masks its frames, so it goes through wsproto.
+        # bytes, a third of the cost), and one frame serves every member of a broadcast.
         self._plain = not connection.client and not extensions
+        # Without extensions the reader decodes the common frame itself: the mask bit such a
+        # frame has (a client masks, a server does not). None: every frame goes to wsproto.
+        self._mask_bit = None if extensions else 0 if connection.client else 0x80
+        # Bytes received after the handshake and not yet split into frames (``received``: what
+        # came with the handshake), and how many bytes of the frame wsproto is parsing it has
+        # not had yet.
+        self._unparsed = received
+        self._owed = 0
         self._stream = stream
         self._fd = stream.socket.fileno()
         self._ws = connection
@@ -168,16 +204,18 @@ class WebSocket:
         # When the peer was last heard from, and when an unanswered keep-alive ping left.
         self._heard = trio.current_time()
         self._pinged_at: float | None = None
-        # True while the handler has more received messages to go through: writes wait.
-        self._corked = False
         # Fragments of the message being received (None while there are none: most
         # messages come in one frame), and their total size.
         self._parts: list[Any] | None = None
         self._size = 0
-        # Frames waiting for the writer task, their total size, and whether it is writing.
+        # Frames waiting for the flusher or the writer task, their total size, and whether
+        # the writer is writing.
         self._queue: list[bytes] = []
         self._queued = 0
         self._writing = False
+        # Set once a frame went out this scheduling round: the next wait for the flusher.
+        self._flush_due = False
+        self._flusher = _flusher()
         # Set when the peer stopped reading: the last writes are not waited for.
         self._stuck = False
         # The writer task runs only while frames wait: an idle connection costs no task.
@@ -213,12 +251,10 @@ class WebSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
         inbox = self._inbox
         while not inbox:
-            self._corked = False
             if self._inbox_closed:
                 return None
             await self._wait()
         message = inbox.pop(0)
-        self._corked = bool(inbox)
         if self._waiters:  # the reader may wait for room in the inbox
             self._wake()
         return message
@@ -260,6 +296,8 @@ class WebSocket:
             raise ValueError(f"opcode must be 1 (text) or 2 (binary), not {opcode!r}")
         if self._plain:
             self._send_frame(encode_frame(data))
+        elif self._mask_bit == 0:
+            self._send_frame(encode_frame(data, masked=True))
         else:
             event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
             self._send_frame(self._ws.send(event))
@@ -333,27 +371,35 @@ class WebSocket:
         # A plain non-blocking read on the file descriptor, then ``wait_readable`` if there is
         # nothing yet: an idle reader is one task parked in epoll, with no stream machinery
         # and no cancel scope around it.
-        ws, fd = self._ws, self._fd
+        fd = self._fd
         waited = False  # whether the last read came after a wait (a checkpoint already)
+        drained = False  # whether the last read took less than it asked: nothing more yet
         try:
             while True:
-                # Events first: the bytes that came with the handshake may hold whole frames.
-                for event in ws.events():
-                    await self._handle(event)
+                # What is not split yet first: the bytes that came with the handshake may hold
+                # whole frames.
+                if self._unparsed:
+                    self._unparsed = self._receive(self._unparsed)
                 # Checked after every wait too: once closed, the socket may be gone and its
                 # number reused by another connection.
-                if self._is_closed or ws.state is ConnectionState.CLOSED:
+                if self._is_closed or self._ws.state is ConnectionState.CLOSED:
                     break
-                data = _read_nowait(fd)
+                if len(self._inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
+                    await self._wait()  # for room in the inbox
+                    continue
+                data = None if drained else _read_nowait(fd)
                 if data is None:
                     await trio.lowlevel.wait_readable(fd)
-                    waited = True
+                    waited, drained = True, False
                     continue
                 if not waited:  # a second read in a row: a peer that always has data must not starve others
                     await trio.lowlevel.checkpoint()
-                waited = False
+                waited, drained = False, len(data) < RECEIVE_SIZE
                 self._heard, self._pinged_at = trio.current_time(), None
-                ws.receive_data(data or None)
+                if data:
+                    self._unparsed = self._unparsed + data if self._unparsed else data
+                else:  # the end of the stream (or a reset): wsproto reports 1006
+                    self._to_wsproto(None)
         except trio.ClosedResourceError:
             pass  # the socket was closed under us: the connection is over
         except Exception:  # a task boundary in someone else's nursery: never let it escape
@@ -361,6 +407,77 @@ class WebSocket:
             self._fail(1011, "internal error")
         finally:
             self._mark_closed(_ABNORMAL, "")
+
+    def _receive(self, data: bytes) -> bytes:
+        """Handle the frames at the start of ``data``; return the bytes left for later: the
+        start of a frame, or frames waiting for room in the inbox.
+
+        A common frame (see the module's Rule 1) that is here whole becomes a message here;
+        any other frame goes to wsproto, whole, as its bytes arrive (``_owed``).
+        """
+        inbox, mask_bit, at, end = self._inbox, self._mask_bit, 0, len(data)
+        while at < end and not self._is_closed:
+            if len(inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
+                break
+            if self._owed:  # the rest of the frame wsproto is parsing
+                take = min(self._owed, end - at)
+                self._owed -= take
+                at += take
+                self._to_wsproto(data[at - take : at])
+                continue
+            if end - at < 2:
+                break
+            first, second = data[at], data[at + 1]
+            length, start = second & 0x7F, at + 2
+            common = True
+            if length > 125:  # a 2- or 8-byte length follows, which must need that many bytes
+                size = 2 if length == 126 else 8
+                if end - start < size:
+                    break
+                length = int.from_bytes(data[start : start + size], "big")
+                start += size
+                common = (126 if size == 2 else 65536) <= length < 1 << 63
+            if second & 0x80:
+                start += 4  # the masking key
+            stop = start + length
+            common = common and (first == 0x81 or first == 0x82) and second & 0x80 == mask_bit
+            if common and self._parts is None:
+                if length > self._config.max_message_size:
+                    self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
+                    break
+                if stop <= end:
+                    payload = data[start:stop]
+                    if mask_bit:
+                        payload = _unmask(payload, data[start - 4 : start])
+                    at = stop
+                    if first == 0x82:
+                        self._deliver(payload)
+                        continue
+                    try:
+                        self._deliver(payload.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self._protocol_error(1007, "invalid UTF-8 in a text message")
+                        break
+                    continue
+                if stop - at <= RECEIVE_SIZE:
+                    break  # a short frame: wait for the rest of it
+            self._owed = stop - at  # wsproto gets this frame (a long one as it arrives)
+        return data[at:] if at else data
+
+    def _deliver(self, message: str | bytes) -> None:
+        """A whole message received: into the inbox, unless the connection is closing."""
+        # Once our close frame is out, the peer's is what matters (RFC 6455 section 1.4: data
+        # after a close may be dropped).
+        if not (self._inbox_closed or self._close_sent):
+            self._inbox.append(message)
+            if self._waiters:
+                self._wake()
+
+    def _to_wsproto(self, data: bytes | None) -> None:
+        """Bytes of a frame for wsproto to parse (None: the stream ended); handle its events."""
+        self._ws.receive_data(data)
+        for event in self._ws.events():
+            self._handle(event)
 
     def _keep_alive(self, now: float) -> None:
         """One tick of ``keep_alive``: a ping after ``ping_interval`` seconds of silence from
@@ -376,14 +493,14 @@ class WebSocket:
             log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
             self._fail(1011, "keepalive ping timeout")
 
-    async def _handle(self, event: object) -> None:
+    def _handle(self, event: object) -> None:
         if isinstance(event, TextMessage | BytesMessage):
             if self._is_closed:
                 return
             data = event.data
             self._size += len(data)
             if self._size > self._config.max_message_size:
-                self._fail(1009, f"message larger than {self._config.max_message_size} bytes")
+                self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
             elif not event.message_finished:
                 if self._parts is None:
                     self._parts = []
@@ -392,15 +509,8 @@ class WebSocket:
                 if self._parts is not None:  # the last fragment of a fragmented message
                     self._parts.append(data)
                     data = ("" if isinstance(event, TextMessage) else b"").join(self._parts)
-                message, self._parts, self._size = data, None, 0
-                # Once our close frame is out, the peer's is what matters: the reader no longer
-                # waits for room (RFC 6455 section 1.4: data after a close may be dropped).
-                while len(self._inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
-                    await self._wait()
-                if not (self._inbox_closed or self._close_sent):
-                    self._inbox.append(message if isinstance(message, str) else bytes(message))
-                    if self._waiters:
-                        self._wake()
+                self._parts, self._size = None, 0
+                self._deliver(data if isinstance(data, str) else bytes(data))
         elif isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(event.response()))
@@ -415,8 +525,12 @@ class WebSocket:
         elif state is ConnectionState.CLOSED:  # the answer to our close
             self._mark_closed(event.code, event.reason or "")
         else:  # wsproto found a protocol error (1002, 1007, ...): it is ours to send
-            log.info("%s: closing with %d: %s", self._peer, event.code, event.reason)
-            self._fail(event.code, event.reason or "")
+            self._protocol_error(event.code, event.reason or "")
+
+    def _protocol_error(self, code: int, reason: str) -> None:
+        """The peer broke the protocol or a limit: say so in the log, close with ``code``."""
+        log.info("%s: closing with %d: %s", self._peer, code, reason)
+        self._fail(code, reason)
 
     async def _writer(self) -> None:
         try:
@@ -448,9 +562,11 @@ class WebSocket:
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "")
 
     def _send_frame(self, frame: bytes) -> None:
-        # Straight to the socket when nothing waits before this frame (``_queued`` rather than
-        # the list itself: a broadcast then reads only this object, for each of its members).
-        if not (self._queued or self._writing or self._corked):
+        # Straight to the socket when it is the first frame of this round and nothing waits
+        # before it (``_queued`` rather than the list itself: a broadcast then reads only this
+        # object, for each of its members).
+        kernel_full = False
+        if not (self._flush_due or self._queued or self._writer_running):
             try:
                 sent = os.write(self._fd, frame)
             except BlockingIOError:
@@ -459,8 +575,10 @@ class WebSocket:
                 self._mark_closed(_ABNORMAL, "")
                 return
             if sent == len(frame):
+                self._flush_due = True
+                self._flusher.add(self)
                 return
-            frame = frame[sent:]
+            frame, kernel_full = frame[sent:], True
         if self._queued + len(frame) > self._config.send_queue_size:
             log.warning(
                 "%s: send queue over %d bytes (the peer reads too slowly); closing with 1008",
@@ -474,6 +592,35 @@ class WebSocket:
             return
         self._queue.append(frame)
         self._queued += len(frame)
+        if kernel_full:
+            self._start_writer()
+
+    def _flush(self) -> None:
+        """Write the frames queued this round in one write (the flusher calls this)."""
+        self._flush_due = False
+        queue = self._queue
+        if not queue or self._writer_running:
+            return
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        queue.clear()
+        queued, self._queued = self._queued, 0
+        try:
+            # The descriptor as the socket has it now: -1 once closed, never another
+            # connection's reused number.
+            sent = os.write(self._stream.socket.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = len(data)  # lost with the connection
+            self._mark_closed(_ABNORMAL, "")
+        if sent < len(data):
+            queue.append(data[sent:])
+            self._queued = len(data) - sent
+            self._start_writer()
+        elif self._waiters and (not self.open or queued > self._config.send_queue_size // 2):
+            self._wake()  # ``_finish`` or ``send_message`` waits for the queue to drain
+
+    def _start_writer(self) -> None:
         if not self._writer_running and self._nursery is not None:
             self._writer_running = True
             self._nursery.start_soon(self._writer, name="trio_c10k websocket writer")
@@ -525,6 +672,59 @@ class WebSocket:
     def _close_inbox(self) -> None:
         self._inbox_closed = True
         self._wake()
+
+
+class _Flusher:
+    """The connections that got a frame this scheduling round, for one trio run.
+
+    One task writes, once the round is over, what each of them queued after its first
+    frame: one write per connection per round, however many frames it got.
+    """
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._pending: list[WebSocket] = []
+        self._task: trio.lowlevel.Task | None = None  # the flusher's task, while it is parked
+
+    def add(self, ws: WebSocket) -> None:
+        """Flush ``ws`` after this round."""
+        self._pending.append(ws)
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                self._task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+            pending, self._pending = self._pending, []
+            for ws in pending:
+                try:
+                    ws._flush()
+                except Exception:  # a system task: an exception here would end the whole run
+                    log.exception("%s: unexpected error writing a WebSocket", ws._peer)
+                    ws._mark_closed(_ABNORMAL, "")
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+_FLUSHER: trio.lowlevel.RunVar[_Flusher] = trio.lowlevel.RunVar("trio_c10k_flusher")
+
+
+def _flusher() -> _Flusher:
+    """This trio run's flusher, started on first use (a system task: it serves every
+    connection of the run, whichever nursery holds them, and ends with the run)."""
+    try:
+        return _FLUSHER.get()
+    except LookupError:
+        flusher = _Flusher()
+        _FLUSHER.set(flusher)
+        trio.lowlevel.spawn_system_task(flusher.run, name="trio_c10k websocket flusher")
+        return flusher
 
 
 async def keep_alive(websockets: Collection[WebSocket], config: WebSocketConfig) -> None:

@@ -62,7 +62,7 @@ async def open_websocket(
     with trio.fail_after(connect_timeout):
         stream = await trio.open_tcp_stream(parts.hostname, port)
         try:
-            connection, subprotocol = await _handshake(
+            connection, subprotocol, received = await _handshake(
                 stream, parts.netloc, target, subprotocols, origin, headers
             )
         except BaseException:
@@ -74,6 +74,7 @@ async def open_websocket(
         config or WebSocketConfig(),
         subprotocol=subprotocol,
         remote_address=(parts.hostname, port),
+        received=received,
     )
     try:
         # A lone exception from the block comes out as itself, not in an ExceptionGroup.
@@ -99,7 +100,9 @@ async def _handshake(
     subprotocols: list[str] | tuple[str, ...],
     origin: str | None,
     extra: list[tuple[str, str]] | tuple[tuple[str, str], ...],
-) -> tuple[Connection, str | None]:
+) -> tuple[Connection, str | None, bytes]:
+    """Send the opening handshake, check the answer; the wsproto connection, the chosen
+    subprotocol and the bytes that came after the 101."""
     key = base64.b64encode(os.urandom(16))
     headers = [
         ("Host", host),
@@ -134,7 +137,7 @@ async def _handshake(
     chosen = subprotocol.decode("ascii") if subprotocol else None
     if chosen is not None and chosen not in subprotocols:
         raise HandshakeRejected(101, list(event.headers), b"server chose a subprotocol not offered")
-    return Connection(ConnectionType.CLIENT, [], http.trailing_data[0]), chosen
+    return Connection(ConnectionType.CLIENT), chosen, http.trailing_data[0]
 
 
 async def _body(http: h11.Connection, stream: trio.SocketStream) -> bytes:

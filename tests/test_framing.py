@@ -1,0 +1,268 @@
+"""How a WebSocket splits received bytes into frames, on both sides, over real sockets.
+
+The reader decodes the common frame (a whole text or binary message in one frame) itself and
+hands every other frame to wsproto whole (trio_c10k/_websocket.py, Rule 1). These tests send
+bytes built by hand, so that frame boundaries fall where the test wants them: many frames in
+one write, one frame over many writes, every length encoding, frames wsproto must refuse.
+The server side is tested with a raw client against the echo handler; the client side with a
+raw server written here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, TextMessage
+
+from tests.conftest import StartServer, connect, read_until_closed
+from tests.test_websocket import RawWebSocket, url
+from trio_c10k import Server, WebSocketConfig
+from trio_c10k.client import open_websocket
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def frame(
+    opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, length_bytes: int | None = None
+) -> bytes:
+    """One frame as any peer could send it, valid or not; ``length_bytes`` (0, 2 or 8) forces
+    the length encoding, minimal or not."""
+    if length_bytes is None:
+        length_bytes = 0 if len(payload) < 126 else 2 if len(payload) < 65536 else 8
+    head = bytes([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if masked else 0
+    if length_bytes == 0:
+        head += bytes([mask_bit | len(payload)])
+    else:
+        head += bytes([mask_bit | (126 if length_bytes == 2 else 127)])
+        head += len(payload).to_bytes(length_bytes, "big")
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def next_close(raw: RawWebSocket) -> CloseConnection:
+    while True:
+        event = await raw.next_event()
+        assert event is not None, "the connection ended without a close frame"
+        if isinstance(event, CloseConnection):
+            return event
+
+
+# -- the server side ------------------------------------------------------------------------
+
+
+async def test_many_frames_in_one_write_are_echoed_in_order(server: Server) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    texts = [f"message {i}" for i in range(40)]  # more than the inbox holds at once
+    await raw.stream.send_all(b"".join(frame(1, text.encode()) for text in texts))
+    assert [(await raw.next_event()).data for _ in texts] == texts
+
+
+async def test_a_frame_sent_one_byte_at_a_time(server: Server) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    data = frame(1, "caf\u00e9 ".encode() * 40) + frame(2, b"\x00\xff")  # a 2-byte length, then binary
+    for byte in data:
+        await raw.stream.send_all(bytes([byte]))
+        await trio.sleep(0.001)  # separate reads, most of the time
+    assert (await raw.next_event()).data == "caf\u00e9 " * 40
+    assert (await raw.next_event()).data == b"\x00\xff"
+
+
+async def test_frames_sent_with_the_handshake(server: Server) -> None:
+    stream = await connect(server)
+    key = base64.b64encode(os.urandom(16))
+    await stream.send_all(
+        b"GET /test/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: "
+        + key
+        + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + frame(1, b"early")
+        + frame(2, b"bird")
+    )
+    received = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some(65536)
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    raw = RawWebSocket(stream, Connection(ConnectionType.CLIENT))
+    raw.ws.receive_data(rest)
+    assert (await raw.next_event()).data == "early"
+    assert (await raw.next_event()).data == b"bird"
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+async def test_every_length_encoding_both_ways(server: Server, size: int) -> None:
+    # Up to 65,535 bytes a frame is decoded whole by the reader; a longer one goes through
+    # wsproto as it arrives. The client side reads the server's frames the same way.
+    text = ("0123456789abcdef" * (size // 16 + 1))[:size]
+    async with open_websocket(url(server, "/test/echo/")) as ws:
+        ws.write_message(text)
+        ws.write_message(text.encode())
+        assert await ws.read_message() == text
+        assert await ws.read_message() == text.encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param(frame(1, b"hello", length_bytes=2), 1002, id="2-byte-length-for-5-bytes"),
+        pytest.param(frame(2, b"x" * 200, length_bytes=8), 1002, id="8-byte-length-for-200-bytes"),
+        pytest.param(
+            frame(1, b"ok", fin=False) + frame(1, b"new message"),
+            1002,
+            id="text-frame-inside-a-fragmented-message",
+        ),
+        pytest.param(frame(1, b"\xed\xa0\x80"), 1007, id="utf8-surrogate"),
+        pytest.param(frame(1, b"x" * 300 + b"\xc3"), 1007, id="utf8-cut-short-in-a-long-frame"),
+        pytest.param(frame(9, b"p" * 126, length_bytes=2), 1002, id="ping-longer-than-125"),
+    ],
+)
+async def test_frames_the_reader_must_refuse(server: Server, data: bytes, code: int) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    await raw.stream.send_all(data)
+    assert (await next_close(raw)).code == code
+
+
+async def test_a_header_announcing_too_much_closes_at_once(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(max_message_size=1000))
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    # The header of a 2,000-byte text frame, and 10 bytes of it: 1009 without waiting for more.
+    await raw.stream.send_all(frame(1, b"x" * 2000)[:18])
+    assert (await next_close(raw)).code == 1009
+
+
+async def test_a_long_masked_8_byte_length_frame_one_chunk_at_a_time(server: Server) -> None:
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    payload = os.urandom(100_000)
+    data = frame(2, payload)
+    for start in range(0, len(data), 7000):
+        await raw.stream.send_all(data[start : start + 7000])
+    received = b""
+    while len(received) < len(payload):
+        event = await raw.next_event()
+        received += event.data
+    assert received == payload
+
+
+# -- the client side ------------------------------------------------------------------------
+
+
+Script = Callable[[trio.SocketStream, Connection], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(after_101: bytes, script: Script | None = None) -> AsyncIterator[str]:
+    """A server that answers the handshake, sends ``after_101`` in the same write, runs
+    ``script(stream, wsproto_connection)``, then answers the client's close; yields its
+    ``ws://`` URL."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + after_101
+        )
+        connection = Connection(ConnectionType.SERVER)
+        if script is not None:
+            await script(stream, connection)
+        if connection.state is not ConnectionState.REMOTE_CLOSING:
+            await client_close_code(stream, connection)
+        await stream.send_all(connection.send(CloseConnection(code=1000)))  # the close handshake's answer
+        await read_until_closed(stream)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/"
+        nursery.cancel_scope.cancel()
+
+
+async def client_close_code(stream: trio.SocketStream, connection: Connection) -> int:
+    """The code of the close frame the client sends."""
+    with trio.fail_after(10):
+        while True:
+            data = await stream.receive_some(65536)
+            assert data, "the client closed without a close frame"
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, CloseConnection):
+                    return event.code
+
+
+async def test_client_reads_frames_that_came_with_the_101() -> None:
+    third = frame(1, b"three", masked=False)
+    after = frame(1, b"one", masked=False) + frame(2, b"two", masked=False) + third[:3]
+
+    async def rest(stream: trio.SocketStream, _: Connection) -> None:
+        await trio.sleep(0.05)
+        await stream.send_all(third[3:])
+
+    async with raw_server(after, rest) as address, open_websocket(address) as ws:
+        assert await ws.read_message() == "one"
+        assert await ws.read_message() == b"two"
+        assert await ws.read_message() == "three"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param(frame(1, b"masked"), 1002, id="masked-server-frame"),
+        pytest.param(frame(1, b"\xff", masked=False), 1007, id="invalid-utf8"),
+        pytest.param(frame(1, b"x" * 10, masked=False, length_bytes=2), 1002, id="non-minimal-length"),
+    ],
+)
+async def test_client_refuses_bad_server_frames(data: bytes, code: int) -> None:
+    codes: list[int] = []
+
+    async def watch(stream: trio.SocketStream, connection: Connection) -> None:
+        codes.append(await client_close_code(stream, connection))
+
+    config = WebSocketConfig(close_timeout=0.5)
+    async with raw_server(data, watch) as address, open_websocket(address, config=config) as ws:
+        assert await ws.read_message() is None
+        assert ws.close_code == code
+    assert codes == [code]
+
+
+async def test_client_frames_are_masked_and_valid() -> None:
+    # wsproto on the server side refuses an unmasked client frame (a close event, not text).
+    received: list[str] = []
+    both = trio.Event()
+
+    async def read(stream: trio.SocketStream, connection: Connection) -> None:
+        parts = ""
+        while len(received) < 2:
+            connection.receive_data(await stream.receive_some(65536))
+            for event in connection.events():
+                assert isinstance(event, TextMessage), event
+                parts += event.data
+                if event.message_finished:
+                    received.append(parts)
+                    parts = ""
+        both.set()
+
+    async with raw_server(b"", read) as address, open_websocket(address) as ws:
+        ws.write_message("first")
+        ws.write_message("x" * 70_000)
+        with trio.fail_after(10):
+            await both.wait()
+    assert received == ["first", "x" * 70_000]
