@@ -13,10 +13,11 @@ Rule 2: writes never wait. The first frame a connection gets in a scheduling rou
 straight to the socket with a non-blocking write (a broadcast to thousands of idle sockets
 then wakes no task); the frames it gets later in the same round are queued, and one task per
 trio run (``_Flusher``) writes each connection's queue in one write once the round is over.
-So a busy connection (a pipelining client, a cell hearing from eight neighbours at once)
-costs a write per round, not per frame. Whatever the kernel does not take stays queued for
-the connection's writer task, and from then on every frame goes through the queue, so order
-holds.
+A connection that got several frames in its last round is *coalescing*: its first frame
+waits for the flush too, so a busy connection (a pipelining client, a cell hearing from its
+eight neighbours, a watch page hearing from every cell) costs one write per round, not one
+per frame. Whatever the kernel does not take stays queued for the connection's writer task,
+and from then on every frame goes through the queue, so order holds.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
@@ -55,6 +56,8 @@ log = logging.getLogger("trio_c10k.websocket")
 RECEIVE_SIZE = 65536
 #: whole messages received but not yet read by the handler (then TCP back-pressure)
 INCOMING_QUEUE = 16
+#: rounds a connection keeps coalescing after one in which it got several frames
+COALESCING_ROUNDS = 8
 #: RFC 6455 opcodes accepted by ``write_message(opcode=...)``, as the seed's API had them
 TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
@@ -77,8 +80,23 @@ def encode_frame(data: str | bytes, masked: bool = False) -> bytes:
         header = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
     if not masked:
         return header + payload
-    key = os.urandom(4)
+    key = _masking_key()
     return header + key + _unmask(payload, key)
+
+
+_keys: list[bytes] = []  # masking keys not used yet
+
+
+def _masking_key() -> bytes:
+    """4 random bytes for a client frame (RFC 6455 section 5.3: from a strong source of
+    entropy), cut from one ``os.urandom`` call per 1,024 keys: a system call per frame cost
+    as much as building the frame."""
+    while True:
+        try:
+            return _keys.pop()
+        except IndexError:  # used up (by this thread or another)
+            pool = os.urandom(4096)
+            _keys.extend(pool[i : i + 4] for i in range(0, 4096, 4))
 
 
 def _unmask(payload: bytes, key: bytes) -> bytes:
@@ -122,6 +140,7 @@ class WebSocket:
         "__dict__",
         "__weakref__",
         "_close_sent",
+        "_coalescing",
         "_config",
         "_fd",
         "_flush_due",
@@ -215,6 +234,8 @@ class WebSocket:
         self._writing = False
         # Set once a frame went out this scheduling round: the next wait for the flusher.
         self._flush_due = False
+        # Set while the connection gets several frames per round: then the first waits too.
+        self._coalescing = 0
         self._flusher = _flusher()
         # Set when the peer stopped reading: the last writes are not waited for.
         self._stuck = False
@@ -562,11 +583,11 @@ class WebSocket:
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "")
 
     def _send_frame(self, frame: bytes) -> None:
-        # Straight to the socket when it is the first frame of this round and nothing waits
-        # before it (``_queued`` rather than the list itself: a broadcast then reads only this
-        # object, for each of its members).
+        # Straight to the socket when it is the first frame of this round, nothing waits
+        # before it and the connection is not coalescing (``_queued`` rather than the list
+        # itself: a broadcast then reads only this object, for each of its members).
         kernel_full = False
-        if not (self._flush_due or self._queued or self._writer_running):
+        if not (self._flush_due or self._queued or self._writer_running or self._coalescing):
             try:
                 sent = os.write(self._fd, frame)
             except BlockingIOError:
@@ -594,11 +615,21 @@ class WebSocket:
         self._queued += len(frame)
         if kernel_full:
             self._start_writer()
+        elif not (self._flush_due or self._writer_running):
+            self._flush_due = True
+            self._flusher.add(self)
 
     def _flush(self) -> None:
         """Write the frames queued this round in one write (the flusher calls this)."""
         self._flush_due = False
         queue = self._queue
+        # A connection that got several frames this round (a busy cell, a watch page) is
+        # likely to next round too: its first frame then waits for the flush as well, for one
+        # write per round. One that got a single frame goes back to writing it at once.
+        if len(queue) >= (2 if self._coalescing else 1):
+            self._coalescing = COALESCING_ROUNDS
+        elif self._coalescing:
+            self._coalescing -= 1
         if not queue or self._writer_running:
             return
         data = queue[0] if len(queue) == 1 else b"".join(queue)

@@ -15,7 +15,7 @@ rejected, closed early, stalled), 2 for a bad option or pattern.
 from __future__ import annotations
 
 import gc
-import math
+import re
 import resource
 import time
 import urllib.error
@@ -54,6 +54,8 @@ CLIENT_CONFIG = WebSocketConfig(ping_interval=None)
 #: 700, has the collector walk the 10,000 connections' objects over and over: at 2,500 cells,
 #: 1.6 steps/s with it, 2.4 with this)
 GC_GEN0_THRESHOLD = 50_000
+#: a cell as the server names it in a state: row and column
+_CELL = re.compile("[0-9]+ [0-9]+")
 #: the eight neighbours of a cell, as offsets
 OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
 
@@ -197,6 +199,8 @@ class Run:
     #: what the first failure was, and how many cells failed
     failure: str | None = None
     failures: int = 0
+    #: every cell of the run
+    cells: list[Cell] = field(default_factory=list)
 
     def seconds(self) -> tuple[float, float, float]:
         """How long connecting, subscribing and playing the steps took (0 for a phase not done)."""
@@ -211,17 +215,35 @@ class Run:
             self.failure = f"cell {row},{col}: {reason}"
         self.cancel_scope.cancel()
 
+    def check_stalls(self) -> None:
+        """Fail the cell that has waited longest for its neighbours' states, if that is over
+        ``STALL_TIMEOUT``: only a lost message or a stuck peer takes that long."""
+        waiting = [cell for cell in self.cells if cell.waiting_since is not None]
+        if not waiting:
+            return
+        cell = min(waiting, key=lambda cell: cell.waiting_since or 0.0)
+        if trio.current_time() - (cell.waiting_since or 0.0) > STALL_TIMEOUT:
+            reason = f"no states from all its neighbours for step {cell.step} within {STALL_TIMEOUT:g} s"
+            self.fail(cell.row, cell.col, reason)
+
 
 class Cell:
-    """One cell: its place, its neighbours and the states it heard of, by step."""
+    """One cell: its place, its neighbours and the states it heard of, for this step and the next."""
 
     def __init__(self, row: int, col: int, alive: bool, run: Run) -> None:
         self.row, self.col, self.alive, self.run = row, col, alive, run
         #: neighbour -> the number of neighbour positions it occupies
         self.neighbours = neighbours(row, col, run.size, run.wrap)
-        # step -> [neighbours heard from, live neighbour positions]. A neighbour may already
-        # be one step ahead: its states wait here for their step.
-        self._heard: dict[int, list[int]] = {}
+        #: the step whose neighbours' states the cell waits for, and since when (None while
+        #: it is not waiting for states); the run's reporter looks at both for stalls
+        self.step = 0
+        self.waiting_since: float | None = None
+        # The neighbours as the server names them in a state (``"R C"``), with their weight.
+        self._weights = {f"{r} {c}": count for (r, c), count in self.neighbours.items()}
+        # [neighbours heard from, live neighbour positions] at ``step``, and at ``step + 1``: a
+        # neighbour may already be one step ahead.
+        self._now = [0, 0]
+        self._next = [0, 0]
 
     async def play(self) -> None:
         """Connect, subscribe, play every step; a failure is reported to the run."""
@@ -267,48 +289,53 @@ class Cell:
             raise CellFailed(f"expected ready, got {self._describe(ws, message)}")
 
     async def _steps(self, ws: WebSocket) -> None:
-        """Send the state of each step; between two, compute the next from the neighbours'."""
+        """Send the state of each step; between two, compute the next from the neighbours'.
+
+        No cancel scope per step (with 10,000 cells, moving a deadline at each step costs more
+        than the rules do): the run's reporter fails a cell that has waited too long.
+        """
         run = self.run
         start = trio.current_time()
-        # One cancel scope for all the steps, its deadline moved at each: with 10,000 cells, a
-        # scope per step costs more than the rules do.
-        with trio.CancelScope() as stall:
-            for step in range(run.steps + 1):
-                if run.speed > 0:
-                    await trio.sleep_until(start + step / run.speed)
-                ws.write_message(f"state {step} {int(self.alive)}")
-                run.sent += 1
-                if step == run.steps:
-                    return
-                stall.deadline = trio.current_time() + STALL_TIMEOUT
-                self.alive = next_state(self.alive, await self._live_neighbours(ws, step))
-                stall.deadline = math.inf
-        raise CellFailed(f"no states from all its neighbours for step {step} within {STALL_TIMEOUT:g} s")
+        expected = len(self._weights)
+        for step in range(run.steps + 1):
+            if run.speed > 0:
+                await trio.sleep_until(start + step / run.speed)
+            ws.write_message(f"state {step} {int(self.alive)}")
+            run.sent += 1
+            if step == run.steps:
+                return
+            self.step, self.waiting_since = step, trio.current_time()
+            now, this, following = self._now, str(step), str(step + 1)
+            while now[0] < expected:
+                message = await ws.read_message()
+                if not isinstance(message, str):
+                    raise CellFailed(f"expected a state, got {self._describe(ws, message)}")
+                self._record(message, this, following)
+            self.waiting_since = None
+            self.alive = next_state(self.alive, now[1])
+            self._now, self._next = self._next, [0, 0]
 
-    async def _live_neighbours(self, ws: WebSocket, step: int) -> int:
-        """The live neighbour positions at ``step``, once every neighbour told its state."""
-        expected = len(self.neighbours)
-        heard = self._heard.setdefault(step, [0, 0])
-        while heard[0] < expected:
-            message = await ws.read_message()
-            if not isinstance(message, str):
-                raise CellFailed(f"expected a state, got {self._describe(ws, message)}")
-            self._record(message)
-        del self._heard[step]
-        return heard[1]
-
-    def _record(self, message: str) -> None:
-        """Note a relayed ``R C STEP ALIVE`` under its step."""
+    def _record(self, message: str, this: str, following: str) -> None:
+        """Note a relayed ``R C STEP ALIVE`` of step ``this`` or ``following`` (as text)."""
         try:
-            row, col, step, alive = map(int, message.split())
+            cell, step, alive = message.rsplit(" ", 2)
         except ValueError:
             raise CellFailed(f"expected a state, got {message[:80]!r}") from None
-        weight = self.neighbours.get((row, col))
-        if weight is None:
-            raise CellFailed(f"got the state of {row},{col}, which is not a neighbour")
-        heard = self._heard.setdefault(step, [0, 0])
+        weight = self._weights.get(cell)
+        if weight is None and _CELL.fullmatch(cell):
+            raise CellFailed(f"got the state of {cell.replace(' ', ',')}, which is not a neighbour")
+        if weight is None or alive not in ("0", "1"):
+            raise CellFailed(f"expected a state, got {message[:80]!r}")
+        if step == this:
+            heard = self._now
+        elif step == following:
+            heard = self._next
+        else:
+            where = cell.replace(" ", ",")
+            raise CellFailed(f"got the state of {where} at step {step[:20]} while at step {this}")
         heard[0] += 1
-        heard[1] += weight * alive
+        if alive == "1":
+            heard[1] += weight
 
     def _finish(self) -> None:
         run = self.run
@@ -389,15 +416,18 @@ class Command(BaseCommand):
             async with trio.open_nursery() as cells:
                 for row in range(size):
                     for col in range(size):
-                        cells.start_soon(Cell(row, col, (row, col) in alive, run).play)
+                        run.cells.append(Cell(row, col, (row, col) in alive, run))
+                        cells.start_soon(run.cells[-1].play)
             outer.cancel_scope.cancel()  # the reporter
         self.stderr.write(self._progress(run))
         return run
 
     async def _report(self, run: Run) -> None:
+        """Once a second: the progress on stderr, and a look for stalled cells."""
         while True:
             await trio.sleep(1)
             self.stderr.write(self._progress(run))
+            run.check_stalls()
 
     @staticmethod
     def _progress(run: Run) -> str:
