@@ -233,6 +233,33 @@ def test_pattern_larger_than_the_grid_exits_2() -> None:
     assert "pattern gosper is 9 x 36 cells: larger than the 20 x 20 grid" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["-s", "0"], ["-s", "201"], ["-n", "-1"], ["-l", "-1"], ["--stall-timeout", "0"]],
+    ids=["size-0", "size-201", "negative-steps", "negative-speed", "no-stall-timeout"],
+)
+def test_bad_options_exit_2(args: list[str]) -> None:
+    result = run_gameoflife_offline(*args)
+    assert result.returncode == 2, result.stderr
+    assert "--size must be from 1 to 200" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_stalled_run_names_a_waiting_cell(server: Server) -> None:
+    # A relay that answers ready and drops every state: each cell waits for its neighbours.
+    port = port_of(server)
+    silent = f"http://127.0.0.1:{port}/t/silent"  # the last --url given is the one used
+    with trio.fail_after(RUN_TIMEOUT):
+        result = await run_gameoflife(
+            port, "-s", "3", "-n", "2", "-l", "0", "--stall-timeout", "0.5", "--url", silent
+        )
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert re.search(
+        r"cell [0-2],[0-2]: no states from all its neighbours for step 0 within 0.5 s", stderr
+    ), stderr
+
+
 def test_unreachable_server_exits_1() -> None:
     result = run_gameoflife_offline("-s", "4")
     assert result.returncode == 1

@@ -2,6 +2,8 @@
 
 from django.urls import include, path
 
+from example_site import life
+
 from . import views
 
 urlpatterns = [
@@ -28,4 +30,6 @@ urlpatterns = [
     path("t/pid/", views.pid),
     path("t/ws/pid/", views.ws_pid),
     path("t/ws/group-pid/<str:name>/", views.ws_group_pid),
+    path("t/silent/reset/", life.reset),
+    path("t/silent/worker/", views.silent_worker),
 ]

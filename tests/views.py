@@ -276,3 +276,11 @@ async def ws_group_pid(ws: WebSocket, name: str) -> None:
     ws.write_message(str(os.getpid()))
     async for message in ws:
         group.broadcast(message)
+
+
+@websocket
+async def silent_worker(ws: WebSocket) -> None:
+    """A Game of Life relay that relays nothing: ``ready`` is answered, states are dropped."""
+    async for message in ws:
+        if message == "ready":
+            ws.write_message("ready")

@@ -13,16 +13,17 @@ Rule 2: writes never wait. The first frame a connection gets in a scheduling rou
 straight to the socket with a non-blocking write (a broadcast to thousands of idle sockets
 then wakes no task); the frames it gets later in the same round are queued, and one task per
 trio run (``_Flusher``) writes each connection's queue in one write once the round is over.
-A connection that got several frames in its last round is *coalescing*: its first frame
-waits for the flush too, so a busy connection (a pipelining client, a cell hearing from its
-eight neighbours, a watch page hearing from every cell) costs one write per round, not one
-per frame. Whatever the kernel does not take stays queued for the connection's writer task,
-and from then on every frame goes through the queue, so order holds.
+A connection that got several frames in one of its last ``COALESCING_ROUNDS`` flushed
+rounds is *coalescing*: its first frame waits for the flush too, so a busy connection (a
+pipelining client, a cell hearing from its eight neighbours, a watch page hearing from every
+cell) costs one write per round, not one per frame. Whatever the kernel does not take stays
+queued for the connection's writer task, and from then on every frame goes through the
+queue, so order holds.
 Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
 closed with 1008 and logged; it never slows anyone else.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
-exists only while frames wait, and one ``keep_alive`` task pings every connection of a
-server that falls silent.
+exists only while the kernel does not take what is queued, and one ``keep_alive`` task
+pings every connection of a server that falls silent.
 The reader and writer run in a nursery the caller owns (the server's connection nursery), not one of their
 own; they end by themselves once the connection is closed and its socket with it.
 Every wait (a message, room in the inbox or the send queue, the close) parks in ``_wait``

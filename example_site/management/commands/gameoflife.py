@@ -42,8 +42,9 @@ MAX_SIZE = 200
 HANDSHAKES_IN_FLIGHT = 200
 #: seconds for one TCP connection and its handshake
 CONNECT_TIMEOUT = 30.0
-#: seconds a cell waits for its neighbours' states of one step (or for ``ready``) before it
-#: gives up: far more than a step takes, so only a lost message or a stuck peer reaches it
+#: seconds a cell waits for its neighbours' states of one step (or for ``ready``) before the
+#: run fails (``--stall-timeout``): far more than a step takes, so only a lost message or a
+#: stuck peer reaches it
 STALL_TIMEOUT = 60.0
 #: descriptors kept for everything but the cells' sockets
 SPARE_FILES = 50
@@ -185,6 +186,7 @@ class Run:
     wrap: bool
     steps: int
     speed: float
+    stall_timeout: float
     connected: Barrier
     subscribed: Barrier
     cancel_scope: trio.CancelScope
@@ -221,13 +223,13 @@ class Run:
 
     def check_stalls(self) -> None:
         """Fail the cell that has waited longest for its neighbours' states, if that is over
-        ``STALL_TIMEOUT``: only a lost message or a stuck peer takes that long."""
+        ``stall_timeout``: only a lost message or a stuck peer takes that long."""
         waiting = [cell for cell in self.cells if cell.waiting_since is not None]
         if not waiting:
             return
         cell = min(waiting, key=lambda cell: cell.waiting_since or 0.0)
-        if trio.current_time() - (cell.waiting_since or 0.0) > STALL_TIMEOUT:
-            reason = f"no states from all its neighbours for step {cell.step} within {STALL_TIMEOUT:g} s"
+        if trio.current_time() - (cell.waiting_since or 0.0) > self.stall_timeout:
+            reason = f"no states from all its neighbours for step {cell.step} within {self.stall_timeout:g} s"
             self.fail(cell.row, cell.col, reason)
 
 
@@ -285,10 +287,10 @@ class Cell:
         for row, col in self.neighbours:
             ws.write_message(f"subscribe {row} {col}")
         ws.write_message("ready")
-        with trio.move_on_after(STALL_TIMEOUT) as scope:
+        with trio.move_on_after(self.run.stall_timeout) as scope:
             message = await ws.read_message()
         if scope.cancelled_caught:
-            raise CellFailed(f"no answer to ready within {STALL_TIMEOUT:g} s")
+            raise CellFailed(f"no answer to ready within {self.run.stall_timeout:g} s")
         if message != "ready":
             raise CellFailed(f"expected ready, got {self._describe(ws, message)}")
 
@@ -383,12 +385,20 @@ class Command(BaseCommand):
             "-l", "--speed", type=float, default=1.0, help="most steps per second; 0 for no limit (1.0)"
         )
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the site (http://127.0.0.1:8000)")
+        parser.add_argument(
+            "--stall-timeout",
+            type=float,
+            default=STALL_TIMEOUT,
+            help=f"seconds a cell may wait for its neighbours' states ({STALL_TIMEOUT:g})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         size, steps, speed = options["size"], options["steps"], options["speed"]
-        if not 1 <= size <= MAX_SIZE or steps < 0 or not speed >= 0:
+        if not 1 <= size <= MAX_SIZE or steps < 0 or not speed >= 0 or not options["stall_timeout"] > 0:
             raise CommandError(
-                f"--size must be from 1 to {MAX_SIZE}, --steps and --speed at least 0", returncode=2
+                f"--size must be from 1 to {MAX_SIZE}, --steps and --speed at least 0, "
+                "--stall-timeout over 0",
+                returncode=2,
             )
         site = options["url"].rstrip("/")
         if urllib.parse.urlsplit(site).scheme != "http":
@@ -400,8 +410,9 @@ class Command(BaseCommand):
         gc.freeze()  # Django and the settings: no collection needs to walk them again
         gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
         started = time.monotonic()
+        url = "ws" + site.removeprefix("http")
         run = trio.run(
-            self._play, "ws" + site.removeprefix("http"), alive, size, not options["no_wrap"], steps, speed
+            self._play, url, alive, size, not options["no_wrap"], steps, speed, options["stall_timeout"]
         )
         if run.failure is not None:
             others = f" ({run.failures - 1} more cells failed)" if run.failures > 1 else ""
@@ -410,12 +421,29 @@ class Command(BaseCommand):
         self.stdout.write(f"elapsed: {time.monotonic() - started:.1f} s")
 
     async def _play(
-        self, url: str, alive: set[tuple[int, int]], size: int, wrap: bool, steps: int, speed: float
+        self,
+        url: str,
+        alive: set[tuple[int, int]],
+        size: int,
+        wrap: bool,
+        steps: int,
+        speed: float,
+        stall_timeout: float,
     ) -> Run:
         """Run every cell to the end (or the first failure); report progress meanwhile."""
         total = size * size
         async with trio.open_nursery() as outer:
-            run = Run(url, size, wrap, steps, speed, Barrier(total), Barrier(total), outer.cancel_scope)
+            run = Run(
+                url,
+                size,
+                wrap,
+                steps,
+                speed,
+                stall_timeout,
+                Barrier(total),
+                Barrier(total),
+                outer.cancel_scope,
+            )
             outer.start_soon(self._report, run)
             outer.start_soon(self._freeze_connections, run)
             async with trio.open_nursery() as cells:
