@@ -19,12 +19,13 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, TextMessage
 
 from tests.conftest import StartServer, connect, read_until_closed
 from tests.test_websocket import RawWebSocket, url
-from trio_c10k import Server, WebSocketConfig
+from trio_c10k import ConnectionClosed, Server, WebSocketConfig
 from trio_c10k.client import open_websocket
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -266,3 +267,24 @@ async def test_client_frames_are_masked_and_valid() -> None:
         with trio.fail_after(10):
             await both.wait()
     assert received == ["first", "x" * 70_000]
+
+
+async def test_writing_while_closing_raises_with_the_code_sent() -> None:
+    # The server answers the close only after a while: meanwhile the client is closing.
+    answered = trio.Event()
+
+    async def slow_answer(stream: trio.SocketStream, connection: Connection) -> None:
+        await client_close_code(stream, connection)
+        await answered.wait()
+
+    async with raw_server(b"", slow_answer) as address, open_websocket(address) as ws:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.close, 4001, "going")
+            await trio.testing.wait_all_tasks_blocked()
+            assert not ws.open
+            assert not ws.closed
+            with pytest.raises(ConnectionClosed) as info:
+                ws.write_message("too late")
+            assert (info.value.code, info.value.reason) == (4001, "going")
+            answered.set()
+        assert ws.close_code == 1000  # the answer raw_server sends

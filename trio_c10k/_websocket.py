@@ -242,10 +242,10 @@ class WebSocket:
         self._stuck = False
         # The writer task runs only while frames wait: an idle connection costs no task.
         self._writer_running = False
-        # Set once the connection is closed (close_code says how), and once a close frame went
-        # out (after it, no data frame may: RFC 6455 section 5.5.1).
+        # Set once the connection is closed (close_code says how); the close frame sent, once
+        # one went out (after it, no data frame may: RFC 6455 section 5.5.1).
         self._is_closed = False
-        self._close_sent = False
+        self._close_sent: CloseConnection | None = None
         # The fan-out groups it belongs to (None until it joins one); it leaves them on close.
         self._groups: list[Group] | None = None
         self._nursery: trio.Nursery | None = None
@@ -580,8 +580,10 @@ class WebSocket:
         return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "websocket"
 
     def _check_open(self) -> None:
-        if not self.open:
+        if self._is_closed:
             raise ConnectionClosed(self.close_code or _ABNORMAL, self.close_reason or "")
+        if self._close_sent is not None:  # closing: the code and reason this side sent
+            raise ConnectionClosed(self._close_sent.code, self._close_sent.reason or "")
 
     def _send_frame(self, frame: bytes) -> None:
         # Straight to the socket when it is the first frame of this round, nothing waits
@@ -679,14 +681,14 @@ class WebSocket:
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
         if self._ws.state is ConnectionState.OPEN:
-            self._close_sent = True
-            frame = self._ws.send(CloseConnection(code=code, reason=reason))
+            self._close_sent = CloseConnection(code=code, reason=reason)
+            frame = self._ws.send(self._close_sent)
             if self._queued + len(frame) <= self._config.send_queue_size:
                 self._send_frame(frame)
         self._mark_closed(code, reason)
 
     def _send_close(self, event: CloseConnection) -> None:
-        self._close_sent = True
+        self._close_sent = event
         self._send_frame(self._ws.send(event))
         self._wake()  # a reader waiting for room in the inbox goes on to the peer's close
 
@@ -805,4 +807,10 @@ async def serve_websocket(
         code, reason = 1011, "internal error"
     else:
         code, reason = 1000, ""
-    await ws._finish(code, reason)
+    try:
+        await ws._finish(code, reason)
+    finally:
+        # Closed for good before the caller closes the socket, even if the close handshake
+        # was cancelled: nothing may write to its descriptor number once another connection
+        # can have it.
+        ws._mark_closed(_ABNORMAL, "")

@@ -90,6 +90,7 @@ async def open_websocket(
                 await ws._finish(1000)
                 nursery.cancel_scope.cancel()  # the reader, and a writer whose peer is stuck
     finally:
+        ws._mark_closed(1006, "")  # no write may reach the descriptor once it is closed
         await trio.aclose_forcefully(stream)
 
 
