@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from trio_c10k import WebSocket
-from trio_c10k._broker import decode, encode, redacted
+from trio_c10k._broker import channel_name, decode, encode, redacted
 from trio_c10k.client import open_websocket
 
 from .test_gameoflife import GLIDER, cells, life, run_gameoflife, states_by_step
@@ -84,10 +84,11 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
     server.stop()
 
 
-def start_server(supervised: list[Supervised], redis: Redis, *args: str) -> int:
-    """A server process (``--workers 1``) with the broker; its port."""
+def start_server(supervised: list[Supervised], redis: Redis, *args: str, database: int = 0) -> int:
+    """A server process (``--workers 1``) with the broker (Redis database ``database``); its port."""
     port = free_port()
-    command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", redis.url, *args)
+    url = redis.url.rsplit("/", 1)[0] + f"/{database}"
+    command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", url, *args)
     supervised.append(command)
     command.wait_for(r"Listening on")
     return port
@@ -107,6 +108,37 @@ def test_a_password_in_the_broker_url_is_not_logged() -> None:
     assert redacted("redis://:s3cret@redis-host:6379/0") == "redis://:***@redis-host:6379/0"
     assert redacted("rediss://user:s3cret@redis-host/0") == "rediss://user:***@redis-host/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_channel_is_named_after_the_database() -> None:
+    assert channel_name("redis://redis-host:6379/0") == b"trio_c10k.groups.0"
+    assert channel_name("redis://redis-host") == b"trio_c10k.groups.0"
+    assert channel_name("rediss://:pw@redis-host:6380/3") == b"trio_c10k.groups.3"
+    assert channel_name("unix:///run/redis.sock?db=2") == b"trio_c10k.groups.2"
+
+
+async def test_sites_on_other_databases_do_not_get_each_others_broadcasts(
+    redis: Redis, supervised: list[Supervised]
+) -> None:
+    # Redis pub/sub ignores database numbers; the channel's name carries it.
+    site_a = [start_server(supervised, redis, database=1) for _ in range(2)]
+    site_b = [start_server(supervised, redis, database=2) for _ in range(2)]
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_websocket(f"ws://127.0.0.1:{site_a[0]}/chat/same-room/ws/") as a_here,
+            open_websocket(f"ws://127.0.0.1:{site_a[1]}/chat/same-room/ws/") as a_there,
+            open_websocket(f"ws://127.0.0.1:{site_b[0]}/chat/same-room/ws/") as b_here,
+            open_websocket(f"ws://127.0.0.1:{site_b[1]}/chat/same-room/ws/") as b_there,
+        ):
+            await wait_until_linked(a_here, a_there)
+            await wait_until_linked(b_here, b_there)  # site B's processes are subscribed too
+            a_here.write_message("site A only")
+            assert await next_text(a_there) == "site A only"
+            # Redis has handed "site A only" to the subscribers of its channel. Had site B's
+            # processes been among them, it would come before anything published after it.
+            b_here.write_message("site B only")
+            assert await next_text(b_here) == "site B only"
+            assert await next_text(b_there) == "site B only"
 
 
 async def test_a_chat_message_reaches_the_members_held_by_another_process(

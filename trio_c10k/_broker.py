@@ -1,6 +1,7 @@
 """Group broadcasts across processes and machines, through Redis pub/sub (``--broker``).
 
-Rule 1: one Redis channel, ``CHANNEL``, carries the broadcasts of every process. A process
+Rule 1: one Redis channel (``channel_name``) carries the broadcasts of every process of a
+site: the processes whose broker URLs name the same database. A process
 delivers a broadcast to its own members at once, then publishes it; every process receives
 every message and delivers it to the members of that group it holds, skipping its own
 (recognised by a random ``origin`` per process). One channel rather than one per group: no
@@ -30,8 +31,8 @@ from coredis.retry import NoRetryPolicy
 
 log = logging.getLogger("trio_c10k.broker")
 
-#: the Redis channel every process publishes to and subscribes to
-CHANNEL = b"trio_c10k.groups"
+#: the Redis channel of the processes using database N is this, followed by N
+CHANNEL_PREFIX = "trio_c10k.groups."
 #: broadcasts waiting to be published; beyond it they are dropped (Redis too slow, or down)
 PUBLISH_QUEUE = 10_000
 #: seconds between two attempts to reach Redis: the first wait, then doubling up to the last
@@ -57,6 +58,17 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def channel_name(url: str) -> bytes:
+    """The channel of the processes whose broker URL names the same database as ``url``.
+
+    Redis pub/sub ignores database numbers: the number is in the channel's name, so that two
+    sites on one Redis server, each with a database of its own (``/1``, ``/2``), do not get
+    each other's broadcasts. A URL without one names database 0.
+    """
+    database = coredis.ConnectionPool.from_url(url).connection_kwargs.get("db") or 0
+    return f"{CHANNEL_PREFIX}{database}".encode()
 
 
 def encode(origin: bytes, group: str, data: str | bytes) -> bytes:
@@ -96,6 +108,8 @@ class RedisBroker:
         self.url = url
         #: the URL as logged: without its password
         self.shown = redacted(url)
+        #: the pub/sub channel, shared by the processes using the same database
+        self.channel = channel_name(url)
         #: this process's mark on what it publishes
         self.origin = os.urandom(_ORIGIN_SIZE)
         self._deliver = deliver
@@ -165,18 +179,18 @@ class RedisBroker:
             self._drop_queued()  # broadcast while Redis was away: lost (Rule 2), not sent late
         self._connected()
         async for payload in self._receive:
-            await client.publish(CHANNEL, payload)
+            await client.publish(self.channel, payload)
             if self._dropping and self._receive.statistics().current_buffer_used == 0:
                 log.info("Broker: publishing again; %d broadcasts were dropped", self._dropped)
                 self._dropping, self._dropped = False, 0
 
     async def _subscribe(self, client: coredis.Redis[bytes]) -> None:
-        async with client.pubsub(channels=[CHANNEL], retry_policy=NoRetryPolicy()) as pubsub:
+        async with client.pubsub(channels=[self.channel], retry_policy=NoRetryPolicy()) as pubsub:
             async for message in pubsub:
                 if message["type"] == "subscribe":
                     if self._first_subscription:
                         self._first_subscription = False
-                        log.info("Broker: subscribed to %r at %s", CHANNEL.decode(), self.shown)
+                        log.info("Broker: subscribed to %r at %s", self.channel.decode(), self.shown)
                     self._connected()
                 elif message["type"] == "message":
                     self._on_message(message["data"])
@@ -187,7 +201,9 @@ class RedisBroker:
         try:
             origin, group, data = decode(payload)
         except ValueError as exc:
-            log.warning("Broker: ignoring a message on %r that is not a broadcast (%s)", CHANNEL, exc)
+            log.warning(
+                "Broker: ignoring a message on %r that is not a broadcast (%s)", self.channel.decode(), exc
+            )
             return
         if origin != self.origin:
             self._deliver(group, data)
