@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import coredis
 import pytest
 import trio
 
 from trio_c10k import WebSocket
-from trio_c10k._broker import channel_name, decode, encode, redacted
+from trio_c10k._broker import channel_name, checked_url, decode, encode, redacted
 from trio_c10k.client import open_websocket
 
 from .test_gameoflife import GLIDER, cells, life, run_gameoflife, states_by_step
@@ -108,6 +109,22 @@ def test_a_password_in_the_broker_url_is_not_logged() -> None:
     assert redacted("redis://:s3cret@redis-host:6379/0") == "redis://:***@redis-host:6379/0"
     assert redacted("rediss://user:s3cret@redis-host/0") == "rediss://user:***@redis-host/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_tls_urls_check_the_host_name_unless_told_not_to() -> None:
+    assert (
+        checked_url("rediss://:pw@redis-host:6380/0")
+        == "rediss://:pw@redis-host:6380/0?ssl_check_hostname=true"
+    )
+    assert (
+        checked_url("rediss://h/0?ssl_ca_certs=/ca.pem")
+        == "rediss://h/0?ssl_ca_certs=/ca.pem&ssl_check_hostname=true"
+    )
+    assert checked_url("rediss://h/0?ssl_check_hostname=false") == "rediss://h/0?ssl_check_hostname=false"
+    assert checked_url("redis://h:6379/0") == "redis://h:6379/0"
+    # What the Redis client makes of it: a TLS context that checks names.
+    pool = coredis.ConnectionPool.from_url(checked_url("rediss://redis-host:6380/0"))
+    assert pool.connection_kwargs["ssl_context"].check_hostname is True
 
 
 def test_the_channel_is_named_after_the_database() -> None:

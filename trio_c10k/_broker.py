@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
 import coredis
@@ -58,6 +58,18 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def checked_url(url: str) -> str:
+    """``url``, with the server's host name checked against its certificate for ``rediss://``
+    unless the URL says otherwise (``ssl_check_hostname=false``): the Redis client checks
+    the certificate by default, but not the name, so any certificate from a trusted authority
+    would do."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_check_hostname" in parse_qs(parts.query):
+        return url
+    query = f"{parts.query}&ssl_check_hostname=true" if parts.query else "ssl_check_hostname=true"
+    return urlunsplit(parts._replace(query=query))
 
 
 def channel_name(url: str) -> bytes:
@@ -104,8 +116,9 @@ class RedisBroker:
     delivers theirs. ``run()`` keeps it connected until cancelled."""
 
     def __init__(self, url: str, deliver: Deliver) -> None:
-        #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``)
-        self.url = url
+        #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``), as
+        #: used (``checked_url``)
+        self.url = checked_url(url)
         #: the URL as logged: without its password
         self.shown = redacted(url)
         #: the pub/sub channel, shared by the processes using the same database
