@@ -156,6 +156,24 @@ async def test_a_long_masked_8_byte_length_frame_one_chunk_at_a_time(server: Ser
     assert received == payload
 
 
+def write_syscalls() -> int:
+    """The write system calls this process made so far (Linux's per-process I/O accounting)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("syscw:"))
+
+
+async def test_frames_written_in_one_round_leave_in_one_write(server: Server) -> None:
+    # The handler writes 200 messages without yielding: the first goes out at once, the
+    # other 199 with the flush at the end of the round. One write each would be 200.
+    raw = await RawWebSocket.open(server, "/t/ws/bursts/")
+    before = write_syscalls()
+    await raw.stream.send_all(frame(1, b"200"))
+    received = [(await raw.next_event()).data for _ in range(200)]
+    writes = write_syscalls() - before
+    assert received == [f"burst {i}" for i in range(200)]
+    assert writes < 20, f"{writes} writes for 200 frames"  # the margin: other threads' writes
+
+
 # -- the client side ------------------------------------------------------------------------
 
 

@@ -284,3 +284,11 @@ async def silent_worker(ws: WebSocket) -> None:
     async for message in ws:
         if message == "ready":
             ws.write_message("ready")
+
+
+@websocket
+async def ws_bursts(ws: WebSocket) -> None:
+    """For each message ``N``, sends ``N`` messages at once (in one scheduling round)."""
+    async for message in ws:
+        for i in range(int(message)):
+            ws.write_message(f"burst {i}")
