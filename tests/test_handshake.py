@@ -109,20 +109,3 @@ def test_origin_allowed(origin: str | None, allowed: bool) -> None:
     assert (
         origin_allowed(origin, "site.test:8000", [".example.com", "*"], ["https://*.trusted.test"]) is allowed
     )
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-@pytest.mark.parametrize("kind", [str, bytes])
-def test_encode_frame_matches_wsproto(size: int, kind: type) -> None:
-    from wsproto.connection import Connection, ConnectionType
-    from wsproto.events import BytesMessage, TextMessage
-
-    from trio_c10k._websocket import encode_frame
-
-    data: str | bytes = (
-        "é" * (size // 2) + "a" * (size % 2)
-        if kind is str
-        else bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    )
-    event = TextMessage(data=data) if kind is str else BytesMessage(data=data)
-    assert encode_frame(data) == Connection(ConnectionType.SERVER).send(event)

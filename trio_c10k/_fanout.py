@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._websocket import WebSocket, encode_frame
+from ._frames import encode_frame
+from ._websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker

@@ -3,8 +3,9 @@
 Rule 1: one reader task turns bytes into whole messages, bounded by ``max_message_size``
 (1009 beyond it), and hands them over through a small inbox (``INCOMING_QUEUE``): when the
 handler does not read, the reader stops reading and TCP pushes back on the peer.
-The reader splits the bytes into frames itself. The common frame (a whole text or binary
-message in one frame, masked as the side requires, no extension agreed) it decodes itself;
+The reader splits the bytes into frames itself. The common frame (``_frames``: a whole text
+or binary message in one frame, masked as the side requires, no extension agreed) it
+decodes itself;
 every other frame (control frames, fragments, anything malformed, any frame when an
 extension was agreed, a long frame still arriving) goes to wsproto whole, from its first
 byte to its last, so wsproto never holds a partial frame when the reader takes over again.
@@ -47,6 +48,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ._config import WebSocketConfig
 from ._exceptions import ConnectionClosed
+from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
 
 if TYPE_CHECKING:
     from ._fanout import Group
@@ -62,51 +64,6 @@ COALESCING_ROUNDS = 8
 #: RFC 6455 opcodes accepted by ``write_message(opcode=...)``, as the seed's API had them
 TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
-
-
-def encode_frame(data: str | bytes, masked: bool = False) -> bytes:
-    """An unfragmented frame (RFC 6455 section 5.2): text for str, binary for bytes; unmasked
-    as a server sends it, or ``masked`` with a random key as a client must."""
-    if isinstance(data, str):
-        payload, first = data.encode("utf-8"), 0x81
-    else:
-        payload, first = bytes(data), 0x82
-    length = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if length < 126:
-        header = bytes((first, mask_bit | length))
-    elif length < 65536:
-        header = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
-    if not masked:
-        return header + payload
-    key = _masking_key()
-    return header + key + _unmask(payload, key)
-
-
-_keys: list[bytes] = []  # masking keys not used yet
-
-
-def _masking_key() -> bytes:
-    """4 random bytes for a client frame (RFC 6455 section 5.3: from a strong source of
-    entropy), cut from one ``os.urandom`` call per 1,024 keys: a system call per frame cost
-    as much as building the frame."""
-    while True:
-        try:
-            return _keys.pop()
-        except IndexError:  # used up (by this thread or another)
-            pool = os.urandom(4096)
-            _keys.extend(pool[i : i + 4] for i in range(0, 4096, 4))
-
-
-def _unmask(payload: bytes, key: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``key`` (masking and unmasking are the same)."""
-    length = len(payload)
-    if not length:
-        return b""
-    keys = (key * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(length, "little")
 
 
 def _read_nowait(fd: int) -> bytes | None:
@@ -203,7 +160,7 @@ class WebSocket:
         self._plain = not connection.client and not extensions
         # Without extensions the reader decodes the common frame itself: the mask bit such a
         # frame has (a client masks, a server does not). None: every frame goes to wsproto.
-        self._mask_bit = None if extensions else 0 if connection.client else 0x80
+        self._mask_bit = None if extensions else 0 if connection.client else MASKED
         # Bytes received after the handshake and not yet split into frames (``received``: what
         # came with the handshake), and how many bytes of the frame wsproto is parsing it has
         # not had yet.
@@ -447,32 +404,20 @@ class WebSocket:
                 at += take
                 self._to_wsproto(data[at - take : at])
                 continue
-            if end - at < 2:
+            header = frame_header(data, at, mask_bit)
+            if header is None:
                 break
-            first, second = data[at], data[at + 1]
-            length, start = second & 0x7F, at + 2
-            common = True
-            if length > 125:  # a 2- or 8-byte length follows, which must need that many bytes
-                size = 2 if length == 126 else 8
-                if end - start < size:
-                    break
-                length = int.from_bytes(data[start : start + size], "big")
-                start += size
-                common = (126 if size == 2 else 65536) <= length < 1 << 63
-            if second & 0x80:
-                start += 4  # the masking key
-            stop = start + length
-            common = common and (first == 0x81 or first == 0x82) and second & 0x80 == mask_bit
+            first, start, stop, common = header
             if common and self._parts is None:
-                if length > self._config.max_message_size:
+                if stop - start > self._config.max_message_size:
                     self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
                     break
                 if stop <= end:
                     payload = data[start:stop]
                     if mask_bit:
-                        payload = _unmask(payload, data[start - 4 : start])
+                        payload = unmask(payload, data[start - 4 : start])
                     at = stop
-                    if first == 0x82:
+                    if first == COMMON_BINARY:
                         self._deliver(payload)
                         continue
                     try:

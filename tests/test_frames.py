@@ -1,4 +1,5 @@
-"""How a WebSocket splits received bytes into frames, on both sides, over real sockets.
+"""WebSocket frames: ``trio_c10k._frames`` alone, then how a connection splits received bytes
+into frames and writes its own, on both sides, over real sockets.
 
 The reader decodes the common frame (a whole text or binary message in one frame) itself and
 hands every other frame to wsproto whole (trio_c10k/_websocket.py, Rule 1). These tests send
@@ -21,11 +22,12 @@ import pytest
 import trio
 import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import CloseConnection, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from tests.conftest import StartServer, connect, read_until_closed
 from tests.test_websocket import RawWebSocket, url
 from trio_c10k import ConnectionClosed, Server, WebSocketConfig
+from trio_c10k._frames import MASKED, encode_frame, frame_header, unmask
 from trio_c10k.client import open_websocket
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -57,6 +59,66 @@ async def next_close(raw: RawWebSocket) -> CloseConnection:
         assert event is not None, "the connection ended without a close frame"
         if isinstance(event, CloseConnection):
             return event
+
+
+# -- the frames alone ------------------------------------------------------------------------
+
+
+def sample(size: int, kind: type) -> str | bytes:
+    if kind is str:
+        return "é" * (size // 2) + "a" * (size % 2)
+    return bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_server_frames_are_wsprotos(size: int, kind: type) -> None:
+    data = sample(size, kind)
+    event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+    assert encode_frame(data) == Connection(ConnectionType.SERVER).send(event)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_client_frames_are_masked_and_read_back_by_wsproto(size: int, kind: type) -> None:
+    data = sample(size, kind)
+    encoded = encode_frame(data, masked=True)
+    assert encoded[1] & MASKED
+    server = Connection(ConnectionType.SERVER)
+    server.receive_data(encoded)
+    (event,) = server.events()
+    assert (event.data, event.message_finished) == (data, True)
+    assert encode_frame(data, masked=True) != encoded or size == 0  # a new key each time
+
+
+@pytest.mark.parametrize(
+    ("data", "mask_bit", "expected"),
+    [
+        pytest.param(frame(1, b"hi", masked=False), 0, (0x81, 2, 4, True), id="client-reads-text"),
+        pytest.param(frame(2, b"x" * 200), MASKED, (0x82, 8, 208, True), id="server-reads-2-byte-length"),
+        pytest.param(frame(1, b"hi"), 0, (0x81, 6, 8, False), id="client-gets-a-masked-frame"),
+        pytest.param(frame(1, b"hi", masked=False), MASKED, (0x81, 2, 4, False), id="server-gets-unmasked"),
+        pytest.param(frame(1, b"hi", length_bytes=2), MASKED, (0x81, 8, 10, False), id="non-minimal"),
+        pytest.param(frame(1, b"hi", fin=False), MASKED, (0x01, 6, 8, False), id="fragment"),
+        pytest.param(frame(9, b"p"), MASKED, (0x89, 6, 7, False), id="ping"),
+        pytest.param(frame(1, b"hi"), None, (0x81, 6, 8, False), id="extension-agreed"),
+        pytest.param(frame(2, b"x" * 70000)[:14], MASKED, (0x82, 14, 70014, True), id="payload-not-here-yet"),
+        pytest.param(b"\x81", MASKED, None, id="one-byte"),
+        pytest.param(frame(2, b"x" * 70000)[:5], MASKED, None, id="length-cut"),
+    ],
+)
+def test_frame_header(data: bytes, mask_bit: int | None, expected: tuple[int, int, int, bool] | None) -> None:
+    assert frame_header(b"junk" + data, 4, mask_bit) == (
+        None if expected is None else (expected[0], expected[1] + 4, expected[2] + 4, expected[3])
+    )
+
+
+def test_unmask_is_its_own_inverse() -> None:
+    payload, key = os.urandom(1001), os.urandom(4)
+    masked = unmask(payload, key)
+    assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert unmask(masked, key) == payload
+    assert unmask(b"", key) == b""
 
 
 # -- the server side ------------------------------------------------------------------------
