@@ -21,20 +21,25 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from example_site.grid import (
+    PatternError,
+    bundled_patterns,
+    neighbours,
+    next_state,
+    pattern_path,
+    place,
+    read_pattern,
+)
 from trio_c10k import ConnectionClosed, HandshakeRejected, WebSocket, WebSocketConfig
 from trio_c10k.client import open_websocket
 
-#: the bundled patterns (``-p NAME``): ``O`` alive, ``.`` dead, one line per row
-PATTERNS = Path(__file__).resolve().parents[2] / "patterns"
 #: the largest side the server accepts (example_site.life.MAX_SIZE)
 MAX_SIZE = 200
 #: handshakes in flight at once: enough to keep the server's worker threads busy, few enough
@@ -57,96 +62,10 @@ CLIENT_CONFIG = WebSocketConfig(ping_interval=None)
 GC_GEN0_THRESHOLD = 50_000
 #: a cell as the server names it in a state: row and column
 _CELL = re.compile("[0-9]+ [0-9]+")
-#: the eight neighbours of a cell, as offsets
-OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
 
 
 class CellFailed(Exception):
     """A cell could not play its part; the message says why, for the user."""
-
-
-# -- the pattern and the grid (pure) --------------------------------------------------------
-
-
-def pattern_path(spec: str) -> Path:
-    """The file ``spec`` names: a path, or else the name of a bundled pattern."""
-    path = Path(spec)
-    if not path.exists() and "/" not in spec and (PATTERNS / spec).is_file():
-        return PATTERNS / spec
-    return path
-
-
-def _bundled() -> str:
-    return ", ".join(sorted(path.name for path in PATTERNS.iterdir()))
-
-
-def read_pattern(path: Path) -> list[str]:
-    """The rows of a pattern file, trailing empty lines dropped.
-
-    Raises:
-        CommandError: (status 2) the file is missing, unreadable, empty, or holds a character
-            other than ``O``, ``.`` and line ends.
-    """
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise CommandError(
-            f"pattern {path}: no such file, nor a bundled pattern ({_bundled()})", returncode=2
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"pattern {path}: cannot read it: {exc}", returncode=2) from exc
-    rows = text.splitlines()
-    while rows and not rows[-1]:
-        rows.pop()
-    if not rows:
-        raise CommandError(f"pattern {path}: empty (expected rows of O for alive, . for dead)", returncode=2)
-    for number, row in enumerate(rows, start=1):
-        for column, char in enumerate(row, start=1):
-            if char not in "O.":
-                raise CommandError(
-                    f"pattern {path}: line {number}, column {column}: {char!r} is not a cell "
-                    "(O for alive, . for dead)",
-                    returncode=2,
-                )
-    return rows
-
-
-def place(rows: list[str], size: int, center: bool, name: str) -> set[tuple[int, int]]:
-    """The live cells of ``rows`` on the grid: centred, or from the top-left corner.
-
-    Raises:
-        CommandError: (status 2) the pattern does not fit.
-    """
-    height, width = len(rows), max(len(row) for row in rows)
-    if height > size or width > size:
-        raise CommandError(
-            f"pattern {name} is {height} x {width} cells: larger than the {size} x {size} grid",
-            returncode=2,
-        )
-    top, left = ((size - height) // 2, (size - width) // 2) if center else (0, 0)
-    return {(top + r, left + c) for r, row in enumerate(rows) for c, char in enumerate(row) if char == "O"}
-
-
-def neighbours(row: int, col: int, size: int, wrap: bool) -> Counter[tuple[int, int]]:
-    """How many times each cell is a neighbour of ``(row, col)``.
-
-    On a torus smaller than 3 x 3 a cell sits at several of the eight neighbour positions (on
-    a 1 x 1 torus it is its own neighbour eight times): its state counts once per position.
-    Without wrap, positions past the edge are dead and absent.
-    """
-    found: Counter[tuple[int, int]] = Counter()
-    for dr, dc in OFFSETS:
-        r, c = row + dr, col + dc
-        if wrap:
-            found[r % size, c % size] += 1
-        elif 0 <= r < size and 0 <= c < size:
-            found[r, c] += 1
-    return found
-
-
-def next_state(alive: bool, live_neighbours: int) -> bool:
-    """Conway's rules: a live cell with 2 or 3 live neighbours lives, a dead one with 3 is born."""
-    return live_neighbours == 3 or (alive and live_neighbours == 2)
 
 
 # -- the cells --------------------------------------------------------------------------------
@@ -370,7 +289,7 @@ class Command(BaseCommand):
             "-p",
             "--pattern",
             default="glider",
-            help=f"pattern file (O alive, . dead), or a bundled pattern: {_bundled()} (glider)",
+            help=f"pattern file (O alive, . dead), or a bundled pattern: {bundled_patterns()} (glider)",
         )
         parser.add_argument(
             "-C", "--no-center", action="store_true", help="put the pattern at the top-left corner"
@@ -404,7 +323,10 @@ class Command(BaseCommand):
         if urllib.parse.urlsplit(site).scheme != "http":
             raise CommandError(f"--url must be an http:// URL, not {site!r}", returncode=2)
         path = pattern_path(options["pattern"])
-        alive = place(read_pattern(path), size, not options["no_center"], path.name)
+        try:
+            alive = place(read_pattern(path), size, not options["no_center"], path.name)
+        except PatternError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
         _raise_file_limit(size * size)
         _reset(site, size)
         gc.freeze()  # Django and the settings: no collection needs to walk them again
