@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         + (f"worker {worker} " if worker is not None else "")
         + "%(name)s: %(message)s",
     )
+    if args.log_level != "debug":
+        # The Redis client logs each lost connection at INFO, again and again during an
+        # outage; the broker says it once (trio_c10k.broker), at WARNING.
+        logging.getLogger("coredis").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
         if args.workers < 1:
