@@ -12,7 +12,6 @@ raw server written here.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,34 +22,13 @@ import trio
 import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.utilities import generate_accept_token
 
 from tests.conftest import StartServer, connect, read_until_closed
-from tests.test_websocket import RawWebSocket, url
+from tests.test_websocket import RawWebSocket, frame, url
 from trio_c10k import ConnectionClosed, Server, WebSocketConfig
 from trio_c10k._frames import MASKED, encode_frame, frame_header, unmask
 from trio_c10k.client import open_websocket
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def frame(
-    opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True, length_bytes: int | None = None
-) -> bytes:
-    """One frame as any peer could send it, valid or not; ``length_bytes`` (0, 2 or 8) forces
-    the length encoding, minimal or not."""
-    if length_bytes is None:
-        length_bytes = 0 if len(payload) < 126 else 2 if len(payload) < 65536 else 8
-    head = bytes([(0x80 if fin else 0) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if length_bytes == 0:
-        head += bytes([mask_bit | len(payload)])
-    else:
-        head += bytes([mask_bit | (126 if length_bytes == 2 else 127)])
-        head += len(payload).to_bytes(length_bytes, "big")
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 async def next_close(raw: RawWebSocket) -> CloseConnection:
@@ -257,7 +235,7 @@ async def raw_server(after_101: bytes, script: Script | None = None) -> AsyncIte
             for line in request.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         )
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        accept = generate_accept_token(key)
         await stream.send_all(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + after_101

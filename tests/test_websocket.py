@@ -74,13 +74,31 @@ class RawWebSocket:
                     return None
 
 
-def masked_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
-    """A client frame built by hand (wsproto refuses to build invalid ones)."""
-    mask = os.urandom(4)
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    assert len(payload) < 126
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([first, 0x80 | len(payload)]) + mask + masked
+def frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    masked: bool = True,
+    fin: bool = True,
+    rsv: int = 0,
+    length_bytes: int | None = None,
+) -> bytes:
+    """One frame built by hand, as any peer could send it, valid or not (wsproto refuses to
+    build invalid ones): a client's unless ``masked`` is false; ``length_bytes`` (0, 2 or 8)
+    forces the length encoding, minimal or not."""
+    if length_bytes is None:
+        length_bytes = 0 if len(payload) < 126 else 2 if len(payload) < 65536 else 8
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if masked else 0
+    if length_bytes == 0:
+        head += bytes([mask_bit | len(payload)])
+    else:
+        head += bytes([mask_bit | (126 if length_bytes == 2 else 127)])
+        head += len(payload).to_bytes(length_bytes, "big")
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 # -- handshake ----------------------------------------------------------------------------
@@ -397,17 +415,17 @@ async def test_fragmented_message_with_ping_between_fragments(server: Server) ->
 @pytest.mark.parametrize(
     ("frames", "code"),
     [
-        pytest.param([masked_frame(1, b"\xff\xfe")], 1007, id="invalid-utf8"),
-        pytest.param([masked_frame(1, b"ok \xe2\x82", fin=False)], None, id="utf8-split-ok-so-far"),
+        pytest.param([frame(1, b"\xff\xfe")], 1007, id="invalid-utf8"),
+        pytest.param([frame(1, b"ok \xe2\x82", fin=False)], None, id="utf8-split-ok-so-far"),
         pytest.param(
-            [masked_frame(1, b"caf\xc3", fin=False), masked_frame(0, b"\x28", fin=False)],
+            [frame(1, b"caf\xc3", fin=False), frame(0, b"\x28", fin=False)],
             1007,
             id="invalid-utf8-across-fragments-before-the-end",
         ),
-        pytest.param([masked_frame(1, b"x", rsv=4)], 1002, id="reserved-bit"),
-        pytest.param([masked_frame(3, b"x")], 1002, id="unknown-opcode"),
-        pytest.param([masked_frame(8, struct.pack("!H", 999))], 1002, id="invalid-close-code"),
-        pytest.param([masked_frame(8, struct.pack("!H", 1005))], 1002, id="reserved-close-code-1005"),
+        pytest.param([frame(1, b"x", rsv=4)], 1002, id="reserved-bit"),
+        pytest.param([frame(3, b"x")], 1002, id="unknown-opcode"),
+        pytest.param([frame(8, struct.pack("!H", 999))], 1002, id="invalid-close-code"),
+        pytest.param([frame(8, struct.pack("!H", 1005))], 1002, id="reserved-close-code-1005"),
         pytest.param([b"\x81\x05hello"], 1002, id="unmasked-client-frame"),
     ],
 )
@@ -418,7 +436,7 @@ async def test_protocol_errors_close_with_the_rfc_code(
     await raw.stream.send_all(b"".join(frames))
     if code is None:
         # A valid prefix of a message: nothing happens yet; a ping still works.
-        await raw.stream.send_all(masked_frame(9, b"p"))
+        await raw.stream.send_all(frame(9, b"p"))
         assert isinstance(await raw.next_event(), Pong)
         return
     close = await raw.next_event()
