@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._config import Bind, Config, WebSocketConfig
 from ._django import database_sync_to_thread, websocket
 from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
-from ._fanout import Group, broadcast
+from ._fanout import Group, broadcast, send_message
 from ._server import Server, ServerStatistics, serve
 from ._websocket import WebSocket
 
@@ -23,6 +23,7 @@ __all__ = [
     "WebSocketConfig",
     "broadcast",
     "database_sync_to_thread",
+    "send_message",
     "serve",
     "websocket",
 ]

@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes queued for a client that reads too slowly before it is closed with 1008",
     )
     ws.add_argument(
+        "--ws-send-timeout",
+        type=float,
+        default=_DEFAULT.websocket.send_timeout,
+        metavar="SECONDS",
+        help="seconds an awaitable fan-out (Group.send_message) waits for a member whose send queue "
+        "stays full before closing it with 1008",
+    )
+    ws.add_argument(
         "--ws-ping-interval",
         type=float,
         default=_DEFAULT.websocket.ping_interval,
@@ -236,6 +244,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         websocket=WebSocketConfig(
             max_message_size=args.ws_max_message_size,
             send_queue_size=args.ws_send_queue_size,
+            send_timeout=args.ws_send_timeout,
             ping_interval=args.ws_ping_interval or None,
             ping_timeout=args.ws_ping_timeout,
             close_timeout=args.ws_close_timeout,

@@ -98,9 +98,16 @@ class WebSocketConfig:
     #: bytes: the largest message accepted, after reassembly (close 1009 beyond it); the
     #: ``websockets`` library's default
     max_message_size: int = 1024 * 1024
-    #: bytes queued for a peer that reads too slowly before it is closed with 1008; the
-    #: batch being written is not counted, so a connection holds at most about twice this
+    #: bytes queued for a peer that reads too slowly before it is closed with 1008: a frame is
+    #: refused once the backlog exceeds it, so one larger message still goes out whole. The
+    #: batch being written is not counted: a connection holds at most about twice this, plus
+    #: the message being sent
     send_queue_size: int = 1024 * 1024
+    #: seconds an awaitable fan-out (``Group.send_message``) waits for a member whose send
+    #: queue stays over half full before closing it with 1008: a reader that keeps up loses
+    #: nothing, and one stuck peer stalls the room no longer than this (``close_timeout``'s
+    #: order of magnitude: a dead peer is found by pings after about 45 s)
+    send_timeout: float = 10.0
     #: seconds without a byte from the peer after which a keep-alive ping goes out (None: no
     #: pings); pings keep NAT and proxies from dropping idle connections and find dead peers
     ping_interval: float | None = 20.0
@@ -120,7 +127,7 @@ class WebSocketConfig:
                 raise ConfigError(f"websocket {name} must be at least 1 byte")
         if self.ping_interval is not None and not self.ping_interval > 0:
             raise ConfigError("websocket ping_interval must be positive (None disables pings)")
-        for name in ("ping_timeout", "close_timeout"):
+        for name in ("ping_timeout", "close_timeout", "send_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"websocket {name} must be a positive number of seconds")
 

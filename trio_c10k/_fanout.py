@@ -13,6 +13,10 @@ the members of that group held by other processes; without one, groups are per p
 Rule 5: the members live in the event loop's thread. Called from another thread (a Django view
 in a worker thread), ``add``, ``discard`` and ``broadcast`` hand themselves to the event loop
 and return once done there, as ``WebSocket.write_message`` does.
+Rule 6: ``send_message`` is ``broadcast`` with back-pressure, for trio tasks: the producer
+waits while a recipient's send queue is over half full, and a recipient still over it
+``send_timeout`` seconds later is closed with 1008. Readers that keep up get every message;
+a recipient holds at most its ``send_queue_size`` plus a message or two.
 """
 
 from __future__ import annotations
@@ -141,6 +145,24 @@ class Group:
             _broker.publish(self.name, data)
         return sent
 
+    async def send_message(self, data: str | bytes) -> int:
+        """Send ``data`` to every member, first waiting while members' send queues are full.
+
+        The awaitable twin of ``broadcast``, as ``WebSocket.send_message`` is of
+        ``write_message``: members that keep up get every message. See ``send_message()``.
+        With a broker (``--broker``), the message is then published once, as ``broadcast``
+        does; the other processes hand it to their members without waiting (``broadcast``).
+
+        Returns:
+            The number of members of this process it was sent to.
+
+        Cancellation: if cancelled while it waits, the message is sent to no one.
+        """
+        sent = await send_message(_members.get(self.name, ()), data)
+        if _broker is not None:
+            _broker.publish(self.name, data)
+        return sent
+
     def _leave(self, ws: WebSocket) -> None:
         members = _members.get(self.name)
         if members is not None:
@@ -188,3 +210,43 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
 
 def _in_other_thread() -> bool:
     return not trio.lowlevel.in_trio_run()
+
+
+async def send_message(websockets: Iterable[WebSocket], data: str | bytes) -> int:
+    """Send ``data`` to each of ``websockets`` that is open, first waiting while any of them
+    has its send queue over half of ``send_queue_size`` (back-pressure, as
+    ``WebSocket.send_message``).
+
+    A recipient whose queue is still over half full ``send_timeout`` seconds after the wait
+    began does not read: it is closed with 1008 and logged, and the others get the message.
+    So readers that keep up get every message, in order, and memory per recipient stays
+    bounded. The frame is built once, as by ``broadcast()``.
+
+    For trio tasks only: a worker thread (a Django view) uses ``broadcast()``, which never
+    blocks (a thread waiting on clients would be one fewer for the views).
+
+    Returns:
+        The number of recipients the message went to.
+
+    Raises:
+        TypeError: ``data`` is neither ``str`` nor bytes-like.
+
+    Cancellation: if cancelled while it waits, the message is sent to no one.
+    """
+    if not isinstance(data, str | bytes | bytearray | memoryview):
+        raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+    recipients = list(websockets)  # a recipient closed on the way leaves its groups
+    start = None
+    for ws in recipients:
+        half = ws._config.send_queue_size // 2
+        if ws._queued > half and ws.open:
+            if start is None:
+                start = trio.current_time()
+            with trio.move_on_at(start + ws._config.send_timeout):
+                while ws._queued > half and ws.open:
+                    await ws._wait()  # woken as its queue drains, or as it closes
+            if ws._queued > half and ws.open:
+                ws._drop(f"send queue still over {half} bytes after {ws._config.send_timeout:g} s")
+    if start is None:  # no wait: still a checkpoint, as every trio async function
+        await trio.lowlevel.checkpoint()
+    return broadcast(recipients, data)

@@ -20,8 +20,14 @@ pipelining client, a cell hearing from its eight neighbours, a watch page hearin
 cell) costs one write per round, not one per frame. Whatever the kernel does not take stays
 queued for the connection's writer task, and from then on every frame goes through the
 queue, so order holds.
-Rule 3: the queue is bounded (``send_queue_size`` bytes): a peer that cannot keep up is
-closed with 1008 and logged; it never slows anyone else.
+Rule 3: the queue is bounded (``send_queue_size`` bytes): a frame is refused only when what
+is already queued, the backlog the peer left unread, exceeds the bound, so one large
+message always goes in whole. A peer that cannot keep up is closed with 1008 and logged; it
+never slows anyone else.
+Rule 3a: a close frame never lands inside another frame. When a backlog is dropped, the rest
+of a frame already partly written stays, and the close frame follows it; when the socket is
+closed with bytes still unsent, it is reset (SO_LINGER 0), so the peer never takes what
+follows a truncated frame for its end.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
 exists only while the kernel does not take what is queued, and one ``keep_alive`` task
 pings every connection of a server that falls silent.
@@ -36,8 +42,11 @@ Rule 5: after the connection closed (close handshake, protocol error, lost peer)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
@@ -64,6 +73,8 @@ COALESCING_ROUNDS = 8
 #: RFC 6455 opcodes accepted by ``write_message(opcode=...)``, as the seed's API had them
 TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
+#: SO_LINGER on, 0 seconds: close() then resets the connection instead of sending the rest
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 def _read_nowait(fd: int) -> bytes | None:
@@ -341,10 +352,15 @@ class WebSocket:
     async def _finish(self, code: int, reason: str = "") -> None:
         """Close with ``code`` and let the last frames go out; the caller then closes the
         socket, which ends the reader task."""
-        await self.close(code, reason)
-        with trio.move_on_after(0 if self._stuck else self._config.close_timeout):
-            while self._queue or self._writing:
-                await self._wait()
+        try:
+            await self.close(code, reason)
+            with trio.move_on_after(0 if self._stuck else self._config.close_timeout):
+                while self._queue or self._writing:
+                    await self._wait()
+        finally:
+            if self._queue or self._writing:  # a frame may be half written: reset, never truncate
+                with contextlib.suppress(OSError):  # the socket is already closed
+                    self._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
 
     async def _reader(self) -> None:
         # A plain non-blocking read on the file descriptor, then ``wait_readable`` if there is
@@ -548,16 +564,9 @@ class WebSocket:
                 self._flusher.add(self)
                 return
             frame, kernel_full = frame[sent:], True
-        if self._queued + len(frame) > self._config.send_queue_size:
-            log.warning(
-                "%s: send queue over %d bytes (the peer reads too slowly); closing with 1008",
-                self._peer,
-                self._config.send_queue_size,
-            )
-            self._queue.clear()
-            self._queued = 0
-            self._stuck = True
-            self._fail(1008, "send queue full: the client reads too slowly")
+        # The backlog the peer left unread is what is bounded, not this frame (Rule 3).
+        if self._queued > self._config.send_queue_size:
+            self._drop(f"send queue over {self._config.send_queue_size} bytes (the peer reads too slowly)")
             return
         self._queue.append(frame)
         self._queued += len(frame)
@@ -623,13 +632,37 @@ class WebSocket:
         for task in waiters:
             trio.lowlevel.reschedule(task)
 
+    def _drop(self, why: str) -> None:
+        """Close with 1008 a peer that does not read what it is sent (``why`` goes to the log).
+
+        Its backlog is dropped, but for the rest of a frame already partly written that the
+        writer task has not taken yet: the close frame goes after it, and after the frames
+        the writer task is sending (Rule 3a).
+        """
+        log.warning("%s: %s; closing with 1008", self._peer, why)
+        queue = self._queue
+        partial = self._writer_running and not self._writing and queue
+        if partial:
+            del queue[1:]
+            self._queued = len(queue[0])
+        else:
+            queue.clear()
+            self._queued = 0
+        # A peer reading the rest of a frame gets it and the close frame (``_finish`` waits up
+        # to ``close_timeout``); otherwise nothing is waited for, and unsent bytes mean a reset.
+        self._stuck = not partial
+        self._fail(1008, "send queue full: the client reads too slowly")
+
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
         if self._ws.state is ConnectionState.OPEN:
             self._close_sent = CloseConnection(code=code, reason=reason)
             frame = self._ws.send(self._close_sent)
-            if self._queued + len(frame) <= self._config.send_queue_size:
+            if self._queued <= self._config.send_queue_size:
                 self._send_frame(frame)
+            else:  # a full queue, which a writer or the flusher will write: the close frame goes after it
+                self._queue.append(frame)
+                self._queued += len(frame)
         self._mark_closed(code, reason)
 
     def _send_close(self, event: CloseConnection) -> None:
