@@ -18,7 +18,7 @@ import trio.testing
 from websockets.sync.client import connect as websockets_connect
 
 from tests.conftest import StartServer, _opened, port_of
-from trio_c10k import Config, ConfigError, Group, Server, WebSocket, WebSocketConfig
+from trio_c10k import Config, ConfigError, Group, Server, WebSocket, WebSocketConfig, _fanout, send_message
 from trio_c10k._cli import build_parser, config_from_args
 from trio_c10k._frames import encode_frame
 from trio_c10k.client import _handshake
@@ -229,8 +229,6 @@ async def test_broadcast_still_drops_the_stuck_member_without_waiting(start_serv
 
 
 async def test_send_message_to_closed_or_no_sockets(start_server: StartServer) -> None:
-    from trio_c10k import send_message
-
     server = await start_server()
     name = f"g-{uuid.uuid4().hex[:12]}"
     assert await Group(name).send_message("to nobody") == 0
@@ -252,3 +250,30 @@ def test_send_timeout_option() -> None:
     for bad in (0, -1):
         with pytest.raises(ConfigError, match="send_timeout"):
             Config(websocket=WebSocketConfig(send_timeout=bad))
+
+
+class FakeBroker:
+    """Records what would go to Redis."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str | bytes]] = []
+
+    def publish(self, group: str, data: str | bytes) -> None:
+        self.published.append((group, data))
+
+
+async def test_with_a_broker_send_message_publishes_once_after_the_local_members(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await start_server()
+    name = f"g-{uuid.uuid4().hex[:12]}"
+    stream, _ = await join(server, name)
+    broker = FakeBroker()
+    monkeypatch.setattr(_fanout, "_broker", broker)
+    assert await Group(name).send_message("to every process") == 1
+    assert broker.published == [(name, "to every process")]
+    frames: list[bytes] = []
+    await read_frames(stream, 1, frames)
+    assert frames == [b"to every process"]
+    assert await send_message(Group(name), "this process only") == 1
+    assert broker.published == [(name, "to every process")]  # never through the broker

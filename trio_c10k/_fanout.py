@@ -238,6 +238,8 @@ async def send_message(websockets: Iterable[WebSocket], data: str | bytes) -> in
     recipients = list(websockets)  # a recipient closed on the way leaves its groups
     start = None
     for ws in recipients:
+        if not ws._queued:  # the common case: nothing waits to be sent to it
+            continue
         half = ws._config.send_queue_size // 2
         if ws._queued > half and ws.open:
             if start is None:
