@@ -283,6 +283,38 @@ async def test_request_user_session_and_url_arguments(server: Server) -> None:
     assert not {"_stream", "_messages", "auser"} & set(info["attributes"])
 
 
+@pytest.mark.parametrize(
+    ("allow_ips", "client"),
+    [
+        (("127.0.0.1",), "203.0.113.9"),  # a trusted proxy: the client it names
+        (("10.0.0.0/8",), None),  # an untrusted peer: itself
+    ],
+)
+async def test_behind_a_proxy_the_websocket_shows_the_client(
+    start_server: StartServer,
+    caplog: pytest.LogCaptureFixture,
+    allow_ips: tuple[str, ...],
+    client: str | None,
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = await start_server(
+        proxy_headers=True, forwarded_allow_ips=allow_ips, websocket=WebSocketConfig(max_message_size=1000)
+    )
+    headers = [("X-Forwarded-For", "198.51.100.1, 203.0.113.9")]
+    async with open_websocket(url(server, "/t/ws/info/7/"), headers=headers) as ws:
+        info = json.loads(await ws.read_message())
+        assert await ws.read_message() == "handlers may keep attributes on ws"
+        port = ws._stream.socket.getsockname()[1]
+        ws.write_message("x" * 1001)  # a WebSocket log line: closing with 1009
+        assert await ws.read_message() is None
+    expected = [client, None] if client else ["127.0.0.1", port]
+    assert info["remote_address"] == expected
+    shown = client or f"127.0.0.1:{port}"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f'{client or "127.0.0.1"} - "GET /t/ws/info/7/ HTTP/1.1" 101') for m in messages)
+    assert any(m.startswith(f"{shown}: closing with 1009") for m in messages)
+
+
 async def test_write_message_from_a_django_view_in_a_worker_thread(server: Server) -> None:
     async with (
         open_websocket(url(server, "/t/ws/room/")) as a,

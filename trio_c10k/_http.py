@@ -27,6 +27,7 @@ from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._websocket import WebSocket
 from ._wsgi import (
     AppResponse,
+    Environ,
     Headers,
     apply_proxy_headers,
     build_environ,
@@ -248,7 +249,10 @@ class HTTPConnection:
                 await self._send_response(response)
         except (*_DISCONNECTS, _ClientGone):
             log.debug(
-                "%s: client gone during %s %s", self.client, environ["REQUEST_METHOD"], environ["PATH_INFO"]
+                "%s: client gone during %s %s",
+                environ.get("REMOTE_ADDR", self.client),
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
             )
             return False
         except Exception:
@@ -273,7 +277,7 @@ class HTTPConnection:
         if self.conn.our_state is h11.SWITCHED_PROTOCOL:
             assert slot is not None
             environ.pop(UPGRADE_SLOT)
-            self.upgrade = (self._websocket(slot), slot)
+            self.upgrade = (self._websocket(slot, environ), slot)
             slot.request = slot.accept = None  # the WebSocket holds what is needed
             return False
         return self.conn.our_state is h11.DONE and not server.closing
@@ -284,18 +288,21 @@ class HTTPConnection:
             h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
         )
 
-    def _websocket(self, slot: UpgradeSlot) -> WebSocket:
+    def _websocket(self, slot: UpgradeSlot, environ: Environ) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""
         assert slot.accept is not None
         received = self.conn.trailing_data[0]
         del self.conn
+        remote_address = self.peer
+        if self.trust_proxy and "REMOTE_PORT" not in environ:  # the client X-Forwarded-For named
+            remote_address = (environ["REMOTE_ADDR"], None)  # its port is not forwarded
         return WebSocket(
             self.stream,
             server_connection(slot.accept),
             self.server.config.websocket,
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
-            remote_address=self.peer,
+            remote_address=remote_address,
             extensions=slot.accept.extensions,
             received=received,
         )
