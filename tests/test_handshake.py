@@ -90,22 +90,48 @@ def test_permessage_deflate_only_when_enabled(compression: bool) -> None:
         assert result.extensions == []
 
 
+TRUSTED = ["https://trusted.test", "https://*.wild.test", "http://*.wild.test:8080"]
+
+
 @pytest.mark.parametrize(
-    ("origin", "allowed"),
+    ("origin", "scheme", "host", "allowed"),
     [
-        (None, True),
-        ("http://site.test:8000", True),  # the request's own host and port
-        ("http://site.test:9000", False),  # same host name, other port, not listed
-        ("https://api.example.com", True),  # ALLOWED_HOSTS ".example.com"
-        ("https://example.com", True),
-        ("https://evilexample.com", False),
-        ("https://app.trusted.test", True),  # CSRF_TRUSTED_ORIGINS "https://*.trusted.test"
-        ("http://app.trusted.test", False),  # scheme differs
-        ("null", False),
-        ("file://", False),
+        (None, "http", "site.test:8000", True),  # not a browser
+        ("http://site.test:8000", "http", "site.test:8000", True),  # the request's own origin
+        ("http://site.test:9999", "http", "site.test:8000", False),  # port differs
+        ("http://site.test", "http", "site.test:8000", False),  # default port, site on 8000
+        ("http://site.test:8000", "http", "site.test", False),
+        ("https://site.test:8000", "http", "site.test:8000", False),  # scheme differs
+        ("http://site.test:8000", "https", "site.test:8000", False),
+        ("https://site.test", "https", "site.test", True),  # default ports: none on either side
+        ("https://site.test:443", "https", "site.test", False),  # compared as written, as Django does
+        ("http://evil.test", "http", "site.test", False),
+        ("http://evil.test", "http", None, False),  # the Host is not in ALLOWED_HOSTS
+        ("http://SITE.test", "http", "site.test", False),  # browsers send it lowercase
+        ("http://[::1]:8000", "http", "[::1]:8000", True),  # IPv6
+        ("http://[::1]:8001", "http", "[::1]:8000", False),
+        ("http://[::2]:8000", "http", "[::1]:8000", False),
+        ("null", "http", "site.test", False),  # sandboxed pages, file: URLs, redirects
+        ("file://", "http", "site.test", False),
+        ("https://trusted.test", "http", None, True),  # CSRF_TRUSTED_ORIGINS, exact entry
+        ("https://trusted.test:8443", "http", "site.test", False),
+        ("http://trusted.test", "http", "site.test", False),
+        ("https://app.trusted.test", "http", "site.test", False),  # no wildcard: no subdomains
+        ("https://app.wild.test", "http", "site.test", True),  # "https://*.wild.test"
+        ("https://a.b.wild.test", "http", "site.test", True),
+        ("https://wild.test", "http", "site.test", True),  # the domain itself, as in Django
+        ("https://evilwild.test", "http", "site.test", False),
+        ("https://app.wild.test:8443", "http", "site.test", False),  # the wildcard has no port
+        ("http://app.wild.test", "http", "site.test", False),  # "http://*.wild.test:8080" has one
+        ("http://app.wild.test:8080", "http", "site.test", True),
+        ("https://app.wild.test:8080", "http", "site.test", False),
     ],
 )
-def test_origin_allowed(origin: str | None, allowed: bool) -> None:
-    assert (
-        origin_allowed(origin, "site.test:8000", [".example.com", "*"], ["https://*.trusted.test"]) is allowed
-    )
+def test_origin_allowed(origin: str | None, scheme: str, host: str | None, allowed: bool) -> None:
+    assert origin_allowed(origin, scheme, host, TRUSTED) is allowed
+
+
+@pytest.mark.parametrize("trusted", [["https://*"], ["*"], []])
+def test_origin_allowed_ignores_empty_wildcards(trusted: list[str]) -> None:
+    assert not origin_allowed("https://", "http", "site.test", trusted)
+    assert not origin_allowed("https://evil.test", "http", "site.test", trusted)

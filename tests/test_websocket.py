@@ -148,9 +148,12 @@ async def test_rejection_reaches_our_client_as_an_exception(server: Server) -> N
 @pytest.mark.parametrize(
     ("origin", "allowed"),
     [
-        (None, True),
-        ("http://127.0.0.1:{port}", True),  # the request's own host
-        ("http://localhost:5000", True),  # in ALLOWED_HOSTS
+        (None, True),  # not a browser
+        ("http://127.0.0.1:{port}", True),  # the request's own scheme, host and port
+        ("http://127.0.0.1:{other}", False),  # another port of the same host
+        ("http://127.0.0.1", False),
+        ("https://127.0.0.1:{port}", False),  # the page was https, the socket is not
+        ("http://localhost:{port}", False),  # in ALLOWED_HOSTS, but another site
         ("https://evil.example", False),
         ("null", False),
     ],
@@ -158,7 +161,7 @@ async def test_rejection_reaches_our_client_as_an_exception(server: Server) -> N
 async def test_origin_check(
     server: Server, origin: str | None, allowed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    origin = origin and origin.format(port=port_of(server))
+    origin = origin and origin.format(port=port_of(server), other=port_of(server) % 65535 + 1)
     if allowed:
         async with open_websocket(url(server, "/test/ws/"), origin=origin) as ws:
             assert await ws.read_message() == "Hello!"
@@ -177,10 +180,41 @@ async def test_origin_check_can_be_turned_off(server: Server) -> None:
             assert await ws.read_message() == "Hello!"
 
 
-@override_settings(CSRF_TRUSTED_ORIGINS=["https://*.example.org"])
-async def test_origin_in_csrf_trusted_origins_is_allowed(server: Server) -> None:
-    async with open_websocket(url(server, "/test/ws/"), origin="https://app.example.org") as ws:
-        assert await ws.read_message() == "Hello!"
+@override_settings(CSRF_TRUSTED_ORIGINS=["https://*.example.org", "http://localhost:8000"])
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.org", True),
+        ("http://app.example.org", False),
+        ("http://localhost:8000", True),
+        ("http://localhost:8001", False),
+    ],
+)
+async def test_origin_in_csrf_trusted_origins_is_allowed(server: Server, origin: str, allowed: bool) -> None:
+    if allowed:
+        async with open_websocket(url(server, "/test/ws/"), origin=origin) as ws:
+            assert await ws.read_message() == "Hello!"
+    else:
+        with pytest.raises(HandshakeRejected) as info:
+            async with open_websocket(url(server, "/test/ws/"), origin=origin):
+                pass
+        assert info.value.status == 403
+
+
+@pytest.mark.parametrize(("proto", "allowed"), [("https", True), ("http", False)])
+async def test_origin_scheme_behind_a_tls_proxy(start_server: StartServer, proto: str, allowed: bool) -> None:
+    # TLS ends at the proxy: X-Forwarded-Proto (with --proxy-headers) makes the request
+    # https, as the page that opened the socket was.
+    server = await start_server(proxy_headers=True)
+    origin, headers = f"https://127.0.0.1:{port_of(server)}", [("X-Forwarded-Proto", proto)]
+    if allowed:
+        async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers) as ws:
+            assert await ws.read_message() == "Hello!"
+    else:
+        with pytest.raises(HandshakeRejected) as info:
+            async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers):
+                pass
+        assert info.value.status == 403
 
 
 @pytest.mark.parametrize(
@@ -247,6 +281,38 @@ async def test_request_user_session_and_url_arguments(server: Server) -> None:
     dropped = {"HTTP_SEC_WEBSOCKET_KEY", "HTTP_UPGRADE", "HTTP_CONNECTION", "wsgi.input", "wsgi.errors"}
     assert not dropped & set(info["meta"])
     assert not {"_stream", "_messages", "auser"} & set(info["attributes"])
+
+
+@pytest.mark.parametrize(
+    ("allow_ips", "client"),
+    [
+        (("127.0.0.1",), "203.0.113.9"),  # a trusted proxy: the client it names
+        (("10.0.0.0/8",), None),  # an untrusted peer: itself
+    ],
+)
+async def test_behind_a_proxy_the_websocket_shows_the_client(
+    start_server: StartServer,
+    caplog: pytest.LogCaptureFixture,
+    allow_ips: tuple[str, ...],
+    client: str | None,
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = await start_server(
+        proxy_headers=True, forwarded_allow_ips=allow_ips, websocket=WebSocketConfig(max_message_size=1000)
+    )
+    headers = [("X-Forwarded-For", "198.51.100.1, 203.0.113.9")]
+    async with open_websocket(url(server, "/t/ws/info/7/"), headers=headers) as ws:
+        info = json.loads(await ws.read_message())
+        assert await ws.read_message() == "handlers may keep attributes on ws"
+        port = ws._stream.socket.getsockname()[1]
+        ws.write_message("x" * 1001)  # a WebSocket log line: closing with 1009
+        assert await ws.read_message() is None
+    expected = [client, None] if client else ["127.0.0.1", port]
+    assert info["remote_address"] == expected
+    shown = client or f"127.0.0.1:{port}"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f'{client or "127.0.0.1"} - "GET /t/ws/info/7/ HTTP/1.1" 101') for m in messages)
+    assert any(m.startswith(f"{shown}: closing with 1009") for m in messages)
 
 
 async def test_write_message_from_a_django_view_in_a_worker_thread(server: Server) -> None:

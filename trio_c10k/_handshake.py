@@ -127,41 +127,45 @@ def accept_deflate(offers: str) -> tuple[PerMessageDeflate, str] | None:
     return None
 
 
-def origin_allowed(
-    origin: str | None, host: str, allowed_hosts: list[str], trusted_origins: list[str]
-) -> bool:
+def origin_allowed(origin: str | None, scheme: str, host: str | None, trusted_origins: list[str]) -> bool:
     """Whether a browser's ``Origin`` may open a WebSocket (cross-site WebSocket hijacking).
 
-    A request without ``Origin`` comes from a non-browser client and is allowed. An origin
-    is allowed when its host (with port) is the request's own ``Host``, matches an entry of
-    ``ALLOWED_HOSTS`` (Django's patterns, such as ``.example.com``; ``"*"`` is ignored here, as
-    it would allow every site), or the origin matches an entry of ``CSRF_TRUSTED_ORIGINS``
-    (``https://*.example.com`` wildcards allowed).
+    Decided as Django's ``CsrfViewMiddleware`` decides for a POST: an origin is allowed when
+    it is the request's own ``scheme://host[:port]``, exactly, or an entry of
+    ``CSRF_TRUSTED_ORIGINS``, or matches one of its ``scheme://*.domain`` wildcards (same
+    scheme; the domain or any subdomain, with the entry's port if it has one). A request
+    without ``Origin`` comes from a non-browser client and is allowed.
+
+    Args:
+        origin: the ``Origin`` header, or None.
+        scheme: the request's scheme, ``"https"`` or ``"http"`` (Django's ``is_secure()``).
+        host: the request's host and port as Django's ``get_host()`` gives it, or None when
+            ``ALLOWED_HOSTS`` refuses it (then only trusted origins are allowed).
+        trusted_origins: ``CSRF_TRUSTED_ORIGINS``.
     """
     if origin is None:
         return True
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if host is not None and origin == f"{scheme}://{host}":
+        return True
+    if any(origin == trusted for trusted in trusted_origins if "*" not in trusted):
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
         return False
-    netloc = parts.netloc.lower()
-    if netloc == host.lower():
-        return True
-    if any(_same_domain(parts.hostname, pattern) for pattern in allowed_hosts if pattern != "*"):
-        return True
+    wildcards = (urlsplit(trusted) for trusted in trusted_origins if "*" in trusted)
     return any(
-        urlsplit(trusted).scheme == parts.scheme and _same_domain(netloc, urlsplit(trusted).netloc)
-        for trusted in trusted_origins
+        trusted.scheme == parts.scheme and _same_domain(parts.netloc, trusted.netloc.lstrip("*"))
+        for trusted in wildcards
     )
 
 
 def _same_domain(host: str, pattern: str) -> bool:
-    """Django's host patterns: ``.example.com`` (or ``*.example.com``) also matches subdomains."""
+    """Django's ``is_same_domain``: a pattern ``.example.com`` also matches subdomains."""
     pattern = pattern.lower()
-    if pattern.startswith("*."):
-        pattern = pattern[1:]
     if pattern.startswith("."):
         return host == pattern[1:] or host.endswith(pattern)
-    return host == pattern
+    return bool(pattern) and host == pattern
 
 
 def server_connection(accept: Accept) -> Connection:

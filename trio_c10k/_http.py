@@ -24,9 +24,10 @@ import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
-from ._websocket import WebSocket
+from ._websocket import WebSocket, _read_nowait
 from ._wsgi import (
     AppResponse,
+    Environ,
     Headers,
     apply_proxy_headers,
     build_environ,
@@ -46,6 +47,10 @@ access_log = logging.getLogger("trio_c10k.access")
 RECEIVE_SIZE = 65536
 #: request bodies larger than this go to a temporary file instead of memory
 SPOOL_SIZE = 1024 * 1024
+#: seconds a connection that has sent no request yet waits for one once shutdown began: a
+#: client that connected before the signal sends its request right after the handshake, so
+#: it arrives within a round trip (a second is Linux's initial retransmission timeout too)
+SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
@@ -153,11 +158,18 @@ class HTTPConnection:
     async def _wait_for_request(self) -> h11.Request | h11.ConnectionClosed | None:
         conn, server, config = self.conn, self.server, self.server.config
         begun = bool(conn.trailing_data[0])
-        if server.closing and not begun:
-            return None
+        closing, idle_timeout = server.closing, config.keep_alive_timeout
+        if closing and not begun:
+            # Shutdown: a request that reached the socket already is answered (with
+            # Connection: close); a keep-alive connection with nothing sent closes now; one
+            # that has not sent its first request yet (just accepted) gets a moment for it.
+            begun = self._receive_nowait()
+            if not begun and conn.their_http_version is not None:
+                return None
+            idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
         # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
         # header timeout for the whole head, against slow-header (slowloris) clients.
-        with trio.move_on_after(config.header_timeout if begun else config.keep_alive_timeout) as scope:
+        with trio.move_on_after(config.header_timeout if begun else idle_timeout) as scope:
             if not begun:
                 server.idle.add(scope)
             try:
@@ -173,7 +185,16 @@ class HTTPConnection:
                 server.idle.discard(scope)
         if begun:
             await self._send_error(408, f"Request headers not received within {config.header_timeout:g} s")
+        elif server.closing and not closing:  # shutdown() ended the wait: what came is served
+            return await self._wait_for_request()
         return None
+
+    def _receive_nowait(self) -> bool:
+        """Hand h11 the bytes the socket holds already, without waiting; whether there were any."""
+        data = _read_nowait(self.stream.socket.fileno())
+        if data:
+            self.conn.receive_data(data)
+        return bool(data)
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
@@ -248,7 +269,10 @@ class HTTPConnection:
                 await self._send_response(response)
         except (*_DISCONNECTS, _ClientGone):
             log.debug(
-                "%s: client gone during %s %s", self.client, environ["REQUEST_METHOD"], environ["PATH_INFO"]
+                "%s: client gone during %s %s",
+                environ.get("REMOTE_ADDR", self.client),
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
             )
             return False
         except Exception:
@@ -273,7 +297,7 @@ class HTTPConnection:
         if self.conn.our_state is h11.SWITCHED_PROTOCOL:
             assert slot is not None
             environ.pop(UPGRADE_SLOT)
-            self.upgrade = (self._websocket(slot), slot)
+            self.upgrade = (self._websocket(slot, environ), slot)
             slot.request = slot.accept = None  # the WebSocket holds what is needed
             return False
         return self.conn.our_state is h11.DONE and not server.closing
@@ -284,18 +308,21 @@ class HTTPConnection:
             h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
         )
 
-    def _websocket(self, slot: UpgradeSlot) -> WebSocket:
+    def _websocket(self, slot: UpgradeSlot, environ: Environ) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""
         assert slot.accept is not None
         received = self.conn.trailing_data[0]
         del self.conn
+        remote_address = self.peer
+        if self.trust_proxy and "REMOTE_PORT" not in environ:  # the client X-Forwarded-For named
+            remote_address = (environ["REMOTE_ADDR"], None)  # its port is not forwarded
         return WebSocket(
             self.stream,
             server_connection(slot.accept),
             self.server.config.websocket,
             request=slot.request,
             subprotocol=slot.accept.subprotocol,
-            remote_address=self.peer,
+            remote_address=remote_address,
             extensions=slot.accept.extensions,
             received=received,
         )

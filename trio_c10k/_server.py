@@ -4,7 +4,9 @@ Rule 1: listeners live in their own nursery, apart from the connection handlers,
 shutdown stops accepting while the handlers drain.
 Rule 2: every connection task closes its socket in ``finally`` (``trio.aclose_forcefully``).
 Rule 3: graceful shutdown = stop accepting, close idle keep-alive connections, give in-flight
-requests ``graceful_timeout`` seconds, then cancel what is left.
+requests ``graceful_timeout`` seconds, then cancel what is left. A request that reached the
+server before (in a socket's buffer, or on a connection in the listen backlog) is in flight:
+it is answered, with ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ log = logging.getLogger("trio_c10k.server")
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: seconds to wait before accepting again after one of those errors
 ACCEPT_RETRY_DELAY = 0.1
+# accept() errors that concern only the connection at hand (Linux passes the network errors
+# pending on the new socket on, man 2 accept: "treat them like EAGAIN by retrying")
+ACCEPT_NEXT_ERRNOS = frozenset(
+    {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT}
+    | {errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EOPNOTSUPP}
+)
 #: descriptors kept free for the application when max_connections follows RLIMIT_NOFILE
 FD_RESERVE = 100
 _BUSY = (
@@ -189,13 +197,18 @@ class Server:
         """Begin a graceful shutdown; ``serve()`` returns once it is over.
 
         Stops accepting, closes keep-alive connections that are idle, lets in-flight
-        requests finish within ``graceful_timeout``, then cancels the rest. Calling it again
-        does nothing.
+        requests finish within ``graceful_timeout``, then cancels the rest. Requests that
+        reached the server already are in flight: those in an idle connection's buffer, and
+        those of the connections the kernel completed before this call (accepted now, each
+        given a moment for its request). Each is answered with ``Connection: close``. Calling
+        it again does nothing.
         """
         if self.closing:
             return
         self.closing = True
         self._stop_accepting.cancel()
+        for listener in self.listeners:
+            self._accept_backlog(listener)
         for scope in self.idle:
             scope.cancel()
         for ws in self.websockets:
@@ -261,11 +274,32 @@ class Server:
             if self._accept_failing:
                 self._accept_failing = False
                 log.info("accept() works again (%d connections open)", self._connections)
-            if self._connections >= self._max_connections:
-                handlers.start_soon(self._reject, stream)
-            else:
-                self._connections += 1
-                handlers.start_soon(self._handle, stream, name="trio_c10k connection")
+            self._start(stream, handlers)
+
+    def _start(self, stream: trio.SocketStream, handlers: trio.Nursery) -> None:
+        if self._connections >= self._max_connections:
+            handlers.start_soon(self._reject, stream)
+        else:
+            self._connections += 1
+            handlers.start_soon(self._handle, stream, name="trio_c10k connection")
+
+    def _accept_backlog(self, listener: trio.SocketListener) -> None:
+        """Start serving every connection the kernel holds for ``listener``, without waiting
+        (trio's ``accept()`` waits for one when there is none)."""
+        fd = listener.socket.fileno()
+        if fd < 0:  # closed: serve() is over
+            return
+        # A duplicate descriptor accepts from the same queue.
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.setblocking(False)
+            while True:
+                try:
+                    accepted, _ = sock.accept()
+                except OSError as exc:
+                    if exc.errno in ACCEPT_NEXT_ERRNOS:
+                        continue
+                    return  # EAGAIN: none left (or out of descriptors: the rest are lost)
+                self._start(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), self._handlers)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:

@@ -160,7 +160,8 @@ class WebSocket:
         self.request = request
         #: the subprotocol agreed in the handshake, or None
         self.subprotocol = subprotocol
-        #: the peer's address: ``(host, port)`` for TCP
+        #: the peer's address: ``(host, port)`` for TCP; ``(host, None)`` for the client a
+        #: trusted proxy named in ``X-Forwarded-For`` (``--proxy-headers``)
         self.remote_address = remote_address
         #: the close code once the connection closed (1006: closed without a close frame)
         self.close_code: int | None = None
@@ -538,7 +539,12 @@ class WebSocket:
     @property
     def _peer(self) -> str:
         address = self.remote_address
-        return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "websocket"
+        if not isinstance(address, tuple):
+            return "websocket"
+        host, port = address[0], address[1]
+        if port is None:  # behind a proxy, the client's port is not known
+            return str(host)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _check_open(self) -> None:
         if self._is_closed:
