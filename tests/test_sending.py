@@ -7,11 +7,14 @@ one byte, so the answer has begun and the server is stuck on its socket.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -21,6 +24,7 @@ from tests import views
 from tests.conftest import Client, StartServer, connect, header, read_until_closed
 from trio_c10k import Config, ConfigError, Server
 from trio_c10k._cli import build_parser, config_from_args
+from trio_c10k._wsgi import FileWrapper, _run_in_thread
 
 MiB = 1024 * 1024
 #: the patterned content of the file the /t/big-file/ view serves: far more than the socket
@@ -195,3 +199,60 @@ def test_timeout_options(field: str, option: str) -> None:
     assert getattr(config_from_args(args), field) == 2.5
     with pytest.raises(ConfigError, match=f"{field} must be a positive number of seconds"):
         Config(**{field: 0})
+
+
+# --- which file responses go to sendfile (pure: the worker thread's half, synchronously) ------
+
+
+def file_app(filelike: Any, length: int | None) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [("Content-Length", str(length))] if length is not None else [])
+        return environ["wsgi.file_wrapper"](filelike)
+
+    return app
+
+
+def regular_file(tmp_path: Path) -> Any:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789")
+    handle = path.open("rb")
+    handle.seek(3)
+    return handle
+
+
+def pipe_file(tmp_path: Path) -> Any:
+    read, write = os.pipe()
+    os.write(write, b"3456789")
+    os.close(write)
+    return os.fdopen(read, "rb")
+
+
+@pytest.mark.parametrize(
+    ("make", "length", "sent_from_file"),
+    [
+        pytest.param(regular_file, 7, True, id="regular-file"),
+        pytest.param(regular_file, None, False, id="no-content-length"),
+        pytest.param(lambda _: io.BytesIO(b"3456789"), 7, False, id="no-descriptor"),
+        pytest.param(pipe_file, 7, False, id="pipe"),
+    ],
+)
+def test_only_a_regular_file_with_a_length_is_sent_from_the_event_loop(
+    tmp_path: Path, make: Callable[[Path], Any], length: int | None, sent_from_file: bool
+) -> None:
+    filelike = make(tmp_path)
+    streamed: list[bytes] = []
+    environ = {"wsgi.file_wrapper": FileWrapper}
+    response = _run_in_thread(file_app(filelike, length), environ, lambda *args: streamed.append(args[3]))
+    assert filelike.closed  # close() ran in the thread either way
+    if not sent_from_file:
+        assert response.file is None
+        assert b"".join(streamed) == b"3456789"
+        return
+    assert streamed == []
+    file = response.file
+    assert file is not None
+    try:
+        assert (file.offset, len(file)) == (3, 7)
+        assert os.pread(file.fd, 100, file.offset) == b"3456789"  # the duplicate outlives the file
+    finally:
+        os.close(file.fd)

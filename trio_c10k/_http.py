@@ -2,8 +2,9 @@
 
 Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after another,
 so pipelined requests are answered in order (h11 buffers the ones that wait).
-Rule 2: a request's body is read whole, within ``max_body_size``, before the application runs:
-the worker thread never waits on the network, and chunked bodies get a CONTENT_LENGTH.
+Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
+a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
+waits on the network, and chunked bodies get a CONTENT_LENGTH.
 Rule 3: every error answer (400, 408, 413, 431, 500) has a short plain-text reason, closes
 the connection, and is logged once: client errors at INFO, application errors at ERROR.
 Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
@@ -11,7 +12,7 @@ Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 i
 Rule 5: every write has a deadline for progress: a client that takes no byte for
 ``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
 worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
-body go out together through one ``sendmsg``, and a file's bytes through ``sendfile``.
+body go out together through one ``writev``, and a file's bytes through ``sendfile``.
 """
 
 from __future__ import annotations
@@ -357,10 +358,7 @@ class HTTPConnection:
                 try:
                     sent = os.sendfile(sock, file.fd, offset, end - offset)
                 except BlockingIOError:
-                    with trio.move_on_after(self.server.config.send_timeout) as scope:
-                        await trio.lowlevel.wait_writable(sock)
-                    if scope.cancelled_caught:
-                        raise self._stalled() from None
+                    await self._wait_writable(sock)
                     continue
                 except (BrokenPipeError, ConnectionResetError) as exc:
                     raise trio.BrokenResourceError from exc
@@ -393,9 +391,8 @@ class HTTPConnection:
             raise _ClientGone from exc
 
     async def _write(self, *pieces: bytes) -> None:
-        """Send ``pieces`` in order with ``sendmsg`` (no copy to join them), each step within
-        ``send_timeout``."""
-        sock, timeout = self.stream.socket, self.server.config.send_timeout
+        """Send ``pieces`` in order with ``writev`` (no copy to join them)."""
+        fd = self.stream.socket.fileno()
         buffers: list[bytes | memoryview] = list(pieces)
         sent = 0
         try:
@@ -406,16 +403,24 @@ class HTTPConnection:
                     return
                 if sent:
                     buffers[0] = memoryview(buffers[0])[sent:]
-                with trio.move_on_after(timeout) as scope:
-                    sent = await sock.sendmsg(buffers)
-                if scope.cancelled_caught:
-                    raise self._stalled()
+                try:
+                    sent = os.writev(fd, buffers)
+                except BlockingIOError:
+                    sent = 0
+                    await self._wait_writable(fd)
         except OSError as exc:
             self.conn.send_failed()
             raise trio.BrokenResourceError from exc
         except BaseException:
             self.conn.send_failed()
             raise
+
+    async def _wait_writable(self, fd: int) -> None:
+        """Wait until the socket takes bytes again, at most ``send_timeout``."""
+        with trio.move_on_after(self.server.config.send_timeout):
+            await trio.lowlevel.wait_writable(fd)
+            return
+        raise self._stalled()
 
     def _stalled(self) -> _ClientGone:
         """Log a client that took nothing for ``send_timeout`` and make its close a reset."""
