@@ -33,4 +33,8 @@ urlpatterns = [
     path("t/ws/group-pid/<str:name>/", views.ws_group_pid),
     path("t/silent/reset/", life.reset),
     path("t/silent/worker/", views.silent_worker),
+    path("t/big/<int:size>/", views.big),
+    path("t/stream-endless/<str:key>/", views.stream_endless),
+    path("t/big-file/<int:offset>/", views.big_file),
+    path("t/input-kind/", views.input_kind),
 ]

@@ -292,3 +292,42 @@ async def ws_bursts(ws: WebSocket) -> None:
     async for message in ws:
         for i in range(int(message)):
             ws.write_message(f"burst {i}")
+
+
+# -- sending and request bodies (tests/test_sending.py) ---------------------------------------
+
+#: path of the file /t/big-file/ serves (set by the test)
+BIG_FILE = ""
+
+
+def big(request: HttpRequest, size: int) -> HttpResponse:
+    """A buffered response of ``size`` bytes."""
+    return HttpResponse(b"x" * size, content_type="application/octet-stream")
+
+
+def stream_endless(request: HttpRequest, key: str) -> StreamingHttpResponse:
+    """1 MiB chunks, 64 of them: far more than socket buffers hold for a client that does not read."""
+    events = EVENTS[key]
+    chunk = b"y" * (1024 * 1024)
+
+    def chunks():
+        try:
+            for _ in range(64):
+                yield chunk
+        finally:
+            events["finished"].set()
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+def big_file(request: HttpRequest, offset: int) -> FileResponse:
+    """``BIG_FILE`` from ``offset`` on (FileResponse sends from the file's position)."""
+    handle = open(BIG_FILE, "rb")  # noqa: SIM115  # FileResponse closes it
+    handle.seek(offset)
+    return FileResponse(handle, content_type="application/octet-stream")
+
+
+@csrf_exempt
+def input_kind(request: HttpRequest) -> HttpResponse:
+    """Whether ``wsgi.input`` (a SpooledTemporaryFile) holds the body on disk or in memory."""
+    return HttpResponse(b"disk" if request.META["wsgi.input"]._rolled else b"memory")

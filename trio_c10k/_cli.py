@@ -124,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body (413 beyond it)",
     )
     number(
+        "--body-timeout",
+        type=float,
+        default=_DEFAULT.body_timeout,
+        metavar="SECONDS",
+        help="time allowed to send a whole request body (408 past it)",
+    )
+    number(
+        "--send-timeout",
+        type=float,
+        default=_DEFAULT.send_timeout,
+        metavar="SECONDS",
+        help="abort a connection whose client takes no byte of the response for this long",
+    )
+    number(
         "--graceful-timeout",
         type=float,
         default=_DEFAULT.graceful_timeout,
@@ -238,6 +252,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         header_timeout=args.header_timeout,
         max_header_size=args.max_header_size,
         max_body_size=args.max_body_size,
+        body_timeout=args.body_timeout,
+        send_timeout=args.send_timeout,
         graceful_timeout=args.graceful_timeout,
         access_log=args.access_log,
         proxy_headers=args.proxy_headers,

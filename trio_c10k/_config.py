@@ -162,8 +162,16 @@ class Config:
     #: 16 KiB, is also what most servers and proxies accept (nginx: 8-32 KiB).
     max_header_size: int = 16 * 1024
     #: bytes: the largest request body (413 beyond it); bodies are read before the
-    #: application runs, in memory up to 1 MiB and in a temporary file beyond.
+    #: application runs, in memory up to 64 KiB and in a temporary file beyond.
     max_body_size: int = 10 * 1024 * 1024
+    #: seconds a client has to send a whole request body, however steadily it sends (408
+    #: past it), against uploads that trickle to hold a connection. 60 s takes the default
+    #: ``max_body_size`` (10 MiB) at 1.4 Mbit/s; raise both together for large uploads.
+    body_timeout: float = 60.0
+    #: seconds a write to a client may make no progress (the client reads nothing) before
+    #: the connection is aborted, releasing the worker thread of a streamed response;
+    #: nginx's ``send_timeout`` is 60 s, 30 s frees a stuck thread sooner
+    send_timeout: float = 30.0
     #: seconds in-flight requests are given to finish after SIGINT/SIGTERM
     graceful_timeout: float = 30.0
     #: log one line per request to the ``trio_c10k.access`` logger
@@ -191,7 +199,13 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
-        for name in ("keep_alive_timeout", "header_timeout", "graceful_timeout"):
+        for name in (
+            "keep_alive_timeout",
+            "header_timeout",
+            "body_timeout",
+            "send_timeout",
+            "graceful_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
         if self.max_header_size < 1024:

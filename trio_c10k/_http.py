@@ -2,18 +2,25 @@
 
 Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after another,
 so pipelined requests are answered in order (h11 buffers the ones that wait).
-Rule 2: a request's body is read whole, within ``max_body_size``, before the application runs:
-the worker thread never waits on the network, and chunked bodies get a CONTENT_LENGTH.
+Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
+a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
+waits on the network, and chunked bodies get a CONTENT_LENGTH.
 Rule 3: every error answer (400, 408, 413, 431, 500) has a short plain-text reason, closes
 the connection, and is logged once: client errors at INFO, application errors at ERROR.
 Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
 ``send_failed()`` and the exception goes on.
+Rule 5: every write has a deadline for progress: a client that takes no byte for
+``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
+worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
+body go out together through one ``writev``, and a file's bytes through ``sendfile``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import struct
 import tempfile
 import time
 from email.utils import formatdate
@@ -28,6 +35,7 @@ from ._websocket import WebSocket, _read_nowait
 from ._wsgi import (
     AppResponse,
     Environ,
+    FileBody,
     Headers,
     apply_proxy_headers,
     build_environ,
@@ -45,12 +53,17 @@ access_log = logging.getLogger("trio_c10k.access")
 
 #: bytes asked of the kernel per read; large enough for a burst of pipelined requests
 RECEIVE_SIZE = 65536
-#: request bodies larger than this go to a temporary file instead of memory
-SPOOL_SIZE = 1024 * 1024
 #: seconds a connection that has sent no request yet waits for one once shutdown began: a
 #: client that connected before the signal sends its request right after the handshake, so
 #: it arrives within a round trip (a second is Linux's initial retransmission timeout too)
 SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
+#: request bodies larger than this go to a temporary file instead of memory: one read's worth,
+#: so a form or a JSON body stays in memory while thousands of slow uploads cost 64 KiB each
+#: (nginx's client_body_buffer_size is 8-16 KiB; below one read, most bodies would hit the disk)
+SPOOL_SIZE = RECEIVE_SIZE
+#: SO_LINGER on, timeout 0: close() resets the connection and frees the unsent bytes at once, as
+#: nginx's reset_timedout_connection does, instead of the kernel trying to deliver them
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
@@ -221,14 +234,21 @@ class HTTPConnection:
     async def _receive_body(self, event: object, body: IO[bytes]) -> int | None:
         conn, config = self.conn, self.server.config
         length = 0
+        # Each read has header_timeout (a stalled client), the whole body body_timeout (one
+        # that trickles a byte now and then).
+        deadline = trio.current_time() + config.body_timeout
         while type(event) is not h11.EndOfMessage:
             if event is h11.NEED_DATA:
                 if conn.they_are_waiting_for_100_continue:
                     await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-                with trio.move_on_after(config.header_timeout) as scope:
+                with trio.move_on_at(min(deadline, trio.current_time() + config.header_timeout)) as scope:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 if scope.cancelled_caught:
-                    await self._send_error(408, f"Request body stalled for {config.header_timeout:g} s")
+                    if trio.current_time() >= deadline:
+                        reason = f"Request body not received within {config.body_timeout:g} s"
+                    else:
+                        reason = f"Request body stalled for {config.header_timeout:g} s"
+                    await self._send_error(408, reason)
                     return None
                 if not data:
                     log.debug("%s: connection closed during the request body", self.client)
@@ -334,13 +354,49 @@ class HTTPConnection:
         return self.conn.send(h11.Response(status_code=status, reason=reason, headers=headers))
 
     async def _send_response(self, response: AppResponse) -> None:
-        conn = self.conn
-        data = self._head(response.status, response.reason, response.headers)
-        if response.body and not self.is_head and response.status not in (204, 304):
-            data += conn.send(h11.Data(data=response.body))
-            self.sent_bytes = len(response.body)
-        data += conn.send(h11.EndOfMessage())
-        await self._write(data)
+        conn, file = self.conn, response.file
+        try:
+            head = self._head(response.status, response.reason, response.headers)
+            body = file if file is not None else response.body
+            if not body or self.is_head or response.status in (204, 304):
+                await self._write(head, conn.send(h11.EndOfMessage()))
+                return
+            # h11 frames the body object itself, uncopied; a file body has a Content-Length, so
+            # h11 adds nothing around it.
+            data = h11.Data(data=body)  # type: ignore[arg-type]  # any object with len(), for sendfile
+            pieces = conn.send_with_data_passthrough(data) or ()
+            if file is None:
+                await self._write(head, *pieces, conn.send(h11.EndOfMessage()))
+                self.sent_bytes = len(body)
+                return
+            await self._write(head)
+            await self._send_file(file)
+            await self._write(conn.send(h11.EndOfMessage()))
+        finally:
+            if file is not None:
+                os.close(file.fd)
+
+    async def _send_file(self, file: FileBody) -> None:
+        """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step."""
+        sock = self.stream.socket.fileno()
+        offset, end = file.offset, file.offset + file.length
+        try:
+            while offset < end:
+                try:
+                    sent = os.sendfile(sock, file.fd, offset, end - offset)
+                except BlockingIOError:
+                    await self._wait_writable(sock)
+                    continue
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    raise trio.BrokenResourceError from exc
+                if not sent:
+                    raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
+                offset += sent
+                self.sent_bytes += sent
+                await trio.lowlevel.checkpoint()  # a fast reader does not keep the loop
+        except BaseException:
+            self.conn.send_failed()
+            raise
 
     def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
         trio.from_thread.run(
@@ -350,23 +406,55 @@ class HTTPConnection:
     async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
         """Write one chunk of a streamed body (called from the worker thread)."""
         try:
-            data = b""
+            pieces: list[bytes] = []
             if not self.head_sent:
                 self.head_sent = True
-                data = self._head(status, reason, headers)
+                pieces.append(self._head(status, reason, headers))
             if not self.is_head:
-                data += self.conn.send(h11.Data(data=chunk))
+                pieces += self.conn.send_with_data_passthrough(h11.Data(data=chunk)) or ()
                 self.sent_bytes += len(chunk)
-            await self._write(data)
+            await self._write(*pieces)
         except _DISCONNECTS as exc:
             raise _ClientGone from exc
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, *pieces: bytes) -> None:
+        """Send ``pieces`` in order with ``writev`` (no copy to join them)."""
+        fd = self.stream.socket.fileno()
+        buffers: list[bytes | memoryview] = list(pieces)
+        sent = 0
         try:
-            await self.stream.send_all(data)
+            while True:
+                while buffers and sent >= len(buffers[0]):
+                    sent -= len(buffers.pop(0))
+                if not buffers:
+                    return
+                if sent:
+                    buffers[0] = memoryview(buffers[0])[sent:]
+                try:
+                    sent = os.writev(fd, buffers)
+                except BlockingIOError:
+                    sent = 0
+                    await self._wait_writable(fd)
+        except OSError as exc:
+            self.conn.send_failed()
+            raise trio.BrokenResourceError from exc
         except BaseException:
             self.conn.send_failed()
             raise
+
+    async def _wait_writable(self, fd: int) -> None:
+        """Wait until the socket takes bytes again, at most ``send_timeout``."""
+        with trio.move_on_after(self.server.config.send_timeout):
+            await trio.lowlevel.wait_writable(fd)
+            return
+        raise self._stalled()
+
+    def _stalled(self) -> _ClientGone:
+        """Log a client that took nothing for ``send_timeout`` and make its close a reset."""
+        timeout = self.server.config.send_timeout
+        log.info("%s: client read nothing for %g s, connection aborted", self.client, timeout)
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        return _ClientGone(f"no progress sending for {timeout:g} s")
 
     async def _send_error(self, status: int, reason: str, *, logged: bool = False) -> None:
         """Answer ``status`` with ``reason`` as plain text, then let the connection close."""

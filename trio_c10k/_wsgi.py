@@ -6,15 +6,19 @@ Rule 2: the application is called, its body iterated and its ``close()`` called 
 thread (Django's ``request_finished`` signal closes database connections in ``close()``, so it
 must run in the thread that opened them).
 Rule 3: a buffered response (a list or tuple, or a Django response that is not streaming) comes
-back to the event loop in one piece; any other iterable is streamed, each chunk handed to the
-event loop as soon as the application yields it, with back-pressure (the thread waits until
-the chunk is written).
+back to the event loop in one piece; a file response (our ``FileWrapper`` around a regular file,
+with a Content-Length) comes back as a duplicate of the file's descriptor, which the event loop
+sends and closes, so no thread waits on the client; any other iterable is streamed, each chunk
+handed to the event loop as soon as the application yields it, with back-pressure (the thread
+waits until the chunk is written).
 """
 
 from __future__ import annotations
 
 import io
 import ipaddress
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -203,6 +207,25 @@ def empty_body() -> IO[bytes]:
 
 
 @dataclass(frozen=True, slots=True)
+class FileBody:
+    """A response body to send from a file with sendfile(2); ``len()`` is its length in bytes.
+
+    h11 frames it without reading it (``send_with_data_passthrough``). Resource handling: the
+    descriptor is a duplicate owned by whoever holds this object, who must close it.
+    """
+
+    #: a duplicate of the file's descriptor (its original is closed with the response)
+    fd: int
+    #: where the body starts in the file
+    offset: int
+    #: bytes to send: the response's Content-Length
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass(frozen=True, slots=True)
 class AppResponse:
     """What the application answered, as the event loop needs it."""
 
@@ -213,6 +236,8 @@ class AppResponse:
     body: bytes
     #: True when the head and some chunks already went out through ``StreamChunk``
     streamed: bool
+    #: the body of a file response, sent from the event loop (``body`` is then b"")
+    file: FileBody | None = None
 
 
 class _StartResponse:
@@ -250,12 +275,30 @@ class _StartResponse:
             self.stream(self.status, self.reason, self.headers, chunk)
 
 
+def _file_body(result: FileWrapper, start_response: _StartResponse) -> FileBody | None:
+    """The regular file behind a file response, for sendfile(2); None if it is not one."""
+    length = next((v for k, v in start_response.headers if k.lower() == b"content-length"), b"")
+    if start_response.sent or not length.isdigit():
+        return None
+    try:
+        fd = result.filelike.fileno()
+        offset = result.filelike.tell()
+    except (AttributeError, OSError, ValueError):  # no descriptor (BytesIO), or closed
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe or a socket has no offset to send from
+        return None
+    return FileBody(os.dup(fd), offset, int(length))
+
+
 def _run_in_thread(app: Callable[..., Iterable[bytes]], environ: Environ, stream: StreamChunk) -> AppResponse:
     start_response = _StartResponse(stream)
     result = app(environ, start_response)
+    file = None
     try:
         if isinstance(result, list | tuple) or getattr(result, "streaming", None) is False:
             body = b"".join(result)
+        elif type(result) is FileWrapper and (file := _file_body(result, start_response)) is not None:
+            body = b""
         else:
             body = b""
             for chunk in result:
@@ -268,11 +311,17 @@ def _run_in_thread(app: Callable[..., Iterable[bytes]], environ: Environ, stream
             start_response.headers,
             body,
             start_response.sent,
+            file,
         )
     finally:
         close = getattr(result, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except BaseException:
+                if file is not None:
+                    os.close(file.fd)
+                raise
 
 
 async def call_application(
@@ -289,12 +338,14 @@ async def call_application(
         workers: the threads that run the application.
 
     Returns:
-        The response; for a streamed one, ``streamed`` says the head already went out.
+        The response; for a streamed one, ``streamed`` says the head already went out; for a
+        file response, ``file`` holds a descriptor the caller must close.
 
     Raises:
         Exception: whatever the application raised.
 
     Cancellation abandons the thread: it finishes the request (and its ``close()``) on its
-    own. The server only cancels requests at the end of a graceful shutdown.
+    own, and the descriptor of a file response is left open. The server only cancels requests
+    at the end of a graceful shutdown.
     """
     return await workers.run_sync(_run_in_thread, app, environ, stream)
