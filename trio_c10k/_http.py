@@ -4,10 +4,15 @@ Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after
 so pipelined requests are answered in order (h11 buffers the ones that wait).
 Rule 2: a request's body is read whole, within ``max_body_size``, before the application runs:
 the worker thread never waits on the network, and chunked bodies get a CONTENT_LENGTH.
-Rule 3: every error answer (400, 408, 413, 431, 500) has a short plain-text reason, closes
-the connection, and is logged once: client errors at INFO, application errors at ERROR.
+Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) has a short plain-text reason,
+closes the connection, and is logged once: client errors at INFO, application errors at ERROR.
+The close lingers: our side is shut, then what the client still sends is read and dropped
+(within ``LINGER_TIME`` and ``LINGER_BYTES``), so that a reset does not destroy the answer.
 Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
 ``send_failed()`` and the exception goes on.
+Rule 5: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
+bytes pass ``check_head`` before h11 parses them, the parsed request ``check_request``, and a
+chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
+from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._websocket import WebSocket
 from ._wsgi import (
     AppResponse,
@@ -46,6 +52,11 @@ access_log = logging.getLogger("trio_c10k.access")
 RECEIVE_SIZE = 65536
 #: request bodies larger than this go to a temporary file instead of memory
 SPOOL_SIZE = 1024 * 1024
+#: seconds, then bytes, read and thrown away after an error answer before the socket closes:
+#: closing with unread input makes the kernel send RST, which can destroy the answer before
+#: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
+LINGER_TIME = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
@@ -110,6 +121,8 @@ class HTTPConnection:
         self.sent_bytes = 0
         #: set by an accepted upgrade: the WebSocket and the slot naming its handler
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
+        #: per request: the framing check of a chunked body, None for other requests
+        self.chunked: ChunkedBody | None = None
 
     async def run(self) -> tuple[WebSocket, UpgradeSlot] | None:
         """Answer requests until the peer closes, an error ends the connection, or it idles.
@@ -128,18 +141,29 @@ class HTTPConnection:
             status = exc.error_status_hint
             if status == 431:
                 reason = f"Request header fields too large (limit {self.server.config.max_header_size} bytes)"
-            else:
+            elif status == 400:
                 reason = f"Bad request: {exc}"
+            else:  # 501, 505: the text says what is not supported
+                reason = str(exc)
             await self._send_error(status, reason)
         except (*_DISCONNECTS, _ClientGone):
             log.debug("%s: connection lost", self.client)
         return self.upgrade
 
     async def _read_request(self) -> h11.Request | None:
-        """The next request, or None when the connection should close quietly."""
-        event: object = self.conn.next_event()
+        """The next request, or None when the connection should close quietly.
+
+        Its head's raw bytes are checked (``check_head``) before h11 parses them.
+        """
+        conn = self.conn
+        self.is_head = False  # an error answer before the request is parsed has a body
+        self.chunked = None
+        buffered = conn.trailing_data[0]
+        end = head_end(buffered)
+        chunked = check_head(buffered[:end]) if end >= 0 else None
+        event: object = conn.next_event()
         if event is h11.NEED_DATA:
-            event = await self._wait_for_request()
+            event, chunked = await self._wait_for_request(bytearray(buffered))
         if isinstance(event, h11.Request):
             self.is_head = event.method == b"HEAD"
             # h11 bounds a head that arrives in pieces; one that arrives whole in a single
@@ -147,14 +171,25 @@ class HTTPConnection:
             size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            check_request(event)
+            if chunked:
+                self.chunked = ChunkedBody(self.server.config.max_header_size)
+                self.chunked.feed(conn.trailing_data[0])
             return event
         return None
 
-    async def _wait_for_request(self) -> h11.Request | h11.ConnectionClosed | None:
+    async def _wait_for_request(
+        self, head: bytearray
+    ) -> tuple[h11.Request | h11.ConnectionClosed | None, bool | None]:
+        """The next event, and ``check_head``'s answer once the head is whole.
+
+        ``head`` holds the bytes of the head received so far; the bytes read are added to it.
+        """
         conn, server, config = self.conn, self.server, self.server.config
-        begun = bool(conn.trailing_data[0])
+        begun = bool(head)
+        chunked = None
         if server.closing and not begun:
-            return None
+            return None, None
         # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
         # header timeout for the whole head, against slow-header (slowloris) clients.
         with trio.move_on_after(config.header_timeout if begun else config.keep_alive_timeout) as scope:
@@ -168,12 +203,17 @@ class HTTPConnection:
                         server.idle.discard(scope)
                         scope.deadline = trio.current_time() + config.header_timeout
                     conn.receive_data(data)
-                return event  # type: ignore[return-value]  # Request or ConnectionClosed
+                    if chunked is None:
+                        searched = max(0, len(head) - 2)
+                        head += data
+                        if (end := head_end(head, searched)) >= 0:
+                            chunked = check_head(bytes(head[:end]))
+                return event, chunked  # type: ignore[return-value]  # Request or ConnectionClosed
             finally:
                 server.idle.discard(scope)
         if begun:
             await self._send_error(408, f"Request headers not received within {config.header_timeout:g} s")
-        return None
+        return None, None
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
@@ -212,6 +252,8 @@ class HTTPConnection:
                 if not data:
                     log.debug("%s: connection closed during the request body", self.client)
                     return None
+                if self.chunked is not None:
+                    self.chunked.feed(data)
                 conn.receive_data(data)
             elif type(event) is h11.Data:
                 length += len(event.data)
@@ -362,5 +404,18 @@ class HTTPConnection:
             if body:
                 data += conn.send(h11.Data(data=body))
             await self._write(data + conn.send(h11.EndOfMessage()))
+            await self._linger()
         except (*_DISCONNECTS, h11.LocalProtocolError):
             log.debug("%s: could not send the %d answer", self.client, status)
+
+    async def _linger(self) -> None:
+        """Close our side, then read and drop what the client still sends, within bounds, so
+        that the answer is not lost to a reset (nginx ``lingering_close``)."""
+        dropped = 0
+        with trio.move_on_after(LINGER_TIME):
+            try:
+                await self.stream.send_eof()
+                while dropped <= LINGER_BYTES and (data := await self.stream.receive_some(RECEIVE_SIZE)):
+                    dropped += len(data)
+            except _DISCONNECTS:
+                pass  # the client is gone: nothing left to protect
