@@ -41,6 +41,12 @@ def test_head_end(data: bytes, start: int, end: int) -> None:
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n", True),
         (HEAD + b"transfer-encoding:  Chunked \r\n\r\n", True),
         (HEAD + b"Content-Length: 5\r\n\r\n", False),
+        *(
+            (b"GET / HTTP/1.1\r\nX: 1\r\nhOST:\t" + host + b" \r\n\r\n", False)
+            for host in (b"example.com:8000", b"[2001:db8::1]:443", b"xn--caf-dma.example", b"a_b.c~d")
+        ),
+        # RFC 9112 section 3.2: empty when the target has no authority
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", False),
     ],
 )
 def test_check_head_accepts(head: bytes, chunked: bool) -> None:
@@ -57,6 +63,10 @@ def test_check_head_accepts(head: bytes, chunked: bool) -> None:
         (HEAD + b"X: a\rb\r\n\r\n", 400, "line ending other than CRLF in the request head"),
         (HEAD + b"X: a\r\n\n", 400, "line ending other than CRLF in the request head"),
         (HEAD + b"X: a\r\n b\r\n\r\n", 400, "obsolete line folding in the request head"),
+        *(
+            (b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 400, "invalid Host header")
+            for host in (b"a/b", b"a b", b"a:b", b"a@b", b"caf\xc3\xa9.example", b"[::1")
+        ),
         (HEAD + b"X: a\r\n\tb\r\n\r\n", 400, "obsolete line folding in the request head"),
         (
             HEAD + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -126,10 +136,6 @@ def request(
         request(b"http://other.example/path?q"),
         request(b"HTTPS://other.example:8443"),
         request(b"http://[::1]:8000/"),
-        request(host=b"example.com:8000"),
-        request(host=b"[2001:db8::1]:443"),
-        request(host=b"xn--caf-dma.example"),
-        request(host=b""),  # RFC 9112 section 3.2: empty when the target has no authority
     ],
 )
 def test_check_request_accepts(req: h11.Request) -> None:
@@ -150,10 +156,6 @@ def test_check_request_accepts(req: h11.Request) -> None:
         (request(b"http://user:pw@example.com/"), 400, "request target with userinfo"),
         (request(b"http:///path"), 400, "request target with an invalid host"),
         (request(b'http://a"b/'), 400, "request target with an invalid host"),
-        (request(host=b"a/b"), 400, "invalid Host header"),
-        (request(host=b"a b"), 400, "invalid Host header"),
-        (request(host=b"a:b"), 400, "invalid Host header"),
-        (request(host=b"caf\xc3\xa9.example"), 400, "invalid Host header"),
     ],
 )
 def test_check_request_refuses(req: h11.Request, status: int, reason: str) -> None:
