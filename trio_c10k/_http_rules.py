@@ -47,6 +47,10 @@ _FIELD_LINE = re.compile(rb"%s:[\t \x21-\x7e\x80-\xff]*\r\n" % _TOKEN)
 _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.%_~-]+\]|[-0-9A-Za-z._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
+#: bytes of a refused line quoted in the reason (the answer and the log line stay short)
+_SHOWN = 40
+
+
 def _refuse(reason: str, status: int = 400) -> h11.RemoteProtocolError:
     return h11.RemoteProtocolError(reason, error_status_hint=status)
 
@@ -129,8 +133,8 @@ def _check_transfer_encoding(lines: list[bytes]) -> bool:
         raise _refuse("Transfer-Encoding in an HTTP/1.0 request")
     if codings == [b"chunked"]:
         return True
-    listed = b", ".join(codings).decode("latin-1")
-    if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1 or b"" in codings:
+    listed = b", ".join(codings)[:_SHOWN].decode("latin-1")
+    if codings[-1] != b"chunked" or codings.count(b"chunked") != 1 or b"" in codings:
         # RFC 9112 section 6.3: chunked not last (or not once, section 7): the body's length
         # cannot be known.
         raise _refuse(f"Transfer-Encoding {listed!r}: the last coding must be chunked, once")
@@ -241,7 +245,7 @@ class ChunkedBody:
         if self._state == "size":
             match = _CHUNK_SIZE_LINE.fullmatch(line)
             if match is None:
-                raise _refuse(f"invalid chunk-size line {line!r}")
+                raise _refuse(f"invalid chunk-size line {line[:_SHOWN]!r}")
             size = int(match[1], 16)
             if size:
                 self._state, self._remaining = "data", size
@@ -250,4 +254,4 @@ class ChunkedBody:
         elif line == b"\r\n":
             self._state = "done"
         elif _FIELD_LINE.fullmatch(line) is None:
-            raise _refuse(f"invalid trailer line {line!r}")
+            raise _refuse(f"invalid trailer line {line[:_SHOWN]!r}")
