@@ -97,3 +97,20 @@ async def test_a_connection_that_sent_nothing_yet_gets_a_moment_for_its_request(
     await late.send_raw(REQUEST)
     await answered_then_closed(late)
     assert await read_until_closed(silent.stream) == b""  # nothing came: closed, unanswered
+
+
+async def test_a_request_read_during_shutdown_is_checked_as_strictly(start_server: StartServer) -> None:
+    server = await start_server(keep_alive_timeout=60)
+    client = await Client.open(server)
+    response, _ = await client.get("/hello/")
+    assert response.status_code == 200
+    await trio.testing.wait_all_tasks_blocked()  # waiting for its next request
+    smuggling = (
+        b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    os.write(client.stream.socket.fileno(), smuggling)  # the server's tasks do not run meanwhile
+    wait_readable(server_end(client.stream))
+    server.shutdown()  # the request is read without a wait, then checked like any other
+    answer = await read_until_closed(client.stream)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer

@@ -146,6 +146,18 @@ def test_targets(target: bytes, path_info: str, query_string: str) -> None:
     assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == (path_info, query_string)
 
 
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (b"http://other.example/a?b=1", "other.example"),
+        (b"https://other.example:8443?b=1", "other.example:8443"),
+    ],
+)
+def test_absolute_form_host_replaces_the_host_header(target: bytes, host: str) -> None:
+    # RFC 9112 section 3.2.2: the server MUST ignore Host and use the target's host.
+    assert environ_for(target, [(b"Host", b"example.com")])["HTTP_HOST"] == host
+
+
 def test_asterisk_target() -> None:
     environ = environ_for(b"*", method=b"OPTIONS")
     assert environ["REQUEST_METHOD"] == "OPTIONS"

@@ -5,11 +5,16 @@ so pipelined requests are answered in order (h11 buffers the ones that wait).
 Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
 a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
 waits on the network, and chunked bodies get a CONTENT_LENGTH.
-Rule 3: every error answer (400, 408, 413, 431, 500) has a short plain-text reason, closes
-the connection, and is logged once: client errors at INFO, application errors at ERROR.
+Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) has a short plain-text reason,
+closes the connection, and is logged once: client errors at INFO, application errors at ERROR.
+The close lingers: our side is shut, then what the client still sends is read and dropped
+(within ``LINGER_TIME`` and ``LINGER_BYTES``), so that a reset does not destroy the answer.
 Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
 ``send_failed()`` and the exception goes on.
-Rule 5: every write has a deadline for progress: a client that takes no byte for
+Rule 5: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
+bytes pass ``check_head`` before h11 parses them, the parsed request ``check_request``, and a
+chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
+Rule 6: every write has a deadline for progress: a client that takes no byte for
 ``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
 worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
 body go out together through one ``writev``, and a file's bytes through ``sendfile``.
@@ -31,6 +36,7 @@ import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
+from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._websocket import WebSocket, _read_nowait
 from ._wsgi import (
     AppResponse,
@@ -64,6 +70,11 @@ SPOOL_SIZE = RECEIVE_SIZE
 #: SO_LINGER on, timeout 0: close() resets the connection and frees the unsent bytes at once, as
 #: nginx's reset_timedout_connection does, instead of the kernel trying to deliver them
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+#: seconds, then bytes, read and thrown away after an error answer before the socket closes:
+#: closing with unread input makes the kernel send RST, which can destroy the answer before
+#: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
+LINGER_TIME = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
@@ -128,6 +139,8 @@ class HTTPConnection:
         self.sent_bytes = 0
         #: set by an accepted upgrade: the WebSocket and the slot naming its handler
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
+        #: per request: the framing check of a chunked body, None for other requests
+        self.chunked: ChunkedBody | None = None
 
     async def run(self) -> tuple[WebSocket, UpgradeSlot] | None:
         """Answer requests until the peer closes, an error ends the connection, or it idles.
@@ -146,18 +159,29 @@ class HTTPConnection:
             status = exc.error_status_hint
             if status == 431:
                 reason = f"Request header fields too large (limit {self.server.config.max_header_size} bytes)"
-            else:
+            elif status == 400:
                 reason = f"Bad request: {exc}"
+            else:  # 501, 505: the text says what is not supported
+                reason = str(exc)
             await self._send_error(status, reason)
         except (*_DISCONNECTS, _ClientGone):
             log.debug("%s: connection lost", self.client)
         return self.upgrade
 
     async def _read_request(self) -> h11.Request | None:
-        """The next request, or None when the connection should close quietly."""
-        event: object = self.conn.next_event()
+        """The next request, or None when the connection should close quietly.
+
+        Its head's raw bytes are checked (``check_head``) before h11 parses them.
+        """
+        conn = self.conn
+        self.is_head = False  # an error answer before the request is parsed has a body
+        self.chunked = None
+        buffered = conn.trailing_data[0]
+        end = head_end(buffered)
+        chunked = check_head(buffered[:end]) if end >= 0 else None
+        event: object = conn.next_event()
         if event is h11.NEED_DATA:
-            event = await self._wait_for_request()
+            event, chunked = await self._wait_for_request(bytearray(buffered))
         if isinstance(event, h11.Request):
             self.is_head = event.method == b"HEAD"
             # h11 bounds a head that arrives in pieces; one that arrives whole in a single
@@ -165,20 +189,35 @@ class HTTPConnection:
             size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            check_request(event)
+            if chunked:
+                self.chunked = ChunkedBody(self.server.config.max_header_size)
+                self.chunked.feed(conn.trailing_data[0])
             return event
         return None
 
-    async def _wait_for_request(self) -> h11.Request | h11.ConnectionClosed | None:
+    async def _wait_for_request(
+        self, head: bytearray
+    ) -> tuple[h11.Request | h11.ConnectionClosed | None, bool | None]:
+        """The next event, and ``check_head``'s answer once the head is whole.
+
+        ``head`` holds the bytes of the head received so far; the bytes read are added to it.
+        """
         conn, server, config = self.conn, self.server, self.server.config
-        begun = bool(conn.trailing_data[0])
+        begun = bool(head)
+        chunked = None
         closing, idle_timeout = server.closing, config.keep_alive_timeout
         if closing and not begun:
             # Shutdown: a request that reached the socket already is answered (with
             # Connection: close); a keep-alive connection with nothing sent closes now; one
             # that has not sent its first request yet (just accepted) gets a moment for it.
-            begun = self._receive_nowait()
-            if not begun and conn.their_http_version is not None:
-                return None
+            data = _read_nowait(self.stream.socket.fileno())
+            if data:
+                conn.receive_data(data)
+                head += data
+                begun = True
+            elif conn.their_http_version is not None:
+                return None, None
             idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
         # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
         # header timeout for the whole head, against slow-header (slowloris) clients.
@@ -193,21 +232,21 @@ class HTTPConnection:
                         server.idle.discard(scope)
                         scope.deadline = trio.current_time() + config.header_timeout
                     conn.receive_data(data)
-                return event  # type: ignore[return-value]  # Request or ConnectionClosed
+                    if chunked is None:
+                        searched = max(0, len(head) - 2)
+                        head += data
+                        if (end := head_end(head, searched)) >= 0:
+                            chunked = check_head(bytes(head[:end]))
+                if chunked is None and isinstance(event, h11.Request):  # whole before any wait
+                    chunked = check_head(bytes(head[: head_end(head)]))
+                return event, chunked  # type: ignore[return-value]  # Request or ConnectionClosed
             finally:
                 server.idle.discard(scope)
         if begun:
             await self._send_error(408, f"Request headers not received within {config.header_timeout:g} s")
         elif server.closing and not closing:  # shutdown() ended the wait: what came is served
-            return await self._wait_for_request()
-        return None
-
-    def _receive_nowait(self) -> bool:
-        """Hand h11 the bytes the socket holds already, without waiting; whether there were any."""
-        data = _read_nowait(self.stream.socket.fileno())
-        if data:
-            self.conn.receive_data(data)
-        return bool(data)
+            return await self._wait_for_request(head)
+        return None, None
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
@@ -253,6 +292,8 @@ class HTTPConnection:
                 if not data:
                     log.debug("%s: connection closed during the request body", self.client)
                     return None
+                if self.chunked is not None:
+                    self.chunked.feed(data)
                 conn.receive_data(data)
             elif type(event) is h11.Data:
                 length += len(event.data)
@@ -477,5 +518,18 @@ class HTTPConnection:
             if body:
                 data += conn.send(h11.Data(data=body))
             await self._write(data + conn.send(h11.EndOfMessage()))
+            await self._linger()
         except (*_DISCONNECTS, h11.LocalProtocolError):
             log.debug("%s: could not send the %d answer", self.client, status)
+
+    async def _linger(self) -> None:
+        """Close our side, then read and drop what the client still sends, within bounds, so
+        that the answer is not lost to a reset (nginx ``lingering_close``)."""
+        dropped = 0
+        with trio.move_on_after(LINGER_TIME):
+            try:
+                await self.stream.send_eof()
+                while dropped <= LINGER_BYTES and (data := await self.stream.receive_some(RECEIVE_SIZE)):
+                    dropped += len(data)
+            except _DISCONNECTS:
+                pass  # the client is gone: nothing left to protect

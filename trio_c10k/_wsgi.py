@@ -106,15 +106,17 @@ def build_environ(base: Environ, request: h11.Request, body: IO[bytes], length: 
 
     Args:
         base: the connection's environ, from ``connection_environ()``; it is copied.
-        request: the parsed request line and headers.
+        request: the parsed request line and headers, its target checked (``check_request``):
+            origin-form, absolute-form (whose host then replaces the Host header) or ``*``.
         body: the whole request body, already read, positioned at its start.
         length: the body's length in bytes; ``CONTENT_LENGTH`` says it even when the client
             sent the body chunked (the body is complete, so WSGI applications can read it).
     """
     environ = base.copy()
     target = request.target
+    host = None
     if target[:1] != b"/":
-        target = _origin_form(target)
+        host, target = _origin_form(target)
     path, _, query = target.partition(b"?")
     if b"%" in path:
         path = unquote_to_bytes(path)
@@ -140,20 +142,23 @@ def build_environ(base: Environ, request: h11.Request, body: IO[bytes], length: 
             # RFC 9110 section 5.3: repeated fields join with commas; Cookie with "; ".
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
         environ[key] = text
+    if host:
+        # RFC 9112 section 3.2.2: the target's host, not the Host header, names the host.
+        environ["HTTP_HOST"] = host.decode("latin-1")
     return environ
 
 
-def _origin_form(target: bytes) -> bytes:
-    """``http://host/path?q`` (absolute-form, RFC 9112 section 3.2.2) -> ``/path?q``."""
+def _origin_form(target: bytes) -> tuple[bytes | None, bytes]:
+    """``http://host/path?q`` (absolute-form, RFC 9112 section 3.2.2) -> ``(b"host", b"/path?q")``;
+    ``*`` stays, with no host."""
     if target == b"*":
-        return target
-    _, sep, rest = target.partition(b"://")
-    if not sep:
-        return b"/" + target
+        return None, target
+    _, _, rest = target.partition(b"://")
     authority_and_path, question, query = rest.partition(b"?")
     slash = authority_and_path.find(b"/")
-    path = authority_and_path[slash:] if slash >= 0 else b"/"
-    return path + question + query
+    if slash < 0:
+        return authority_and_path, b"/" + question + query
+    return authority_and_path[:slash], authority_and_path[slash:] + question + query
 
 
 def apply_proxy_headers(
