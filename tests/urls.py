@@ -28,6 +28,7 @@ urlpatterns = [
     path("t/ws/db/<str:prefix>/", views.ws_db),
     path("t/ws/burst/<int:count>/", views.ws_burst),
     path("t/ws/bursts/", views.ws_bursts),
+    path("t/ws/deaf/", views.ws_deaf),
     path("t/pid/", views.pid),
     path("t/ws/pid/", views.ws_pid),
     path("t/ws/group-pid/<str:name>/", views.ws_group_pid),

@@ -331,3 +331,9 @@ def big_file(request: HttpRequest, offset: int) -> FileResponse:
 def input_kind(request: HttpRequest) -> HttpResponse:
     """Whether ``wsgi.input`` (a SpooledTemporaryFile) holds the body on disk or in memory."""
     return HttpResponse(b"disk" if request.META["wsgi.input"]._rolled else b"memory")
+
+
+@websocket
+async def ws_deaf(ws: WebSocket) -> None:
+    """Never reads: waits until the connection closes (its inbox fills up)."""
+    await ws.wait_closed()

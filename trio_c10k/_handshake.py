@@ -19,6 +19,8 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
+from ._deflate import BoundedDeflate
+
 #: the only version RFC 6455 defines; anything else gets 426 with this version advertised
 WEBSOCKET_VERSION = "13"
 #: the environ key under which the server offers the upgrade slot (see ``_django``)
@@ -112,13 +114,17 @@ def choose_subprotocol(offered: str, supported: tuple[str, ...]) -> str | None:
     return next((protocol for protocol in supported if protocol in tokens), None)
 
 
-def accept_deflate(offers: str) -> tuple[PerMessageDeflate, str] | None:
-    """Agree to the first permessage-deflate offer wsproto accepts; its response header value."""
+def accept_deflate(offers: str, max_size: int = 1024 * 1024) -> tuple[BoundedDeflate, str] | None:
+    """Agree to the first permessage-deflate offer wsproto accepts; its response header value.
+
+    The extension inflates a message to ``max_size`` bytes at most (``BoundedDeflate``); the
+    ``WebSocket`` it is given to sets that to its own ``max_message_size``.
+    """
     for offer in offers.split(","):
         offer = offer.strip()
         if offer.split(";")[0].strip() != PerMessageDeflate.name:
             continue
-        extension = PerMessageDeflate()
+        extension = BoundedDeflate(max_size)
         response = extension.accept(offer)
         if isinstance(response, str):
             return extension, f"{PerMessageDeflate.name}; {response}" if response else PerMessageDeflate.name

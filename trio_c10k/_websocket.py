@@ -1,8 +1,12 @@
 """One WebSocket connection: wsproto frames over a trio stream, for server and client alike.
 
 Rule 1: one reader task turns bytes into whole messages, bounded by ``max_message_size``
-(1009 beyond it), and hands them over through a small inbox (``INCOMING_QUEUE``): when the
-handler does not read, the reader stops reading and TCP pushes back on the peer.
+(1009 beyond it) in bytes whatever their shape: UTF-8 bytes for text, each continuation frame
+costing ``FRAGMENT_COST`` more, inflation stopped at the limit (``_deflate``). It hands them
+over through a small inbox (``INCOMING_QUEUE`` messages, ``max_message_size`` bytes): when the
+handler does not read, the reader stops reading and TCP pushes back on the peer. It hands
+wsproto at most ``FRAMES_PER_STEP`` frames before letting other tasks run, so a peer
+flooding tiny frames gets its turn like any other connection, not the event loop.
 The reader splits the bytes into frames itself. The common frame (``_frames``: a whole text
 or binary message in one frame, masked as the side requires, no extension agreed) it
 decodes itself;
@@ -56,6 +60,7 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from ._config import WebSocketConfig
+from ._deflate import BoundedDeflate
 from ._exceptions import ConnectionClosed
 from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
 
@@ -66,8 +71,18 @@ log = logging.getLogger("trio_c10k.websocket")
 
 #: bytes asked of the kernel per read
 RECEIVE_SIZE = 65536
-#: whole messages received but not yet read by the handler (then TCP back-pressure)
+#: whole messages received but not yet read by the handler (then TCP back-pressure); their
+#: size is bounded too, by ``max_message_size`` (see ``_receive``)
 INCOMING_QUEUE = 16
+#: bytes a continuation frame counts for beyond its payload, towards ``max_message_size``: a
+#: fragment kept until the message is whole costs a str or bytes object and a list slot
+#: (about 60 bytes), and parsing it costs more than its bytes, even empty (RFC 6455 section
+#: 5.4 sets no limit on the number of fragments; 1.5 million empty ones would grow memory)
+FRAGMENT_COST = 64
+#: frames handed to wsproto (control frames, fragments, compressed frames) in one step of the
+#: reader before it lets other tasks run: a peer sending tiny frames as fast as it can (a ping
+#: flood: 10,000 per 64 KiB read, ~10 us each) gets about a millisecond per turn, not 100 ms
+FRAMES_PER_STEP = 64
 #: rounds a connection keeps coalescing after one in which it got several frames
 COALESCING_ROUNDS = 8
 #: RFC 6455 opcodes accepted by ``write_message(opcode=...)``, as the seed's API had them
@@ -118,6 +133,7 @@ class WebSocket:
         "_heard",
         "_inbox",
         "_inbox_closed",
+        "_inboxed",
         "_is_closed",
         "_loop_thread",
         "_mask_bit",
@@ -131,6 +147,7 @@ class WebSocket:
         "_size",
         "_stream",
         "_stuck",
+        "_tired",
         "_token",
         "_unparsed",
         "_waiters",
@@ -173,6 +190,9 @@ class WebSocket:
         # Without extensions the reader decodes the common frame itself: the mask bit such a
         # frame has (a client masks, a server does not). None: every frame goes to wsproto.
         self._mask_bit = None if extensions else 0 if connection.client else MASKED
+        for extension in extensions or ():
+            if isinstance(extension, BoundedDeflate):  # inflates a message this far at most
+                extension.max_size = config.max_message_size
         # Bytes received after the handshake and not yet split into frames (``received``: what
         # came with the handshake), and how many bytes of the frame wsproto is parsing it has
         # not had yet.
@@ -188,15 +208,20 @@ class WebSocket:
         # A list, not a deque: it holds at most INCOMING_QUEUE, and an empty deque is 600 bytes.
         self._inbox: list[str | bytes] = []
         self._inbox_closed = False
+        # Their total length (characters for text): the reader stops at max_message_size.
+        self._inboxed = 0
         # The tasks waiting for a change of state (see ``_wait``).
         self._waiters: list[trio.lowlevel.Task] = []
         # When the peer was last heard from, and when an unanswered keep-alive ping left.
         self._heard = trio.current_time()
         self._pinged_at: float | None = None
         # Fragments of the message being received (None while there are none: most
-        # messages come in one frame), and their total size.
+        # messages come in one frame), and its size so far: the payload of the frames that
+        # wsproto parses, as their headers announce it, plus FRAGMENT_COST per continuation.
         self._parts: list[Any] | None = None
         self._size = 0
+        # Set when the reader's step handed FRAMES_PER_STEP frames to wsproto: others first.
+        self._tired = False
         # Frames waiting for the flusher or the writer task, their total size, and whether
         # the writer is writing.
         self._queue: list[bytes] = []
@@ -237,7 +262,8 @@ class WebSocket:
         Messages received before the close are still returned first. Cancellation leaves
         the connection as it was (no message is lost). A message that is already here is
         returned without yielding to other tasks (a cancellation point, not a schedule
-        point): a burst is at most ``INCOMING_QUEUE`` messages long.
+        point): a burst is at most ``INCOMING_QUEUE`` messages, or ``max_message_size`` bytes
+        and one message, long.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         inbox = self._inbox
@@ -246,6 +272,7 @@ class WebSocket:
                 return None
             await self._wait()
         message = inbox.pop(0)
+        self._inboxed -= len(message)
         if self._waiters:  # the reader may wait for room in the inbox
             self._wake()
         return message
@@ -380,8 +407,14 @@ class WebSocket:
                 # number reused by another connection.
                 if self._is_closed or self._ws.state is ConnectionState.CLOSED:
                     break
-                if len(self._inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
+                if (
+                    len(self._inbox) >= INCOMING_QUEUE or self._inboxed >= self._config.max_message_size
+                ) and not (self._inbox_closed or self._close_sent):
                     await self._wait()  # for room in the inbox
+                    continue
+                if self._tired:  # more frames are here, but this step did its share: others first
+                    self._tired = False
+                    await trio.lowlevel.checkpoint()
                     continue
                 data = None if drained else _read_nowait(fd)
                 if data is None:
@@ -409,11 +442,16 @@ class WebSocket:
         start of a frame, or frames waiting for room in the inbox.
 
         A common frame (see the module's Rule 1) that is here whole becomes a message here;
-        any other frame goes to wsproto, whole, as its bytes arrive (``_owed``).
+        any other frame goes to wsproto, whole, as its bytes arrive (``_owed``), at most
+        FRAMES_PER_STEP of them per call (then ``_tired``). Stops while the inbox holds
+        INCOMING_QUEUE messages or ``max_message_size`` bytes.
         """
         inbox, mask_bit, at, end = self._inbox, self._mask_bit, 0, len(data)
+        limit, frames = self._config.max_message_size, FRAMES_PER_STEP
         while at < end and not self._is_closed:
-            if len(inbox) >= INCOMING_QUEUE and not (self._inbox_closed or self._close_sent):
+            if (len(inbox) >= INCOMING_QUEUE or self._inboxed >= limit) and not (
+                self._inbox_closed or self._close_sent
+            ):
                 break
             if self._owed:  # the rest of the frame wsproto is parsing
                 take = min(self._owed, end - at)
@@ -426,8 +464,8 @@ class WebSocket:
                 break
             first, start, stop, common = header
             if common and self._parts is None:
-                if stop - start > self._config.max_message_size:
-                    self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
+                if stop - start > limit:
+                    self._protocol_error(1009, f"message larger than {limit} bytes")
                     break
                 if stop <= end:
                     payload = data[start:stop]
@@ -445,6 +483,16 @@ class WebSocket:
                     continue
                 if stop - at <= RECEIVE_SIZE:
                     break  # a short frame: wait for the rest of it
+            if not frames:
+                self._tired = True
+                break
+            frames -= 1
+            opcode = first & 0x0F
+            if opcode < 3:  # a data frame: its payload counts as announced, UTF-8 bytes for text
+                self._size += stop - start if opcode else stop - start + FRAGMENT_COST
+                if self._size > limit:
+                    self._protocol_error(1009, f"message larger than {limit} bytes")
+                    break
             self._owed = stop - at  # wsproto gets this frame (a long one as it arrives)
         return data[at:] if at else data
 
@@ -454,6 +502,7 @@ class WebSocket:
         # after a close may be dropped).
         if not (self._inbox_closed or self._close_sent):
             self._inbox.append(message)
+            self._inboxed += len(message)
             if self._waiters:
                 self._wake()
 
@@ -481,11 +530,8 @@ class WebSocket:
         if isinstance(event, TextMessage | BytesMessage):
             if self._is_closed:
                 return
-            data = event.data
-            self._size += len(data)
-            if self._size > self._config.max_message_size:
-                self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
-            elif not event.message_finished:
+            data = event.data  # its size was counted from the frame's header (``_receive``)
+            if not event.message_finished:
                 if self._parts is None:
                     self._parts = []
                 self._parts.append(data)
@@ -508,6 +554,8 @@ class WebSocket:
             self._mark_closed(event.code, event.reason or "")
         elif state is ConnectionState.CLOSED:  # the answer to our close
             self._mark_closed(event.code, event.reason or "")
+        elif event.code == 1009:  # from BoundedDeflate: a message inflating past the limit
+            self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
         else:  # wsproto found a protocol error (1002, 1007, ...): it is ours to send
             self._protocol_error(event.code, event.reason or "")
 
