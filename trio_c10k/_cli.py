@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=_DEFAULT.websocket.max_message_size,
         metavar="BYTES",
-        help="largest message accepted (close 1009 beyond it)",
+        help="largest message accepted, in bytes whatever its shape (close 1009 beyond it); also the "
+        "bytes of messages waiting for the handler",
     )
     ws.add_argument(
         "--ws-send-queue-size",

@@ -96,7 +96,9 @@ class WebSocketConfig:
     """The limits of each WebSocket connection (``Config.websocket``)."""
 
     #: bytes: the largest message accepted, after reassembly (close 1009 beyond it); the
-    #: ``websockets`` library's default
+    #: ``websockets`` library's default. Counted in bytes whatever the shape (UTF-8 for text,
+    #: a cost per continuation frame, inflation stopped at it); it also bounds the bytes of
+    #: messages waiting for the handler before the reader stops reading.
     max_message_size: int = 1024 * 1024
     #: bytes queued for a peer that reads too slowly before it is closed with 1008: a frame is
     #: refused once the backlog exceeds it, so one larger message still goes out whole. The
