@@ -184,13 +184,17 @@ async def test_a_ping_flood_is_served_a_share_at_a_time(server: Server) -> None:
     instrument = ReaderSteps()
     trio.lowlevel.add_instrument(instrument)
     try:
-        await raw.stream.send_all(frame(9, b"") * pings + frame(1, b"done"))
-        pongs = 0
+        await raw.stream.send_all(b"".join(frame(9, b"%d" % i) for i in range(pings)) + frame(1, b"done"))
+        pongs: list[bytes] = []
         while not isinstance(event := await raw.next_event(), TextMessage):
             assert isinstance(event, Pong), event
-            pongs += 1
+            pongs.append(event.payload)
     finally:
         trio.lowlevel.remove_instrument(instrument)
-    assert (pongs, event.data) == (pings, "done")  # every ping answered, the connection open
-    # The reader let other tasks run after every FRAMES_PER_STEP frames (one step before: all).
+    assert event.data == "done"  # the connection is open and served
+    # The reader let other tasks run after every FRAMES_PER_STEP frames (one step before: all)...
     assert instrument.steps >= pings // FRAMES_PER_STEP
+    # ...and answered the pings of each step with one pong, the last one's (RFC 6455 5.5.3).
+    assert pings // FRAMES_PER_STEP <= len(pongs) < pings
+    assert pongs[-1] == b"%d" % (pings - 1)
+    assert [int(payload) for payload in pongs] == sorted(int(payload) for payload in pongs)
