@@ -25,12 +25,13 @@ Reported for each server: its peak RSS (VmHWM, reset before the attack, and VmRS
 every 10 ms, of the process and its children), its growth over the RSS before the attack,
 the RSS 1 s after the attack's connections closed, its CPU seconds during the attack
 (/proc/PID/stat), the p50/p99 latency of an ordinary client during the attack (one process
-per kind: ``GET /hello/`` on a new connection for the HTTP rows and row 8, a 32-byte
-WebSocket echo round trip on one connection for the WebSocket rows; a request without an
-answer within ``--probe-timeout`` counts as "timeout"), and what the attacker saw (close
-code, status, messages delivered). Every attack is bounded in time; a failed attack or a
-server that dies is reported as such. The servers are pinned to one CPU, the clients to the
-other. Results go to the ``abuse`` section of benchmarks/RESULTS.md.
+per kind: ``GET /hello/`` on a new connection every 50 ms, answered or not, for the HTTP
+rows and row 8; 32-byte WebSocket echo round trips on one connection, one after the other,
+for the WebSocket rows and row 8; a request without an answer within ``--probe-timeout``
+counts as "timeout"), and what the attacker saw (close code, status, messages delivered).
+Every attack is bounded in time; a failed attack or a server that dies is reported as such.
+The servers are pinned to one CPU, the clients to the other. Results go to the ``abuse``
+section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -73,8 +75,11 @@ MiB = 2**20
 ROWS = ("row1", "row3", "row4", "row5", "row6", "row8", "row10")
 #: how long an attacker waits for the server's answer (a close frame, an echo) after sending
 ANSWER_TIMEOUT = 15.0
-#: a WebSocket text probe, and the ordinary client's pause between two requests
+#: a WebSocket text probe, and the WebSocket ordinary client's pause between two round trips
 PROBE_MESSAGE, PROBE_PAUSE = b"x" * 32, 0.02
+#: seconds between two requests of the HTTP ordinary client, each sent on time whether the
+#: ones before were answered or not (a stalled server then shows as many timeouts, not a few)
+HTTP_INTERVAL = 0.05
 #: seconds the ordinary clients are measured at least, from the attack's start (one frame is quick)
 MIN_WINDOW = 1.0
 #: trio_c10k's options besides its defaults: no access log, a 1 s graceful stop
@@ -214,32 +219,38 @@ def ws_round_trip(sock: socket.socket, incoming: Incoming, timeout: float) -> fl
 def probe_main(
     kind: str, target: str, port: int, timeout: float, cpu: int | None, ready: Any, stop_: Any, out: Any
 ) -> None:
-    """An ordinary client, in its own process: one request after the other until told to stop;
-    sends its latencies (None: no answer) through ``out``, the first one excepted (made before
-    the attack)."""
+    """An ordinary client, in its own process, until told to stop: ``http`` requests sent every
+    HTTP_INTERVAL s (each in a thread), ``ws`` round trips one after the other. Sends their
+    latencies (None: no answer) through ``out``; ``ready`` is set once one was answered."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+    if kind == "http":
+        http_get(port, target, timeout)
+        ready.set()
+        with ThreadPoolExecutor(max_workers=int(timeout / HTTP_INTERVAL) + 8) as pool:
+            futures = []
+            while not stop_.wait(HTTP_INTERVAL):
+                futures.append(pool.submit(http_get, port, target, timeout))
+            out.send([future.result() for future in futures])
+        return
     latencies: list[float | None] = []
     sock: socket.socket | None = None
     incoming = Incoming()
     while not stop_.is_set():
-        if kind == "http":
-            latencies.append(http_get(port, target, timeout))
-        else:
-            if sock is None:
-                try:
-                    sock, rest = connect(target, timeout=timeout)
-                    incoming = Incoming(rest)
-                except OSError:
-                    latencies.append(None)
-                    stop_.wait(timeout)
-                    continue
-            latency = ws_round_trip(sock, incoming, timeout)
-            latencies.append(latency)
-            if latency is None:
-                sock.close()
-                sock = None
-        ready.set()  # after one request: the attack starts when this client is at work
+        if sock is None:
+            try:
+                sock, rest = connect(target, timeout=timeout)
+                incoming = Incoming(rest)
+            except OSError:
+                latencies.append(None)
+                stop_.wait(timeout)
+                continue
+        latency = ws_round_trip(sock, incoming, timeout)
+        latencies.append(latency)
+        if latency is None:
+            sock.close()
+            sock = None
+        ready.set()  # after one round trip: the attack starts when this client is at work
         stop_.wait(PROBE_PAUSE)
     out.send(latencies[1:])
 
@@ -412,6 +423,8 @@ class Incoming:
         self.messages = self.message_bytes = self.partial = self.pongs = 0
         self.close: int | None = None
         self.reason = ""
+        #: the connection ended (EOF or error); with ``close`` None, without a close frame
+        self.ended = False
         self.feed(data)
 
     def feed(self, data: bytes) -> int | None:
@@ -791,19 +804,22 @@ def burst_to_room(messages: int, size: int, readers: int) -> Callable[[Server], 
         conns = [connect(server.ws_url()) for _ in range(readers)]
         members = [(sock, Incoming(rest)) for sock, rest in conns]
         try:
-            if not _all_get(members, frame(0x2, b"hello"), 1, time.monotonic() + 10):
+            if not _all_get(members, frame(0x2, b"hello"), 1, time.monotonic() + 10)[0]:
                 return "the room did not relay a first message to every reader within 10 s"
-            burst = frame(0x2, b"m" * size) * messages
+            one = frame(0x2, b"m" * size)
             t0 = time.monotonic()
-            _all_get(members, burst, messages + 1, t0 + ANSWER_TIMEOUT)
+            _, sent = _all_get(members, one * messages, messages + 1, t0 + ANSWER_TIMEOUT)
             took = time.monotonic() - t0
             got = sorted(incoming.messages - 1 for _, incoming in members)
             closes = [incoming.close for _, incoming in members if incoming.close is not None]
+            dropped = sum(incoming.ended and incoming.close is None for _, incoming in members)
             stuck_state = _stuck_member(stuck)
             return (
-                f"readers got {got[0]:,} / {statistics.median(got):,.0f} / {got[-1]:,} (min/median/max) of "
-                f"{messages:,} in {took:.1f} s; readers closed: {len(closes)}"
+                f"the first reader sent {sent // len(one):,}; readers got {got[0]:,} / "
+                f"{statistics.median(got):,.0f} / {got[-1]:,} (min/median/max) of {messages:,} "
+                f"in {took:.1f} s; readers closed: {len(closes)}"
                 + (f" ({', '.join(str(c) for c in sorted(set(closes)))})" if closes else "")
+                + f", dropped without a close frame: {dropped}"
                 + f"; the member not reading: {stuck_state}"
             )
         finally:
@@ -814,11 +830,14 @@ def burst_to_room(messages: int, size: int, readers: int) -> Callable[[Server], 
     return run
 
 
-def _all_get(members: list[tuple[socket.socket, Incoming]], data: bytes, count: int, deadline: float) -> bool:
+def _all_get(
+    members: list[tuple[socket.socket, Incoming]], data: bytes, count: int, deadline: float
+) -> tuple[bool, int]:
     """The first member sends ``data``; every member reads until it has ``count`` messages in
-    all (or is closed), or the deadline. Returns whether all of them have ``count``."""
-    sender = members[0][0]
-    view, sent = memoryview(data), 0
+    all (or is closed), or the deadline, or 1 s of silence once the sender's connection ended.
+    Returns whether all of them have ``count``, and the bytes sent."""
+    sender, sender_in = members[0]
+    view, sent, last_data = memoryview(data), 0, time.monotonic()
     by_fd = {sock.fileno(): (sock, incoming) for sock, incoming in members}
     with selectors.DefaultSelector() as sel:
         for sock, _ in members:
@@ -826,7 +845,9 @@ def _all_get(members: list[tuple[socket.socket, Incoming]], data: bytes, count: 
             sel.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if sock is sender else 0))
         waiting = {fd for fd, (_, incoming) in by_fd.items() if incoming.messages < count}
         while waiting and time.monotonic() < deadline:
-            for key, events in sel.select(max(0.0, deadline - time.monotonic())):
+            if (sender_in.ended or sender_in.close is not None) and time.monotonic() > last_data + 1:
+                break
+            for key, events in sel.select(min(0.2, max(0.0, deadline - time.monotonic()))):
                 sock, incoming = by_fd[key.fd]
                 try:
                     if events & selectors.EVENT_WRITE:
@@ -837,6 +858,8 @@ def _all_get(members: list[tuple[socket.socket, Incoming]], data: bytes, count: 
                         chunk = sock.recv(RECV)
                         if chunk:
                             incoming.feed(chunk)
+                            last_data = time.monotonic()
+                        incoming.ended = not chunk
                         if not chunk or incoming.close is not None or incoming.messages >= count:
                             waiting.discard(key.fd)
                             if not chunk or incoming.close is not None:
@@ -844,9 +867,10 @@ def _all_get(members: list[tuple[socket.socket, Incoming]], data: bytes, count: 
                 except BlockingIOError:
                     pass
                 except OSError:
+                    incoming.ended = True
                     waiting.discard(key.fd)
                     sel.unregister(sock)
-    return all(incoming.messages >= count for _, incoming in members)
+    return all(incoming.messages >= count for _, incoming in members), sent
 
 
 def _stuck_member(sock: socket.socket) -> str:
@@ -886,7 +910,8 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         f"`python benchmarks/abuse.py` - each attack against a fresh server process, trio_c10k and a "
         f"peer in the same run; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python "
         f"{sys.version.split()[0]}; {versions()}, gunicorn {_version('gunicorn')}. The whole run took "
-        f"{seconds:.0f} s.",
+        f"{seconds:.0f} s; the machine's load average (1 min) was {args.load[0]:.1f} at its start and "
+        f"{os.getloadavg()[0]:.1f} at its end (other processes' share of the cores).",
         "",
         "| row | attack | server | peak RSS | growth | RSS after | server CPU | ordinary client p50 / p99 "
         "| what the attacker saw |",
@@ -899,23 +924,29 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
             f"| +{(r.peak_kib - r.before_kib) / 1024:.0f} MiB | {r.after_kib / 1024:.0f} MiB "
             f"| {r.cpu:.2f} s | {lat} | {r.outcome} |"
         )
-    lines += [
-        "",
-        "Peak RSS: the largest of VmHWM (reset before the attack through /proc/PID/clear_refs) and "
-        "VmRSS sampled every 10 ms, of the server and its children; growth: over the RSS just before "
-        "the attack; RSS after: 1 s after the attack's connections closed. Server CPU: user + system "
-        "seconds during the attack. Ordinary client: `http` is `GET /hello/` on a new connection, one "
-        f"after the other (a pause of {PROBE_PAUSE * 1000:.0f} ms between two), `ws` a "
-        f"{len(PROBE_MESSAGE)}-byte echo round trip on one connection; an answer missing after "
-        f'{args.probe_timeout:g} s is counted as "timeout" (and the percentile reads so when it falls '
-        "there). Servers: trio_c10k serving benchmarks/abuse_site.py (Django, no middleware) with its "
-        f"defaults (`--threads {args.threads}`, and `--ws-compression` for rows 3 and 5); gunicorn "
-        f"`-w 1 -k gthread --threads {args.threads}` serving the same site; the `websockets` library's "
-        "asyncio server (benchmarks/peers/: `max_size=2**20, max_queue=16`, its default permessage-deflate "
-        "for rows 3 and 5, its `broadcast()` for row 10). Row 1's clients ask for a 4 KiB receive "
-        "buffer; row 5's messages are 20 x 1 MB of zeros deflated to ~1 KB each, sent on "
-        f"{args.inbox_connections} connections, the attack lasting until the server's RSS stopped moving.",
+    notes = [
+        "Peak RSS: the largest of VmHWM (reset before the attack through /proc/PID/clear_refs) and",
+        "VmRSS sampled every 10 ms, of the server and its children; growth: over the RSS just before",
+        "the attack; RSS after: 1 s after the attack's connections closed. Server CPU: user + system",
+        "seconds during the attack. Ordinary client: `http` is `GET /hello/` on a new connection, one",
+        f"sent every {HTTP_INTERVAL * 1000:.0f} ms whether the ones before were answered or not; `ws` a",
+        f"{len(PROBE_MESSAGE)}-byte echo round trip on one connection, one after the other; an answer",
+        f'missing after {args.probe_timeout:g} s is counted as "timeout" (and the percentile reads so',
+        "when it falls there).",
+        "Servers: trio_c10k serving benchmarks/abuse_site.py (Django, no middleware) with its defaults",
+        f"(`--threads {args.threads}`, and `--ws-compression` for rows 3 and 5); gunicorn",
+        f"`-w 1 -k gthread --threads {args.threads}` serving the same site; the `websockets` library's",
+        "asyncio server (benchmarks/peers/: `max_size=2**20, max_queue=16`, its default",
+        "permessage-deflate for rows 3 and 5, its `broadcast()` for row 10).",
+        "Row 1's clients ask for a 4 KiB receive buffer. Row 5's messages are 1 MB of zeros deflated",
+        f"to ~1 KB each, sent on {args.inbox_connections} connections, the attack lasting until the",
+        "server's RSS stopped moving. Row 10: the members join, one message reaches every reader, then",
+        "the first reader sends the burst as fast as the server reads it while every reader reads as",
+        "fast as it can (one epoll loop); the member that never reads asked for a 4 KiB receive buffer.",
+        "trio_c10k's room (abuse_site.py) relays with the `Group` method named in the attack",
+        "(`--broadcast`; one that returns an awaitable is awaited).",
     ]
+    lines += ["", " ".join(notes)]
     return "\n".join(lines)
 
 
@@ -929,8 +960,10 @@ def _version(dist: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help=f"comma-separated rows to run (default: all of {', '.join(ROWS)})")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(ROWS), help="comma-separated rows to run")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     parser.add_argument("--threads", type=int, default=10, help="worker threads of trio_c10k and gunicorn")
     parser.add_argument(
@@ -957,7 +990,7 @@ def main() -> None:
         "(an awaitable one is awaited)",
     )
     args = parser.parse_args()
-    rows = args.only.split(",") if args.only else list(ROWS)
+    rows = args.only.split(",")
     if unknown := set(rows) - set(ROWS):
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
     args.logdir = Path(tempfile.mkdtemp(prefix="abuse-"))
@@ -966,7 +999,7 @@ def main() -> None:
     args.current_broadcast = "broadcast"
     args.client_cpu, args.runs = None, 0
     args.cpus = sorted(os.sched_getaffinity(0))
-    started = time.monotonic()
+    started, args.load = time.monotonic(), os.getloadavg()
     results = [r for row in rows for r in globals()[row](args)]
     text = report(results, args, time.monotonic() - started)
     print("\n" + text)
