@@ -1,4 +1,5 @@
-"""What the benchmarks share: the repository's paths, free ports, CPU time, RESULTS.md."""
+"""What the benchmarks share: the repository's paths, free ports, servers, CPU time, memory,
+RESULTS.md."""
 
 from __future__ import annotations
 
@@ -46,6 +47,32 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/PID/status field (``VmRSS``, or ``VmHWM``: the peak) of a process, summed with
+    its children's (a gunicorn master and its worker), in KiB."""
+    total = 0
+    for proc in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{proc}/status").read_text()
+        except FileNotFoundError:
+            continue
+        for line in status.splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total
+
+
+def reset_peak_memory(pid: int) -> bool:
+    """Reset VmHWM of a process and its children to their current RSS (``clear_refs`` 5, Linux
+    4.0+); False where that is refused."""
+    try:
+        for proc in [pid, *_children(pid)]:
+            Path(f"/proc/{proc}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -68,11 +95,27 @@ def update_results(section: str, text: str) -> None:
     RESULTS.write_text(current)
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM a server, then SIGKILL it if it has not exited within 15 s."""
+def launch(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server from the repository's root, its output to ``log``, pinned to ``cpu``
+    (if given) from its start; ``env`` adds to this process's environment."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+        )
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM a server, then SIGKILL it if it has not exited within ``timeout`` s."""
     proc.terminate()
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -93,9 +93,9 @@ def parse_frames(buf: bytes) -> tuple[list[tuple[int, bool, bytes]], bytes]:
     return frames, buf[pos:]
 
 
-def connect(url: str, timeout: float = 20) -> tuple[socket.socket, bytes]:
-    """Open a WebSocket connection (no extensions offered); returns the socket and the
-    bytes received after the 101 answer."""
+def connect(url: str, timeout: float = 20, extensions: str = "") -> tuple[socket.socket, bytes]:
+    """Open a WebSocket connection offering ``extensions`` (none by default; the server must
+    agree to them); returns the socket and the bytes received after the 101 answer."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     sock = socket.create_connection((host, port), timeout=timeout)
@@ -103,8 +103,14 @@ def connect(url: str, timeout: float = 20) -> tuple[socket.socket, bytes]:
     key = base64.b64encode(os.urandom(16))
     sock.sendall(
         b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        % ((parts.path or "/").encode(), host.encode(), port, key)
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+        % (
+            (parts.path or "/").encode(),
+            host.encode(),
+            port,
+            key,
+            b"Sec-WebSocket-Extensions: %s\r\n" % extensions.encode() if extensions else b"",
+        )
     )
     data = b""
     while b"\r\n\r\n" not in data:
@@ -120,8 +126,9 @@ def connect(url: str, timeout: float = 20) -> tuple[socket.socket, bytes]:
     accept = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
     if headers.get("sec-websocket-accept") != accept:
         raise ConnectionError(f"{url}: wrong Sec-WebSocket-Accept: {head!r}")
-    if "sec-websocket-extensions" in headers:
-        raise ConnectionError(f"{url}: the server agreed to an extension nobody offered: {head!r}")
+    agreed = headers.get("sec-websocket-extensions", "")
+    if agreed.split(";")[0].strip() != extensions.split(";")[0].strip():
+        raise ConnectionError(f"{url}: the server agreed to {agreed!r}, offered {extensions!r}: {head!r}")
     return sock, rest
 
 

@@ -5,7 +5,8 @@
 Every connection is a member; each message received goes to every member, the sender included,
 with the library's ``broadcast()`` (which writes to each connection without waiting for it, and
 skips connections whose write buffer is over the limit). Settings as in websockets_echo.py.
-Serves until killed.
+The path ``/echo/`` echoes instead (benchmarks/abuse.py's ordinary client). Serves until
+killed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ import asyncio
 import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets_echo import echo
 
 MEMBERS: set[ServerConnection] = set()
 
 
 async def room(ws: ServerConnection) -> None:
+    if ws.request is not None and ws.request.path == "/echo/":
+        await echo(ws)
+        return
     MEMBERS.add(ws)
     try:
         async for message in ws:
             broadcast(MEMBERS, message)
+    except ConnectionClosed:  # closed without a close frame (benchmarks/abuse.py's clients)
+        pass
     finally:
         MEMBERS.discard(ws)
 

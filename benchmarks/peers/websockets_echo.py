@@ -1,20 +1,26 @@
 """WebSocket echo server on the ``websockets`` library (asyncio), for benchmarks/websocket.py.
 
-    python benchmarks/peers/websockets_echo.py PORT
+    python benchmarks/peers/websockets_echo.py PORT [--compression] [--hello]
 
 Settings chosen to match trio_c10k's defaults: no compression (trio_c10k agrees to none
 unless --ws-compression), 1 MiB largest message, 16 messages queued before TCP back-pressure,
 a keep-alive ping every 20 s with a 20 s timeout (all but compression are also the library's
 defaults). Serves until killed.
+
+For benchmarks/abuse.py: ``--compression`` agrees to permessage-deflate (the library's
+default), ``--hello`` answers a plain ``GET /hello/`` with ``Hello, world!`` (its ordinary
+client), and the path ``/sink/`` is a handler that never reads (it waits for the close).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -25,12 +31,26 @@ async def echo(ws: ServerConnection) -> None:
         pass
 
 
-async def main(port: int) -> None:
+async def handler(ws: ServerConnection) -> None:
+    if ws.request is not None and ws.request.path == "/sink/":
+        await ws.wait_closed()
+    else:
+        await echo(ws)
+
+
+def hello(ws: ServerConnection, request: Request) -> Response | None:
+    if request.path == "/hello/" and "upgrade" not in request.headers.get("Connection", "").lower():
+        return ws.respond(HTTPStatus.OK, "Hello, world!\n")
+    return None
+
+
+async def main(args: argparse.Namespace) -> None:
     async with serve(
-        echo,
+        handler,
         "127.0.0.1",
-        port,
-        compression=None,
+        args.port,
+        compression="deflate" if args.compression else None,
+        process_request=hello if args.hello else None,
         max_size=2**20,
         max_queue=16,
         ping_interval=20,
@@ -40,4 +60,8 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--compression", action="store_true")
+    parser.add_argument("--hello", action="store_true")
+    asyncio.run(main(parser.parse_args()))
