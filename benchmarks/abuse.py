@@ -990,7 +990,7 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=3, help="row 10: bursts, new members for each")
     parser.add_argument(
         "--broadcast",
-        default="broadcast",
+        default="broadcast,send_message",
         help="row 10: comma-separated Group methods relaying the room's messages, each measured "
         "(an awaitable one is awaited)",
     )
