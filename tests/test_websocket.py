@@ -162,16 +162,24 @@ async def test_origin_check(
     server: Server, origin: str | None, allowed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     origin = origin and origin.format(port=port_of(server), other=port_of(server) % 65535 + 1)
+    await check_origin(server, origin, allowed)
+    if not allowed:
+        assert any("foreign origin" in r.getMessage() for r in caplog.records)
+
+
+async def check_origin(
+    server: Server, origin: str | None, allowed: bool, headers: list[tuple[str, str]] | None = None
+) -> None:
+    """The seed's socket opens from ``origin``, or is refused with 403 and a reason."""
     if allowed:
-        async with open_websocket(url(server, "/test/ws/"), origin=origin) as ws:
+        async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()) as ws:
             assert await ws.read_message() == "Hello!"
     else:
         with pytest.raises(HandshakeRejected) as info:
-            async with open_websocket(url(server, "/test/ws/"), origin=origin):
+            async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()):
                 pass
         assert info.value.status == 403
         assert b"not allowed" in info.value.body
-        assert any("foreign origin" in r.getMessage() for r in caplog.records)
 
 
 async def test_origin_check_can_be_turned_off(server: Server) -> None:
@@ -191,14 +199,7 @@ async def test_origin_check_can_be_turned_off(server: Server) -> None:
     ],
 )
 async def test_origin_in_csrf_trusted_origins_is_allowed(server: Server, origin: str, allowed: bool) -> None:
-    if allowed:
-        async with open_websocket(url(server, "/test/ws/"), origin=origin) as ws:
-            assert await ws.read_message() == "Hello!"
-    else:
-        with pytest.raises(HandshakeRejected) as info:
-            async with open_websocket(url(server, "/test/ws/"), origin=origin):
-                pass
-        assert info.value.status == 403
+    await check_origin(server, origin, allowed)
 
 
 @pytest.mark.parametrize(("proto", "allowed"), [("https", True), ("http", False)])
@@ -206,15 +207,8 @@ async def test_origin_scheme_behind_a_tls_proxy(start_server: StartServer, proto
     # TLS ends at the proxy: X-Forwarded-Proto (with --proxy-headers) makes the request
     # https, as the page that opened the socket was.
     server = await start_server(proxy_headers=True)
-    origin, headers = f"https://127.0.0.1:{port_of(server)}", [("X-Forwarded-Proto", proto)]
-    if allowed:
-        async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers) as ws:
-            assert await ws.read_message() == "Hello!"
-    else:
-        with pytest.raises(HandshakeRejected) as info:
-            async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers):
-                pass
-        assert info.value.status == 403
+    origin = f"https://127.0.0.1:{port_of(server)}"
+    await check_origin(server, origin, allowed, [("X-Forwarded-Proto", proto)])
 
 
 @pytest.mark.parametrize(
