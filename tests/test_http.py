@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import uuid
 
 import h11
@@ -12,7 +13,7 @@ import trio
 import trio.testing
 
 from tests import views
-from tests.conftest import Client, StartServer, connect, header, read_until_closed
+from tests.conftest import Client, StartServer, _opened, connect, header, port_of, read_until_closed
 from trio_c10k import Server
 
 
@@ -458,6 +459,18 @@ async def test_proxy_headers_from_untrusted_peer_are_ignored(start_server: Start
     client = await Client.open(server)
     _, body = await client.get("/t/environ/", headers=[("X-Forwarded-For", "203.0.113.9")])
     assert json.loads(body)["REMOTE_ADDR"] == "127.0.0.1"
+
+
+async def test_every_connection_waiting_in_the_backlog_is_accepted_at_once(server: Server) -> None:
+    # Connected without yielding: the kernel completes them, the accept loop cannot run yet.
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", port_of(server)))
+        _opened.append(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+    with trio.fail_after(10):
+        while not server.statistics().connections:
+            await trio.lowlevel.checkpoint()
+    # Taken with the first, in the same turn: none waits for rounds of the event loop.
+    assert server.statistics().connections == 20
 
 
 async def test_200_concurrent_keep_alive_clients_20_requests_each(start_server: StartServer) -> None:

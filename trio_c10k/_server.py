@@ -7,6 +7,10 @@ Rule 3: graceful shutdown = stop accepting, close idle keep-alive connections, g
 requests ``graceful_timeout`` seconds, then cancel what is left. A request that reached the
 server before (in a socket's buffer, or on a connection in the listen backlog) is in flight:
 it is answered, with ``Connection: close``.
+Rule 4: each time the accept loop wakes, it accepts every connection waiting in the backlog,
+not one (asyncio's loop does the same, nginx's ``multi_accept``): trio's ``accept()`` takes one
+per scheduling round, and a busy server's round takes milliseconds, so connections queued in
+the backlog waited seconds while established keep-alive connections were served.
 """
 
 from __future__ import annotations
@@ -275,6 +279,7 @@ class Server:
                 self._accept_failing = False
                 log.info("accept() works again (%d connections open)", self._connections)
             self._start(stream, handlers)
+            self._accept_backlog(listener)  # Rule 4
 
     def _start(self, stream: trio.SocketStream, handlers: trio.Nursery) -> None:
         if self._connections >= self._max_connections:
@@ -289,8 +294,11 @@ class Server:
         fd = listener.socket.fileno()
         if fd < 0:  # closed: serve() is over
             return
-        # A duplicate descriptor accepts from the same queue.
-        with socket.socket(fileno=os.dup(fd)) as sock:
+        try:  # a duplicate descriptor accepts from the same queue
+            dup = os.dup(fd)
+        except OSError:  # out of descriptors: the accept loop's next accept() reports it
+            return
+        with socket.socket(fileno=dup) as sock:
             sock.setblocking(False)
             while True:
                 try:
@@ -298,7 +306,7 @@ class Server:
                 except OSError as exc:
                     if exc.errno in ACCEPT_NEXT_ERRNOS:
                         continue
-                    return  # EAGAIN: none left (or out of descriptors: the rest are lost)
+                    return  # EAGAIN: none left (out of descriptors: the rest wait, lost at shutdown)
                 self._start(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), self._handlers)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
