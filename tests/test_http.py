@@ -420,6 +420,23 @@ async def test_max_connections_answers_503(start_server: StartServer) -> None:
     assert response.status_code == 200
 
 
+async def test_the_503_reaches_a_client_that_sent_its_request_already(start_server: StartServer) -> None:
+    server = await start_server(max_connections=1)
+    first = await Client.open(server)
+    response, _ = await first.get("/hello/")
+    assert response.status_code == 200
+    second = await connect(server)
+    # A request with a body, all sent before anything is read: closing with it unread would
+    # make the kernel answer with a reset, which can destroy the 503 before it is read.
+    await second.send_all(
+        b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000
+    )
+    await second.send_eof()
+    data = await read_until_closed(second)
+    assert status_line(data) == b"HTTP/1.1 503 Service Unavailable"
+    assert data.endswith(b"Server at its connection limit; retry\n")
+
+
 async def test_access_log_line(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trio_c10k.access")
     client = await Client.open(server)

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,6 +189,23 @@ async def test_request_body_is_spooled_to_disk_past_64_kib(
     response, body = await client.response()
     assert response.status_code == 200
     assert body == kept_in
+
+
+async def test_a_body_that_cannot_be_stored_gets_503_without_a_traceback(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The spool file cannot be made (no temporary directory: as with no descriptor or no disk
+    # space left), which is the server's trouble, not the client's.
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/trio_c10k")
+    server = await start_server()
+    client = await Client.open(server)
+    await client.request("POST", "/t/input-kind/", body=b"z" * (64 * 1024 + 1))
+    response, body = await client.response()
+    assert (response.status_code, body) == (503, b"The server cannot store the request body now\n")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "cannot store a request body" in errors[0].getMessage()
+    assert errors[0].exc_info is None
 
 
 @pytest.mark.parametrize(

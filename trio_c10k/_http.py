@@ -300,7 +300,12 @@ class HTTPConnection:
                 if length > config.max_body_size:
                     await self._send_error(413, f"Request body larger than {config.max_body_size} bytes")
                     return None
-                body.write(event.data)
+                try:
+                    body.write(event.data)
+                except OSError as exc:  # the spool file: out of descriptors or disk space
+                    log.error("%s: cannot store a request body: %s", self.client, exc)
+                    await self._send_error(503, "The server cannot store the request body now", logged=True)
+                    return None
             event = conn.next_event()
         return length
 

@@ -52,6 +52,10 @@ ACCEPT_NEXT_ERRNOS = frozenset(
 )
 #: descriptors kept free for the application when max_connections follows RLIMIT_NOFILE
 FD_RESERVE = 100
+#: seconds, then bytes, a connection turned away with 503 is given: to take the answer, and to
+#: have what it sent read and dropped (its descriptor comes from ``FD_RESERVE``: kept short)
+REJECT_TIME = 1.0
+REJECT_BYTES = 1024 * 1024
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 38\r\nconnection: close\r\nretry-after: 1\r\n\r\n"
@@ -340,9 +344,16 @@ class Server:
                 self._max_connections,
             )
         try:
-            with trio.move_on_after(1):
+            with trio.move_on_after(REJECT_TIME):
                 await stream.send_all(_BUSY)
-        except trio.BrokenResourceError:
+                # A lingering close, as after any error answer (``_http``): the request the
+                # client sent is read and dropped, or the kernel would answer it with a reset
+                # that can destroy the 503 before the client reads it.
+                await stream.send_eof()
+                dropped = 0
+                while dropped <= REJECT_BYTES and (data := await stream.receive_some(65536)):
+                    dropped += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await trio.aclose_forcefully(stream)
