@@ -135,9 +135,11 @@ async def test_a_trio_run_in_another_thread_reaches_the_members_through_their_lo
             return [*counts, len(group)]
 
         assert await trio.to_thread.run_sync(trio.run, elsewhere) == [1, 1, 1, 0]
+        assert other not in _fanout._members  # a group with no member takes no memory
         assert await client.read_message() == "to the group"
         assert await client.read_message() == b"to a list"
         assert await client.read_message() == "straight to it"
+    await wait_for(lambda: name not in _fanout._members)  # its last member closed
 
 
 async def test_a_member_that_does_not_read_is_closed_with_1008_and_delays_no_one(

@@ -14,12 +14,12 @@ Rule 5: the members live in the event loop's thread. Called from another thread 
 in a worker thread, a trio run of its own), ``add``, ``discard`` and ``broadcast`` hand
 themselves to the event loop and return once done there, as ``WebSocket.write_message`` does
 (``in_loop_thread`` tells, ``call_in_loop`` hands over).
-Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
-(``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
 Rule 6: ``send_message`` is ``broadcast`` with back-pressure, for trio tasks: the producer
 waits while a recipient's send queue is over half full, and a recipient still over it
 ``send_timeout`` seconds later is closed with 1008. Readers that keep up get every message;
 a recipient holds at most its ``send_queue_size`` plus a message or two.
+Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
+(``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
 """
 
 from __future__ import annotations
