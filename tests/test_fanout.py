@@ -118,6 +118,30 @@ async def test_broadcast_from_a_django_view_in_a_worker_thread(server: Server) -
         assert (response.status_code, body) == (200, b"0")  # an empty group
 
 
+async def test_a_trio_run_in_another_thread_reaches_the_members_through_their_loop(server: Server) -> None:
+    # Another thread running trio (a library with a loop of its own) is in a trio run, but not
+    # in the members': what it asks is done in theirs, and it waits until then.
+    name, other = fresh(), fresh()
+    async with open_websocket(url(server, f"/t/ws/group/{name}/")) as client:
+        assert await client.read_message() == "joined"
+        (member,) = Group(name)
+
+        async def elsewhere() -> list[int]:
+            group = Group(other)
+            group.add(member)
+            counts = [len(group), group.broadcast("to the group"), broadcast([member], b"to a list")]
+            member.write_message("straight to it")
+            group.discard(member)
+            return [*counts, len(group)]
+
+        assert await trio.to_thread.run_sync(trio.run, elsewhere) == [1, 1, 1, 0]
+        assert other not in _fanout._members  # a group with no member takes no memory
+        assert await client.read_message() == "to the group"
+        assert await client.read_message() == b"to a list"
+        assert await client.read_message() == "straight to it"
+    await wait_for(lambda: name not in _fanout._members)  # its last member closed
+
+
 async def test_a_member_that_does_not_read_is_closed_with_1008_and_delays_no_one(
     start_server: StartServer,
 ) -> None:

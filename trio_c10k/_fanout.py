@@ -11,32 +11,59 @@ Rule 3: a closed socket leaves its groups by itself, when it closes.
 Rule 4: with a broker (``--broker redis://...``, ``_broker``), a group broadcast also goes to
 the members of that group held by other processes; without one, groups are per process.
 Rule 5: the members live in the event loop's thread. Called from another thread (a Django view
-in a worker thread), ``add``, ``discard`` and ``broadcast`` hand themselves to the event loop
-and return once done there, as ``WebSocket.write_message`` does.
+in a worker thread, a trio run of its own), ``add``, ``discard`` and ``broadcast`` hand
+themselves to the event loop and return once done there, as ``WebSocket.write_message`` does
+(``in_loop_thread`` tells, ``call_in_loop`` hands over).
 Rule 6: ``send_message`` is ``broadcast`` with back-pressure, for trio tasks: the producer
 waits while a recipient's send queue is over half full, and a recipient still over it
 ``send_timeout`` seconds later is closed with 1008. Readers that keep up get every message;
 a recipient holds at most its ``send_queue_size`` plus a message or two.
+Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
+(``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from threading import get_ident
 from typing import TYPE_CHECKING
 
 import trio
 
 from ._frames import encode_frame
-from ._websocket import WebSocket
+from ._websocket import WebSocket, call_in_loop, in_loop_thread
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
 
+
+class _Members(set[WebSocket]):
+    """The members of the group ``name``: the registry forgets the group when the last one
+    goes, whether ``Group.discard`` or the socket's close (``WebSocket._mark_closed``) calls
+    ``discard`` (Rule 2)."""
+
+    __slots__ = ("name",)
+
+    # A group's set is itself, not its content: ``ws._groups.remove(members)`` finds this one.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def discard(self, ws: object) -> None:
+        super().discard(ws)
+        if not self and _members.get(self.name) is self:
+            del _members[self.name]
+
+
 #: group name -> its members; a name is here only while its group has members
-_members: dict[str, set[WebSocket]] = {}
-#: the event loop the members live in, for calls from other threads (set by each server as it
-#: starts, and by each add)
+_members: dict[str, _Members] = {}
+#: the event loop the members live in, and its thread, for calls from other threads (set by
+#: each server as it starts, and by each add)
 _loop_token: trio.lowlevel.TrioToken | None = None
+_loop_thread: int | None = None
 
 
 #: the link to the other processes (``--broker``), or None: groups are this process's only
@@ -45,9 +72,9 @@ _broker: RedisBroker | None = None
 
 def use_event_loop(token: trio.lowlevel.TrioToken, broker: RedisBroker | None = None) -> None:
     """Make ``token``'s loop the one calls from other threads go to, and ``broker`` the link
-    to other processes (the server calls this as it starts)."""
-    global _loop_token, _broker
-    _loop_token, _broker = token, broker
+    to other processes (the server calls this as it starts, in that loop's thread)."""
+    global _loop_token, _loop_thread, _broker
+    _loop_token, _loop_thread, _broker = token, get_ident(), broker
 
 
 def deliver(group: str, data: str | bytes) -> None:
@@ -104,27 +131,32 @@ class Group:
 
         Adding a member twice, or a closed socket, does nothing.
         """
-        global _loop_token
-        if _in_other_thread():
-            trio.from_thread.run_sync(self.add, ws, trio_token=ws._token)
+        global _loop_token, _loop_thread
+        if not in_loop_thread(ws._loop_thread):
+            call_in_loop(ws._token, self.add, ws)
             return
         if ws.closed:
             return
-        _loop_token = ws._token
-        _members.setdefault(self.name, set()).add(ws)
-        if ws._groups is None:
-            ws._groups = []
-        if self not in ws._groups:
-            ws._groups.append(self)
+        _loop_token, _loop_thread = ws._token, ws._loop_thread
+        members = _members.get(self.name)
+        if members is None:
+            members = _members[self.name] = _Members(self.name)
+        if ws not in members:
+            members.add(ws)
+            if ws._groups is None:
+                ws._groups = []
+            ws._groups.append(members)
 
     def discard(self, ws: WebSocket) -> None:
         """Remove ``ws`` from the group, if it is a member."""
-        if _in_other_thread():
-            trio.from_thread.run_sync(self.discard, ws, trio_token=ws._token)
+        if not in_loop_thread(ws._loop_thread):
+            call_in_loop(ws._token, self.discard, ws)
             return
-        self._leave(ws)
-        if ws._groups is not None and self in ws._groups:
-            ws._groups.remove(self)
+        members = _members.get(self.name)
+        if members is not None and ws in members:
+            members.discard(ws)
+            if ws._groups is not None:
+                ws._groups.remove(members)
 
     def broadcast(self, data: str | bytes) -> int:
         """Send ``data`` to every member (text for ``str``, binary for ``bytes``); never blocks.
@@ -133,11 +165,10 @@ class Group:
         Redis. Returns the number of members of this process it was sent to. See
         ``broadcast()``.
         """
-        if _in_other_thread():
-            if _loop_token is None:  # no server and no member in this process
-                return 0
+        # Without a loop yet (no server and no member in this process), there is no one to send to.
+        if _loop_token is not None and _loop_thread is not None and not in_loop_thread(_loop_thread):
             try:
-                return trio.from_thread.run_sync(self.broadcast, data, trio_token=_loop_token)
+                return call_in_loop(_loop_token, self.broadcast, data)
             except trio.RunFinishedError:  # that loop is over, and its members with it
                 return 0
         sent = broadcast(_members.get(self.name, ()), data)
@@ -163,13 +194,6 @@ class Group:
             _broker.publish(self.name, data)
         return sent
 
-    def _leave(self, ws: WebSocket) -> None:
-        members = _members.get(self.name)
-        if members is not None:
-            members.discard(ws)
-            if not members:
-                del _members[self.name]
-
 
 def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
     """Send ``data`` to each of ``websockets`` that is open; never blocks.
@@ -191,8 +215,8 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
     if not isinstance(data, str | bytes | bytearray | memoryview):
         raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
     recipients = list(websockets)  # a recipient closed on the way leaves its groups
-    if recipients and _in_other_thread():
-        return trio.from_thread.run_sync(broadcast, recipients, data, trio_token=recipients[0]._token)
+    if recipients and not in_loop_thread(recipients[0]._loop_thread):
+        return call_in_loop(recipients[0]._token, broadcast, recipients, data)
     frame = None
     sent = 0
     for ws in recipients:
@@ -206,10 +230,6 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
             ws.write_message(data)
         sent += 1
     return sent
-
-
-def _in_other_thread() -> bool:
-    return not trio.lowlevel.in_trio_run()
 
 
 async def send_message(websockets: Iterable[WebSocket], data: str | bytes) -> int:
@@ -236,19 +256,10 @@ async def send_message(websockets: Iterable[WebSocket], data: str | bytes) -> in
     if not isinstance(data, str | bytes | bytearray | memoryview):
         raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
     recipients = list(websockets)  # a recipient closed on the way leaves its groups
-    start = None
+    start, waited = trio.current_time(), False
     for ws in recipients:
-        if not ws._queued:  # the common case: nothing waits to be sent to it
-            continue
-        half = ws._config.send_queue_size // 2
-        if ws._queued > half and ws.open:
-            if start is None:
-                start = trio.current_time()
-            with trio.move_on_at(start + ws._config.send_timeout):
-                while ws._queued > half and ws.open:
-                    await ws._wait()  # woken as its queue drains, or as it closes
-            if ws._queued > half and ws.open:
-                ws._drop(f"send queue still over {half} bytes after {ws._config.send_timeout:g} s")
-    if start is None:  # no wait: still a checkpoint, as every trio async function
+        if ws._queued:  # the common case is 0: nothing waits to be sent to it
+            waited = await ws._wait_for_room(start) or waited
+    if not waited:  # no wait: still a checkpoint, as every trio async function
         await trio.lowlevel.checkpoint()
     return broadcast(recipients, data)

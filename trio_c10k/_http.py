@@ -28,15 +28,18 @@ import socket
 import struct
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 import h11
 import trio
 
+from ._config import Config
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
+from ._threads import WorkerThreads
 from ._websocket import WebSocket, _read_nowait
 from ._wsgi import (
     AppResponse,
@@ -50,9 +53,6 @@ from ._wsgi import (
     empty_body,
     is_trusted,
 )
-
-if TYPE_CHECKING:
-    from ._server import Server
 
 log = logging.getLogger("trio_c10k.http")
 access_log = logging.getLogger("trio_c10k.access")
@@ -102,6 +102,39 @@ def _peer_label(address: object) -> str:
     return "unix"
 
 
+class Owner(Protocol):
+    """What a connection needs of the server that accepted it (``Server`` is one).
+
+    This is all ``_http`` knows of the server: it never imports ``_server``. A connection
+    reads these, counts its answers in ``requests``, and puts the cancel scope of each wait
+    for a next request in ``idle``, for the owner to cancel when it shuts down; an accepted
+    upgrade goes back to the owner as ``run()``'s result.
+    """
+
+    @property
+    def app(self) -> Callable[..., Iterable[bytes]]:
+        """The WSGI application."""
+
+    @property
+    def config(self) -> Config:
+        """The limits and timeouts."""
+
+    @property
+    def workers(self) -> WorkerThreads:
+        """The threads the application runs in."""
+
+    @property
+    def idle(self) -> set[trio.CancelScope]:
+        """The cancel scopes of connections waiting for their next request."""
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: no new request, ``Connection: close`` on answers."""
+
+    #: requests answered so far
+    requests: int
+
+
 class HTTPConnection:
     """Serves the requests of one accepted socket until it closes.
 
@@ -109,7 +142,7 @@ class HTTPConnection:
     writes it.
     """
 
-    def __init__(self, stream: trio.SocketStream, server: Server) -> None:
+    def __init__(self, stream: trio.SocketStream, server: Owner) -> None:
         config = server.config
         #: the accepted socket
         self.stream = stream

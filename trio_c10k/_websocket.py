@@ -49,12 +49,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import struct
-import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from threading import get_ident
+from typing import Any, TypeVar
 
+import outcome
 import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -64,8 +66,7 @@ from ._deflate import BoundedDeflate
 from ._exceptions import ConnectionClosed
 from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
 
-if TYPE_CHECKING:
-    from ._fanout import Group
+T = TypeVar("T")
 
 log = logging.getLogger("trio_c10k.websocket")
 
@@ -110,6 +111,32 @@ def _read_nowait(fd: int) -> bytes | None:
         return b""
 
 
+def in_loop_thread(loop_thread: int) -> bool:
+    """Whether the caller runs in the thread ``loop_thread`` (a ``threading.get_ident()``): that
+    of the trio run a connection lives in, the only one that may touch the connection.
+
+    The one test of it, for ``WebSocket`` and the fan-out. Not ``trio.lowlevel.in_trio_run()``:
+    a trio run of its own in another thread is in a run, but not in the connection's.
+    """
+    return get_ident() == loop_thread
+
+
+def call_in_loop(token: trio.lowlevel.TrioToken, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in ``token``'s event loop from another thread, and return (or raise)
+    what it does; the calling thread waits meanwhile.
+
+    Raises:
+        trio.RunFinishedError: that loop is over.
+    """
+    if not trio.lowlevel.in_trio_run():  # a worker thread (a Django view), any plain thread
+        return trio.from_thread.run_sync(fn, *args, trio_token=token)
+    # A thread running a trio loop of its own: ``trio.from_thread`` refuses it (it cannot tell
+    # it from the loop's own thread, where waiting would never end); it waits the same way.
+    done: queue.SimpleQueue[outcome.Outcome[T]] = queue.SimpleQueue()
+    token.run_sync_soon(lambda: done.put(outcome.capture(fn, *args)))
+    return done.get().unwrap()
+
+
 class WebSocket:
     """A WebSocket connection, as a handler receives it: ``async def handler(ws, ...)``.
 
@@ -119,6 +146,13 @@ class WebSocket:
     room in the send queue.
 
     Handlers may keep their own attributes on it (``ws.room = "lobby"``).
+
+    The fan-out (``_fanout``) uses these names, and no other private one: ``_token`` and
+    ``_loop_thread`` (its loop, for ``in_loop_thread`` and ``call_in_loop``); ``_groups`` (the
+    member sets it is in); for ``broadcast``'s loop, ``_is_closed`` and ``_close_sent`` (``not
+    open``, inlined), ``_plain`` (it takes the frame ``encode_frame(data)`` built once for every
+    member) and ``_send_frame(frame)``; for ``send_message``, ``_queued`` (bytes in the send
+    queue) and ``_wait_for_room(since)``.
     """
 
     # Slots: at 10,000 connections a per-object attribute dictionary costs 10 MB. The
@@ -207,7 +241,7 @@ class WebSocket:
         self._ws = connection
         self._config = config
         self._token = trio.lowlevel.current_trio_token()
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = get_ident()
         # Whole messages the handler has not read yet; closed once the connection is.
         # A list, not a deque: it holds at most INCOMING_QUEUE, and an empty deque is 600 bytes.
         self._inbox: list[str | bytes] = []
@@ -246,8 +280,10 @@ class WebSocket:
         # one went out (after it, no data frame may: RFC 6455 section 5.5.1).
         self._is_closed = False
         self._close_sent: CloseConnection | None = None
-        # The fan-out groups it belongs to (None until it joins one); it leaves them on close.
-        self._groups: list[Group] | None = None
+        # The member sets of the fan-out groups it belongs to (None until it joins one): as it
+        # closes, it calls each one's ``discard(self)`` (a set of the fan-out's own that forgets
+        # its group once empty).
+        self._groups: list[set[WebSocket]] | None = None
         self._nursery: trio.Nursery | None = None
 
     # -- the public API -------------------------------------------------------------------
@@ -304,12 +340,13 @@ class WebSocket:
             ConnectionClosed: the connection is closing or closed.
             ValueError: a bad opcode, or bytes that are not UTF-8 sent as text.
 
-        Callable from any trio task of this server, and from a worker thread (a Django view):
-        there it hands the message to the event loop and returns once it is queued.
+        Callable from any trio task of this server, and from any other thread (a Django view's
+        worker thread, another trio run's): there it hands the message to the event loop and
+        returns once it is queued.
         A peer whose send queue overflows is closed with 1008 (see ``send_queue_size``).
         """
-        if threading.get_ident() != self._loop_thread:
-            trio.from_thread.run_sync(self.write_message, data, opcode, trio_token=self._token)
+        if not in_loop_thread(self._loop_thread):
+            call_in_loop(self._token, self.write_message, data, opcode)
             return
         self._check_open()
         if opcode == TEXT and not isinstance(data, str):
@@ -345,8 +382,8 @@ class WebSocket:
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
-        if threading.get_ident() != self._loop_thread:
-            trio.from_thread.run_sync(self.ping, payload, trio_token=self._token)
+        if not in_loop_thread(self._loop_thread):
+            call_in_loop(self._token, self.ping, payload)
             return
         self._check_open()
         self._send_frame(self._ws.send(Ping(payload=payload)))
@@ -673,6 +710,20 @@ class WebSocket:
         elif self._waiters and (not self.open or queued > self._config.send_queue_size // 2):
             self._wake()  # ``_finish`` or ``send_message`` waits for the queue to drain
 
+    async def _wait_for_room(self, since: float) -> bool:
+        """Wait while the send queue is over half full (``send_message()`` of the fan-out); a
+        peer still over it ``send_timeout`` seconds after ``since`` does not read: it is
+        closed with 1008. Returns whether it waited (then it was a checkpoint)."""
+        half = self._config.send_queue_size // 2
+        if not (self._queued > half and self.open):
+            return False
+        with trio.move_on_at(since + self._config.send_timeout):
+            while self._queued > half and self.open:
+                await self._wait()  # woken as its queue drains, or as it closes
+        if self._queued > half and self.open:
+            self._drop(f"send queue still over {half} bytes after {self._config.send_timeout:g} s")
+        return True
+
     def _start_writer(self) -> None:
         if not self._writer_running and self._nursery is not None:
             self._writer_running = True
@@ -742,8 +793,8 @@ class WebSocket:
         self._is_closed = True
         self._close_inbox()
         if self._groups is not None:
-            for group in self._groups:
-                group._leave(self)
+            for members in self._groups:
+                members.discard(self)
             self._groups = None
 
     def _close_inbox(self) -> None:
