@@ -170,7 +170,7 @@ async def test_origin_check(
 async def check_origin(
     server: Server, origin: str | None, allowed: bool, headers: list[tuple[str, str]] | None = None
 ) -> None:
-    """The seed's socket opens from ``origin``, or is refused with 403 and a reason."""
+    """The echo page's socket (``/test/ws/``) opens from ``origin``, or is refused with 403 and a reason."""
     if allowed:
         async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()) as ws:
             assert await ws.read_message() == "Hello!"
@@ -224,7 +224,7 @@ async def test_subprotocol_negotiation(server: Server, offered: list[str], chose
 # -- the API ------------------------------------------------------------------------------
 
 
-async def test_seed_echo_exchange(server: Server) -> None:
+async def test_echo_page_exchange(server: Server) -> None:
     async with open_websocket(url(server, "/test/ws/")) as ws:
         assert await ws.read_message() == "Hello!"
         for n, text in enumerate(["one", "two", "Café"], 1):
