@@ -25,7 +25,7 @@ def wsgi_test(request: HttpRequest) -> HttpResponse:
 
 
 def echo_page(request: HttpRequest) -> HttpResponse:
-    """The seed's echo page: it opens /test/ws/ and shows what is said."""
+    """The echo page: it opens /test/ws/ and shows what is said."""
     return render(request, "example_site/echo.html")
 
 

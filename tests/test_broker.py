@@ -64,7 +64,7 @@ class Redis:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + TIMEOUT
-        while True:
+        while True:  # polled: redis-server's output is not read, nothing else says it listens
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
                 return
             if time.monotonic() > deadline or self.proc.poll() is not None:

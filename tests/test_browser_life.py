@@ -32,11 +32,15 @@ SIZE, STEPS, SPEED = 16, 16, 4
 PULSAR = (ROOT / "example_site" / "patterns" / "pulsar").read_text()
 #: the pulsar (13 x 13) centred on the grid
 INITIAL = cells(PULSAR, (SIZE - 13) // 2, (SIZE - 13) // 2)
-#: every cell of the grid, read in one go (so no message is handled halfway through):
-#: [row, col, step, class, background colour]
-READ_GRID = """() => [...document.querySelectorAll("#grid tr")].flatMap((tr, row) =>
-    [...tr.cells].map((td, col) =>
-        [row, col, Number(td.dataset.step), td.className, getComputedStyle(td).backgroundColor]))"""
+#: the step counter and every cell of the grid, read in one go (one script runs between two
+#: messages, so the page cannot move on between the counter and the cells):
+#: {step, grid: [[row, col, step, class, background colour], ...]}
+READ_MOMENT = """() => ({
+    step: Number(document.getElementById("step").textContent),
+    grid: [...document.querySelectorAll("#grid tr")].flatMap((tr, row) =>
+        [...tr.cells].map((td, col) =>
+            [row, col, Number(td.dataset.step), td.className, getComputedStyle(td).backgroundColor])),
+})"""
 #: true once the step counter is at ``step`` or beyond and every cell has shown a state (with
 #: ``every``: every cell has shown its state at ``step``)
 STEP_REACHED = """([step, every]) => Number(document.getElementById("step").textContent) >= step
@@ -75,9 +79,8 @@ def watch_the_run(url: str, start_run: Callable[[], None], screenshot: Path | No
 
     def moment(page: Page, step: int, every: bool = False) -> Moment:
         page.wait_for_function(STEP_REACHED, arg=[step, every])
-        return Moment(
-            int(page.locator("#step").inner_text()), [tuple(cell) for cell in page.evaluate(READ_GRID)]
-        )
+        read = page.evaluate(READ_MOMENT)
+        return Moment(read["step"], [tuple(cell) for cell in read["grid"]])
 
     with open_page() as (page, errors):
         page.goto(url)

@@ -232,7 +232,8 @@ async def test_chat_history_survives_a_reconnect(server: Server) -> None:
             for text in said:
                 ws.write_message(text)
                 assert json.loads(await ws.read_message())["text"] == text
-        # Stored by the handler after each broadcast: wait until the last one is in.
+        # Stored by the handler after each broadcast: wait until the last one is in (polled:
+        # the database has no event to wait on).
         while True:
             count = await database_sync_to_thread(ChatMessage.objects.filter(text=said[-1]).count)()
             if count:

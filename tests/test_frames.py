@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
 
 from tests.conftest import StartServer, connect, read_until_closed
@@ -114,7 +114,9 @@ async def test_a_frame_sent_one_byte_at_a_time(server: Server) -> None:
     data = frame(1, "caf\u00e9 ".encode() * 40) + frame(2, b"\x00\xff")  # a 2-byte length, then binary
     for byte in data:
         await raw.stream.send_all(bytes([byte]))
-        await trio.sleep(0.001)  # separate reads, most of the time
+        # The server runs in this trio run: once every task is blocked, its reader has taken
+        # this byte and waits for the next one, so each byte is a read of its own.
+        await trio.testing.wait_all_tasks_blocked()
     assert (await raw.next_event()).data == "caf\u00e9 " * 40
     assert (await raw.next_event()).data == b"\x00\xff"
 
@@ -270,15 +272,37 @@ async def client_close_code(stream: trio.SocketStream, connection: Connection) -
 async def test_client_reads_frames_that_came_with_the_101() -> None:
     third = frame(1, b"three", masked=False)
     after = frame(1, b"one", masked=False) + frame(2, b"two", masked=False) + third[:3]
+    two_read = trio.Event()
 
     async def rest(stream: trio.SocketStream, _: Connection) -> None:
-        await trio.sleep(0.05)
+        await two_read.wait()  # the start of the third frame came with the 101: the rest, later
         await stream.send_all(third[3:])
 
     async with raw_server(after, rest) as address, open_websocket(address) as ws:
         assert await ws.read_message() == "one"
         assert await ws.read_message() == b"two"
+        two_read.set()
         assert await ws.read_message() == "three"
+
+
+async def test_client_answers_pings_without_being_read() -> None:
+    payloads = [b"one", b"two", b"three"]
+    pongs: list[bytes] = []
+    answered = trio.Event()
+
+    async def ping(stream: trio.SocketStream, connection: Connection) -> None:
+        with trio.fail_after(10):
+            for sent, payload in enumerate(payloads, 1):  # one at a time: a pong per ping
+                await stream.send_all(connection.send(Ping(payload=payload)))
+                while len(pongs) < sent:
+                    connection.receive_data(await stream.receive_some(65536))
+                    pongs.extend(event.payload for event in connection.events() if isinstance(event, Pong))
+        answered.set()
+
+    async with raw_server(b"", ping) as address, open_websocket(address):
+        with trio.fail_after(10):
+            await answered.wait()  # no read_message(): the client's reader answers by itself
+    assert pongs == payloads
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 FD_LIMIT = 64
@@ -33,11 +33,18 @@ def _get(sock: socket.socket) -> bytes:
     return data
 
 
-def _wait_for(lines: list[str], text: str) -> None:
-    deadline = time.monotonic() + 10
-    while not any(text in line for line in lines):
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n" + "".join(lines)
-        time.sleep(0.02)
+def _read_lines(stream: IO[str], lines: list[str], new_line: threading.Condition) -> None:
+    """Collect the server's log lines (in a thread), waking ``_wait_for`` at each one."""
+    for line in stream:
+        with new_line:
+            lines.append(line)
+            new_line.notify_all()
+
+
+def _wait_for(lines: list[str], new_line: threading.Condition, text: str) -> None:
+    with new_line:
+        seen = new_line.wait_for(lambda: any(text in line for line in lines), timeout=10)
+        assert seen, f"no {text!r} in the log:\n" + "".join(lines)
 
 
 def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
@@ -56,11 +63,12 @@ def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
     assert server.stderr is not None
     lines: list[str] = []
     stderr = server.stderr
-    reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+    new_line = threading.Condition()
+    reader = threading.Thread(target=_read_lines, args=(stderr, lines, new_line), daemon=True)
     reader.start()
     clients: list[socket.socket] = []
     try:
-        _wait_for(lines, "Listening on")
+        _wait_for(lines, new_line, "Listening on")
         listening = re.search(r"Listening on http://127\.0\.0\.1:(\d+)", "".join(lines))
         assert listening is not None
         port = int(listening[1])
@@ -71,13 +79,13 @@ def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
         # (backlog), the server accepts until EMFILE.
         for _ in range(FD_LIMIT + 20):
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        _wait_for(lines, "accept() failed")
+        _wait_for(lines, new_line, "accept() failed")
         assert _get(clients[0]).startswith(b"HTTP/1.1 200 OK")  # accepted connections still work
         # Free descriptors: the waiting connections get accepted and answered.
         for sock in clients[1:40]:
             sock.close()
         assert _get(clients[-1]).startswith(b"HTTP/1.1 200 OK")
-        _wait_for(lines, "accept() works again")
+        _wait_for(lines, new_line, "accept() works again")
     finally:
         for sock in clients:
             with contextlib.suppress(OSError):

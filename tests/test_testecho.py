@@ -62,7 +62,7 @@ def run_testecho(*args: str) -> subprocess.CompletedProcess[str]:
         # Every exchange lasts at least three delays and all clients start within about the
         # ramp (twice that on a slow machine): every client is connected at the same time.
         pytest.param("1000", "2", "1", id="1000"),
-        # The seed's headline, C10k: run with ``pytest -m slow`` (about 40 s).
+        # C10k, ten thousand clients at once: run with ``pytest -m slow`` (about 40 s).
         pytest.param("10000", "10", "8", id="10000", marks=pytest.mark.slow),
     ],
 )

@@ -170,7 +170,7 @@ async def test_origin_check(
 async def check_origin(
     server: Server, origin: str | None, allowed: bool, headers: list[tuple[str, str]] | None = None
 ) -> None:
-    """The seed's socket opens from ``origin``, or is refused with 403 and a reason."""
+    """The echo page's socket (``/test/ws/``) opens from ``origin``, or is refused with 403 and a reason."""
     if allowed:
         async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()) as ws:
             assert await ws.read_message() == "Hello!"
@@ -224,7 +224,7 @@ async def test_subprotocol_negotiation(server: Server, offered: list[str], chose
 # -- the API ------------------------------------------------------------------------------
 
 
-async def test_seed_echo_exchange(server: Server) -> None:
+async def test_echo_page_exchange(server: Server) -> None:
     async with open_websocket(url(server, "/test/ws/")) as ws:
         assert await ws.read_message() == "Hello!"
         for n, text in enumerate(["one", "two", "Café"], 1):
@@ -449,11 +449,18 @@ async def test_keepalive_ping_timeout_closes_with_1011(start_server: StartServer
 
 
 async def test_keepalive_answered_keeps_the_connection(start_server: StartServer) -> None:
-    server = await start_server(websocket=WebSocketConfig(ping_interval=0.05, ping_timeout=1))
-    async with open_websocket(url(server, "/test/echo/")) as ws:
-        await trio.sleep(0.3)  # several pings go by and are answered by our client
-        ws.write_message("alive")
-        assert await ws.read_message() == "alive"
+    server = await start_server(websocket=WebSocketConfig(ping_interval=0.05, ping_timeout=0.2))
+    raw = await RawWebSocket.open(server, "/test/echo/")
+    # The server pings again only once the last ping was answered (else it closes with 1011
+    # after ping_timeout): each ping after the first shows the pong before it was counted.
+    for _ in range(5):
+        ping = await raw.next_event()
+        assert isinstance(ping, Ping), ping
+        await raw.send(ping.response())
+    await raw.send(TextMessage(data="alive"))
+    echo = await raw.next_event()
+    assert isinstance(echo, TextMessage)
+    assert echo.data == "alive"
 
 
 # -- RFC 6455 behaviour -------------------------------------------------------------------
@@ -654,7 +661,7 @@ async def test_close_does_not_wait_for_room_in_a_full_inbox(server: Server) -> N
     """A side that closes without reading what it was sent still sees the peer's close frame."""
     async with open_websocket(url(server, "/t/ws/burst/40/")) as ws:
         with trio.fail_after(5):
-            while True:  # until the reader waits for room
+            while True:  # until the reader waits for room (polled: no event says so)
                 if len(ws._inbox) == INCOMING_QUEUE:
                     break
                 await trio.sleep(0.01)

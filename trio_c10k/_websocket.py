@@ -89,7 +89,7 @@ FRAGMENT_COST = 64
 FRAMES_PER_STEP = 16
 #: rounds a connection keeps coalescing after one in which it got several frames
 COALESCING_ROUNDS = 8
-#: RFC 6455 opcodes accepted by ``write_message(opcode=...)``, as the seed's API had them
+#: RFC 6455 opcodes (section 5.2) that ``write_message(opcode=...)`` accepts
 TEXT, BINARY = 1, 2
 _ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
 #: SO_LINGER on, 0 seconds: close() then resets the connection instead of sending the rest

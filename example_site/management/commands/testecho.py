@@ -1,4 +1,4 @@
-"""``python manage.py testecho``: many clients run the seed demo's echo exchange at once.
+"""``python manage.py testecho``: many clients run the echo page's exchange at once.
 
 Each client connects to ``/test/ws/``, receives ``Hello!``, then three times waits
 ``--delay`` seconds, sends a message and reads its numbered echo, receives ``Goodbye!`` and
@@ -49,7 +49,7 @@ CONNECT_TIMEOUT = 10.0
 
 
 class ExchangeError(Exception):
-    """The server said something other than the seed demo's script."""
+    """The server said something other than the echo page's script."""
 
 
 async def _expect(ws: Any, expected: str) -> None:
@@ -145,7 +145,7 @@ def _child(
 
 
 class Command(BaseCommand):
-    help = "Run the seed demo's echo exchange with many concurrent WebSocket clients."
+    help = "Run the echo page's exchange with many concurrent WebSocket clients."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--clients", type=int, default=10_000, help="number of clients (10000)")
