@@ -6,6 +6,7 @@ gives is compared whole with the one expected.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 from pathlib import Path
@@ -15,8 +16,8 @@ import pytest
 
 from tests.test_cli import help_entries
 from trio_c10k import Bind, Config, WebSocketConfig
-from trio_c10k._cli import build_parser, config_from_args
-from trio_c10k._config import Option
+from trio_c10k._cli import _add_option, build_parser, config_from_args, config_options
+from trio_c10k._config import Option, option
 from trio_c10k._server import FD_RESERVE
 
 ROOT = Path(__file__).parent.parent
@@ -91,8 +92,8 @@ def test_every_option_is_tested_below() -> None:
 
 @pytest.mark.parametrize(("args", "name", "value"), ROUND_TRIPS, ids=[name for _, name, _ in ROUND_TRIPS])
 def test_an_option_sets_its_field_and_only_it(args: list[str], name: str, value: object) -> None:
-    option = option_fields()[name].metadata["option"]
-    assert args[0] in option.flags or args[0] == "--no" + option.flags[-1][1:]
+    declared = option_fields()[name].metadata["option"]
+    assert args[0] in declared.flags or args[0] == "--no" + declared.flags[-1][1:]
     assert parse(*args) == with_value(name, value)
 
 
@@ -121,11 +122,11 @@ def test_help_states_each_dataclass_default() -> None:
         flag: "".join(text.split()) for flag, text in help_entries(build_parser().format_help()).items()
     }
     for name, field in option_fields().items():
-        option = field.metadata["option"]
+        declared = field.metadata["option"]
         default = field.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        expected = option.help if default is None else f"{option.help} (default: {shown})"
-        assert entries[option.flags[-1]] == "".join(expected.split()), name
+        expected = declared.help if default is None else f"{declared.help} (default: {shown})"
+        assert entries[declared.flags[-1]] == "".join(expected.split()), name
     assert entries["--max-connections"].endswith(f"minus{FD_RESERVE})")
 
 
@@ -150,6 +151,17 @@ def test_a_value_that_does_not_parse_names_its_option(
         build_parser().parse_args(["app", *args])
     assert exit_info.value.code == 2
     assert f"python -m trio_c10k: error: {error}" in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class UnparsedTuple:
+    names: tuple[str, ...] = option((), "--names", help="a tuple, but no parse= to make one")
+
+
+def test_an_option_whose_type_argparse_cannot_make_is_refused() -> None:
+    ((declared, default, kind),) = config_options(UnparsedTuple)
+    with pytest.raises(TypeError, match="--names: the option of a tuple"):
+        _add_option(argparse.ArgumentParser(), declared, default, kind)
 
 
 def option_strings() -> list[str]:

@@ -5,6 +5,9 @@ without a traceback; an address that cannot be bound exits with 1.
 Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
 Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server processes
 (``_workers``); it loads no application itself.
+Rule 4: an option that sets a ``Config`` field is generated from the field's ``option()``
+(Rule 3 of ``_config``), never declared here; only those about the process are (APP,
+``--workers``, ``--log-level``, ``--pin-cpu``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,6 @@ from ._workers import supervise
 log = logging.getLogger("trio_c10k.server")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None: those options say their default in words."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -55,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         # --bind and --workers, which must be spelled out to be recognised there.
         allow_abbrev=False,
         description="Serve a WSGI application (a Django site) over HTTP/1.1 with trio.",
-        formatter_class=_HelpFormatter,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "app",
@@ -123,6 +119,8 @@ def _add_option(group: argparse._ActionsContainer, option: Option, default: Any,
     }
     if kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif option.parse is None and kind not in (int, float, str):
+        raise TypeError(f"{option.flags[-1]}: the option of a {kind} field needs parse=")
     else:
         kwargs["metavar"] = option.metavar
         kwargs["type"] = kind if option.parse is None else _reported(option.parse)
