@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NoReturn
 
 import trio
@@ -59,11 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the WSGI application: 'module' (its 'application' attribute) or 'module:attr', "
         "for example example_site.wsgi",
     )
-    groups: dict[str | None, argparse._ActionsContainer] = {None: parser}
-    for option, default, kind in config_options():
-        if option.group not in groups:
-            groups[option.group] = parser.add_argument_group(option.group)
-        _add_option(groups[option.group], option, default, kind)
+    add_config_options(parser)
     parser.add_argument(
         "--workers",
         type=int,
@@ -102,6 +98,17 @@ def config_options(cls: type[Any] = Config) -> Iterator[tuple[Option, Any, type[
             yield option, field.default, kind
         elif dataclasses.is_dataclass(field.default):
             yield from config_options(type(field.default))
+
+
+def add_config_options(parser: argparse.ArgumentParser, *, leave_out: Collection[str] = ()) -> None:
+    """Add the option of each field declared with ``option()`` (``config_options``), but those
+    whose ``dest`` is in ``leave_out``, each in its ``--help`` group."""
+    groups: dict[str | None, argparse._ActionsContainer] = {None: parser}
+    for option, default, kind in config_options():
+        if option.dest not in leave_out:
+            if option.group not in groups:
+                groups[option.group] = parser.add_argument_group(option.group)
+            _add_option(groups[option.group], option, default, kind)
 
 
 def _add_option(group: argparse._ActionsContainer, option: Option, default: Any, kind: type[Any]) -> None:
