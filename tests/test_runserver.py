@@ -222,3 +222,40 @@ def test_a_port_in_use_is_reported_the_django_way(project: Path) -> None:
         )
     assert result.returncode == 1
     assert "Error: That port is already in use." in result.stderr
+
+
+async def test_the_config_options_of_python_m_trio_c10k_are_honoured(
+    project: Path, runserver: list[tuple[subprocess.Popen[str], int]]
+) -> None:
+    proc, port = start(project, "--noreload", "--max-body-size", "10", "--ws-ping-interval", "0")
+    runserver.append((proc, port))
+    assert (await get(port, "/")).text == "version 1"
+    async with httpx.AsyncClient() as client:
+        small = await client.post(f"http://127.0.0.1:{port}/", content=b"x" * 10)
+        large = await client.post(f"http://127.0.0.1:{port}/", content=b"x" * 11)
+    assert (small.status_code, large.status_code) == (200, 413)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--max-header-size", "10"], "CommandError: max_header_size must be at least 1024 bytes"),
+        (["--bind", "127.0.0.1:0"], "unrecognized arguments: --bind"),
+        (["--threads", "3"], "unrecognized arguments: --threads"),
+        (["--graceful-timeout", "3"], "unrecognized arguments: --graceful-timeout"),
+    ],
+)
+def test_a_bad_or_left_out_config_option_stops_runserver(project: Path, args: list[str], error: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)])}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runserver", "127.0.0.1:0", "--noreload", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert error in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,6 +5,9 @@ without a traceback; an address that cannot be bound exits with 1.
 Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
 Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server processes
 (``_workers``); it loads no application itself.
+Rule 4: an option that sets a ``Config`` field is generated from the field's ``option()``
+(Rule 3 of ``_config``), never declared here; only those about the process are (APP,
+``--workers``, ``--log-level``, ``--pin-cpu``).
 """
 
 from __future__ import annotations
@@ -17,25 +20,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NoReturn
 
 import trio
 
-from ._config import Bind, Config, WebSocketConfig
+from ._config import Config, Option
 from ._exceptions import ConfigError
-from ._server import FD_RESERVE, Server, serve
+from ._server import Server, serve
 from ._workers import supervise
 
 log = logging.getLogger("trio_c10k.server")
-_DEFAULT = Config()
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None: those options say their default in words."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,14 +40,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every option's help states its default."""
+    """The argument parser; every option's help states its default.
+
+    The options that set a ``Config`` field come from the fields' ``option()`` metadata
+    (``config_options``); those about the process are declared here.
+    """
     parser = _Parser(
         prog="python -m trio_c10k",
         # No abbreviations: --workers passes this command line on to the workers, minus
         # --bind and --workers, which must be spelled out to be recognised there.
         allow_abbrev=False,
         description="Serve a WSGI application (a Django site) over HTTP/1.1 with trio.",
-        formatter_class=_HelpFormatter,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "app",
@@ -59,102 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the WSGI application: 'module' (its 'application' attribute) or 'module:attr', "
         "for example example_site.wsgi",
     )
+    add_config_options(parser)
     parser.add_argument(
-        "-b",
-        "--bind",
-        action="append",
-        metavar="ADDRESS",
-        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N "
-        "(default: 127.0.0.1:8000)",
-    )
-    number = parser.add_argument
-    number(
         "--workers",
         type=int,
         default=1,
         help="server processes sharing the listening sockets, supervised by this one (restarted "
         "if they die); 1 serves in this process. Groups span the processes only with --broker",
     )
-    number(
-        "--threads",
-        type=int,
-        default=_DEFAULT.threads,
-        help="worker threads running the application: at most this many requests (and "
-        "database_sync_to_thread calls) run at once, the others wait in arrival order",
-    )
-    number(
-        "--backlog",
-        type=int,
-        default=_DEFAULT.backlog,
-        help="listen() backlog (capped by the kernel's net.core.somaxconn)",
-    )
-    number(
-        "--max-connections",
-        type=int,
-        default=None,
-        help="open connections beyond which new ones get 503 and are closed "
-        f"(default: the open-file limit, ulimit -n, minus {FD_RESERVE})",
-    )
-    number(
-        "--keep-alive-timeout",
-        type=float,
-        default=_DEFAULT.keep_alive_timeout,
-        metavar="SECONDS",
-        help="close a connection idle this long between requests",
-    )
-    number(
-        "--header-timeout",
-        type=float,
-        default=_DEFAULT.header_timeout,
-        metavar="SECONDS",
-        help="time allowed to send a request's headers, and between two reads of its body (408 past it)",
-    )
-    number(
-        "--max-header-size",
-        type=int,
-        default=_DEFAULT.max_header_size,
-        metavar="BYTES",
-        help="largest request line plus headers (431 beyond it)",
-    )
-    number(
-        "--max-body-size",
-        type=int,
-        default=_DEFAULT.max_body_size,
-        metavar="BYTES",
-        help="largest request body (413 beyond it)",
-    )
-    number(
-        "--body-timeout",
-        type=float,
-        default=_DEFAULT.body_timeout,
-        metavar="SECONDS",
-        help="time allowed to send a whole request body (408 past it)",
-    )
-    number(
-        "--send-timeout",
-        type=float,
-        default=_DEFAULT.send_timeout,
-        metavar="SECONDS",
-        help="abort a connection whose client takes no byte of the response for this long",
-    )
-    number(
-        "--graceful-timeout",
-        type=float,
-        default=_DEFAULT.graceful_timeout,
-        metavar="SECONDS",
-        help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation",
-    )
     parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error", "critical"],
         help="logging level (of the root logger, so the application's log records at this level show too)",
-    )
-    parser.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULT.access_log,
-        help="log one line per request (logger trio_c10k.access)",
     )
     parser.add_argument(
         "--pin-cpu",
@@ -164,112 +81,94 @@ def build_parser() -> argparse.ArgumentParser:
         "the GIL many times per request, and each turn across two cores costs far more than on "
         "one (see docs/performance.md)",
     )
-    ws = parser.add_argument_group("WebSocket")
-    ws.add_argument(
-        "--ws-max-message-size",
-        type=int,
-        default=_DEFAULT.websocket.max_message_size,
-        metavar="BYTES",
-        help="largest message accepted, in bytes whatever its shape (close 1009 beyond it); also the "
-        "bytes of messages waiting for the handler",
-    )
-    ws.add_argument(
-        "--ws-send-queue-size",
-        type=int,
-        default=_DEFAULT.websocket.send_queue_size,
-        metavar="BYTES",
-        help="bytes queued for a client that reads too slowly before it is closed with 1008",
-    )
-    ws.add_argument(
-        "--ws-send-timeout",
-        type=float,
-        default=_DEFAULT.websocket.send_timeout,
-        metavar="SECONDS",
-        help="seconds an awaitable fan-out (Group.send_message) waits for a member whose send queue "
-        "stays full before closing it with 1008",
-    )
-    ws.add_argument(
-        "--ws-ping-interval",
-        type=float,
-        default=_DEFAULT.websocket.ping_interval,
-        metavar="SECONDS",
-        help="seconds of silence from the client before a keep-alive ping; 0 disables pings",
-    )
-    ws.add_argument(
-        "--ws-ping-timeout",
-        type=float,
-        default=_DEFAULT.websocket.ping_timeout,
-        metavar="SECONDS",
-        help="seconds to wait, after a ping, for anything from the client before closing with 1011",
-    )
-    ws.add_argument(
-        "--ws-close-timeout",
-        type=float,
-        default=_DEFAULT.websocket.close_timeout,
-        metavar="SECONDS",
-        help="seconds to wait for the peer's close frame",
-    )
-    ws.add_argument(
-        "--ws-compression",
-        action=argparse.BooleanOptionalAction,
-        default=_DEFAULT.websocket.compression,
-        help="agree to permessage-deflate when a client offers it (memory per connection: see the README)",
-    )
-    parser.add_argument(
-        "--broker",
-        metavar="URL",
-        help="Redis URL (redis://HOST:PORT/DB) through which group broadcasts reach the members "
-        "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, "
-        "else none: groups are per process)",
-    )
-    parser.add_argument(
-        "--proxy-headers",
-        action="store_true",
-        help="take the client address and scheme from X-Forwarded-For and "
-        "X-Forwarded-Proto sent by a trusted proxy",
-    )
-    parser.add_argument(
-        "--forwarded-allow-ips",
-        default=",".join(_DEFAULT.forwarded_allow_ips),
-        metavar="IPS",
-        help="comma-separated addresses or networks of trusted proxies; '*' for any",
-    )
     return parser
 
 
+def config_options(cls: type[Any] = Config) -> Iterator[tuple[Option, Any, type[Any]]]:
+    """``(option, field default, value type)`` for each field of ``cls`` declared with
+    ``option()``, in field order, with the fields of a nested config (``Config.websocket``)
+    in its place. The value type is the field's, without ``| None``."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        option = field.metadata.get("option")
+        if option is not None:
+            kind = hints[field.name]
+            if type(None) in typing.get_args(kind):
+                (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+            yield option, field.default, kind
+        elif dataclasses.is_dataclass(field.default):
+            yield from config_options(type(field.default))
+
+
+def add_config_options(parser: argparse.ArgumentParser, *, leave_out: Collection[str] = ()) -> None:
+    """Add the option of each field declared with ``option()`` (``config_options``), but those
+    whose ``dest`` is in ``leave_out``, each in its ``--help`` group."""
+    groups: dict[str | None, argparse._ActionsContainer] = {None: parser}
+    for option, default, kind in config_options():
+        if option.dest not in leave_out:
+            if option.group not in groups:
+                groups[option.group] = parser.add_argument_group(option.group)
+            _add_option(groups[option.group], option, default, kind)
+
+
+def _add_option(group: argparse._ActionsContainer, option: Option, default: Any, kind: type[Any]) -> None:
+    """Add ``option`` to ``group``. An option not given leaves the field at its default
+    (argparse sets no attribute for it), which the help states."""
+    if default is None:
+        text = option.help  # it says what None means
+    else:
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        text = f"{option.help} (default: {shown})"
+    kwargs: dict[str, Any] = {
+        "dest": option.dest,
+        "default": argparse.SUPPRESS,
+        "help": text.replace("%", "%%"),
+    }
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif option.parse is None and kind not in (int, float, str):
+        raise TypeError(f"{option.flags[-1]}: the option of a {kind} field needs parse=")
+    else:
+        kwargs["metavar"] = option.metavar
+        kwargs["type"] = kind if option.parse is None else _reported(option.parse)
+        if option.repeat:
+            kwargs["action"] = "append"
+    group.add_argument(*option.flags, **kwargs)
+
+
+def _reported(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, its ``ConfigError`` shown as the reason the option's value is bad (argparse
+    would otherwise say "invalid parse value")."""
+
+    def parse_or_report(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_or_report
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Build the ``Config`` the parsed options describe.
+    """Build the ``Config`` the parsed options describe: each field an option was given for
+    takes its value, the others keep their default.
 
     Raises:
         ConfigError: a value is invalid.
     """
-    binds = tuple(Bind.parse(text) for text in args.bind or ["127.0.0.1:8000"])
-    return Config(
-        binds=binds,
-        threads=args.threads,
-        backlog=args.backlog,
-        max_connections=args.max_connections,
-        keep_alive_timeout=args.keep_alive_timeout,
-        header_timeout=args.header_timeout,
-        max_header_size=args.max_header_size,
-        max_body_size=args.max_body_size,
-        body_timeout=args.body_timeout,
-        send_timeout=args.send_timeout,
-        graceful_timeout=args.graceful_timeout,
-        access_log=args.access_log,
-        proxy_headers=args.proxy_headers,
-        websocket=WebSocketConfig(
-            max_message_size=args.ws_max_message_size,
-            send_queue_size=args.ws_send_queue_size,
-            send_timeout=args.ws_send_timeout,
-            ping_interval=args.ws_ping_interval or None,
-            ping_timeout=args.ws_ping_timeout,
-            close_timeout=args.ws_close_timeout,
-            compression=args.ws_compression,
-        ),
-        forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()),
-        broker=args.broker,
-    )
+    config: Config = _from_args(Config, vars(args))
+    return config
+
+
+def _from_args(cls: type[Any], given: dict[str, Any]) -> Any:
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        option = field.metadata.get("option")
+        if option is not None and option.dest in given:
+            values[field.name] = tuple(given[option.dest]) if option.repeat else given[option.dest]
+        elif option is None and dataclasses.is_dataclass(field.default):
+            values[field.name] = _from_args(type(field.default), given)
+    return cls(**values)
 
 
 def load_app(spec: str) -> Callable[..., Iterable[bytes]]:

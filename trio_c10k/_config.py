@@ -3,15 +3,22 @@
 Rule 1: nothing here imports trio or Django; a ``Config`` is a plain value.
 Rule 2: a bad value raises ``ConfigError`` (a ``ValueError``) when the ``Config`` is built,
 never later inside the event loop.
+Rule 3: a field the command line sets is declared with ``option()``: its flags, help, metavar
+and ``--help`` group live in the field's metadata, and ``_cli`` generates the option from them;
+no option of ``python -m trio_c10k`` that sets a field is written anywhere else.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ._exceptions import ConfigError
+
+_T = TypeVar("_T")
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 
@@ -91,6 +98,60 @@ def _parse_networks(
         raise ConfigError(f"forwarded_allow_ips: {exc}") from None
 
 
+def _comma_separated(text: str) -> tuple[str, ...]:
+    """``a, b,c`` -> ``("a", "b", "c")`` (``--forwarded-allow-ips``)."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _seconds_or_none(text: str) -> float | None:
+    """A number of seconds where 0 stands for None (``--ws-ping-interval 0``: no pings)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of seconds (0 for none)") from None
+    return seconds or None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How ``python -m trio_c10k`` sets one field (``field.metadata["option"]``)."""
+
+    #: the option strings, as ``("-b", "--bind")``; the last one names the parsed value
+    flags: tuple[str, ...]
+    #: the ``--help`` text; ``(default: ...)`` is added after it, unless the field's default
+    #: is None: then the text says in words what None means
+    help: str
+    #: the value's placeholder in ``--help`` (None: the option's name in capitals)
+    metavar: str | None = None
+    #: the ``--help`` section (None: the main one)
+    group: str | None = None
+    #: text -> value, where the field's type (int, float, str, bool) does not say it; a
+    #: ``ConfigError`` it raises is reported as a bad value of this option
+    parse: Callable[[str], Any] | None = None
+    #: the option may be given several times, each adding one item to the field's tuple
+    #: (replacing the default)
+    repeat: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments holding the value (``--ws-ping-interval``:
+        ``ws_ping_interval``)."""
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+
+def option(
+    default: _T,
+    *flags: str,
+    help: str,
+    metavar: str | None = None,
+    group: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    repeat: bool = False,
+) -> _T:
+    """A dataclass field with this ``default``, set on the command line by ``flags``."""
+    return field(default=default, metadata={"option": Option(flags, help, metavar, group, parse, repeat)})
+
+
 @dataclass(frozen=True, slots=True)
 class WebSocketConfig:
     """The limits of each WebSocket connection (``Config.websocket``)."""
@@ -99,29 +160,73 @@ class WebSocketConfig:
     #: ``websockets`` library's default. Counted in bytes whatever the shape (UTF-8 for text,
     #: a cost per continuation frame, inflation stopped at it); it also bounds the bytes of
     #: messages waiting for the handler before the reader stops reading.
-    max_message_size: int = 1024 * 1024
+    max_message_size: int = option(
+        1024 * 1024,
+        "--ws-max-message-size",
+        metavar="BYTES",
+        group="WebSocket",
+        help="largest message accepted, in bytes whatever its shape (close 1009 beyond it); also the "
+        "bytes of messages waiting for the handler",
+    )
     #: bytes queued for a peer that reads too slowly before it is closed with 1008: a frame is
     #: refused once the backlog exceeds it, so one larger message still goes out whole. The
     #: batch being written is not counted: a connection holds at most about twice this, plus
     #: the message being sent
-    send_queue_size: int = 1024 * 1024
+    send_queue_size: int = option(
+        1024 * 1024,
+        "--ws-send-queue-size",
+        metavar="BYTES",
+        group="WebSocket",
+        help="bytes queued for a client that reads too slowly before it is closed with 1008",
+    )
     #: seconds an awaitable fan-out (``Group.send_message``) waits for a member whose send
     #: queue stays over half full before closing it with 1008: a reader that keeps up loses
     #: nothing, and one stuck peer stalls the room no longer than this (``close_timeout``'s
     #: order of magnitude: a dead peer is found by pings after about 45 s)
-    send_timeout: float = 10.0
+    send_timeout: float = option(
+        10.0,
+        "--ws-send-timeout",
+        metavar="SECONDS",
+        group="WebSocket",
+        help="seconds an awaitable fan-out (Group.send_message) waits for a member whose send queue "
+        "stays full before closing it with 1008",
+    )
     #: seconds without a byte from the peer after which a keep-alive ping goes out (None: no
     #: pings); pings keep NAT and proxies from dropping idle connections and find dead peers
-    ping_interval: float | None = 20.0
+    ping_interval: float | None = option(
+        20.0,
+        "--ws-ping-interval",
+        metavar="SECONDS",
+        group="WebSocket",
+        parse=_seconds_or_none,
+        help="seconds of silence from the client before a keep-alive ping; 0 disables pings",
+    )
     #: seconds to wait, after a ping, for anything from the peer before closing with 1011
-    ping_timeout: float = 20.0
+    ping_timeout: float = option(
+        20.0,
+        "--ws-ping-timeout",
+        metavar="SECONDS",
+        group="WebSocket",
+        help="seconds to wait, after a ping, for anything from the client before closing with 1011",
+    )
     #: seconds to wait for the peer's close frame, and for the last frames to leave
-    close_timeout: float = 10.0
+    close_timeout: float = option(
+        10.0,
+        "--ws-close-timeout",
+        metavar="SECONDS",
+        group="WebSocket",
+        help="seconds to wait for the peer's close frame",
+    )
     #: agree to permessage-deflate (RFC 7692) when a client offers it. Off by default: each
     #: compressed connection keeps two zlib streams (about 300 KB at the default window),
     #: 3 GB for 10,000 clients; a compressed frame must be made for each recipient of a
     #: broadcast instead of once; and small real-time messages barely shrink.
-    compression: bool = False
+    compression: bool = option(
+        False,
+        "--ws-compression",
+        group="WebSocket",
+        help="agree to permessage-deflate when a client offers it (memory per connection: see the README)",
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "send_queue_size"):
@@ -147,47 +252,120 @@ class Config:
     """
 
     #: addresses to listen on
-    binds: tuple[Bind, ...] = (Bind(host="127.0.0.1", port=8000),)
+    binds: tuple[Bind, ...] = option(
+        (Bind(host="127.0.0.1", port=8000),),
+        "-b",
+        "--bind",
+        metavar="ADDRESS",
+        parse=Bind.parse,
+        repeat=True,
+        help="where to listen, repeatable: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N",
+    )
     #: worker threads that run the WSGI application and ``database_sync_to_thread`` calls
-    threads: int = 10
+    threads: int = option(
+        10,
+        "--threads",
+        help="worker threads running the application: at most this many requests (and "
+        "database_sync_to_thread calls) run at once, the others wait in arrival order",
+    )
     #: listen(2) backlog; the kernel caps it at net.core.somaxconn
-    backlog: int = 2048
+    backlog: int = option(
+        2048, "--backlog", help="listen() backlog (capped by the kernel's net.core.somaxconn)"
+    )
     #: open connections beyond which a new one gets 503 and is closed; None means the
     #: soft RLIMIT_NOFILE minus a reserve of 100 descriptors for the application's own files
-    max_connections: int | None = None
+    max_connections: int | None = option(
+        None,
+        "--max-connections",
+        help="open connections beyond which new ones get 503 and are closed "
+        "(default: the open-file limit, ulimit -n, minus 100)",
+    )
     #: seconds an idle keep-alive connection is kept open between requests
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: float = option(
+        5.0,
+        "--keep-alive-timeout",
+        metavar="SECONDS",
+        help="close a connection idle this long between requests",
+    )
     #: seconds a client has to send a complete header section (and between two reads of a
     #: request body); past it the connection is closed, with 408 if a request had begun
-    header_timeout: float = 10.0
+    header_timeout: float = option(
+        10.0,
+        "--header-timeout",
+        metavar="SECONDS",
+        help="time allowed to send a request's headers, and between two reads of its body (408 past it)",
+    )
     #: bytes: the largest request line plus header section (431 beyond it). h11's default,
     #: 16 KiB, is also what most servers and proxies accept (nginx: 8-32 KiB).
-    max_header_size: int = 16 * 1024
+    max_header_size: int = option(
+        16 * 1024,
+        "--max-header-size",
+        metavar="BYTES",
+        help="largest request line plus headers (431 beyond it)",
+    )
     #: bytes: the largest request body (413 beyond it); bodies are read before the
     #: application runs, in memory up to 64 KiB and in a temporary file beyond.
-    max_body_size: int = 10 * 1024 * 1024
+    max_body_size: int = option(
+        10 * 1024 * 1024,
+        "--max-body-size",
+        metavar="BYTES",
+        help="largest request body (413 beyond it)",
+    )
     #: seconds a client has to send a whole request body, however steadily it sends (408
     #: past it), against uploads that trickle to hold a connection. 60 s takes the default
     #: ``max_body_size`` (10 MiB) at 1.4 Mbit/s; raise both together for large uploads.
-    body_timeout: float = 60.0
+    body_timeout: float = option(
+        60.0,
+        "--body-timeout",
+        metavar="SECONDS",
+        help="time allowed to send a whole request body (408 past it)",
+    )
     #: seconds a write to a client may make no progress (the client reads nothing) before
     #: the connection is aborted, releasing the worker thread of a streamed response;
     #: nginx's ``send_timeout`` is 60 s, 30 s frees a stuck thread sooner
-    send_timeout: float = 30.0
+    send_timeout: float = option(
+        30.0,
+        "--send-timeout",
+        metavar="SECONDS",
+        help="abort a connection whose client takes no byte of the response for this long",
+    )
     #: seconds in-flight requests are given to finish after SIGINT/SIGTERM
-    graceful_timeout: float = 30.0
+    graceful_timeout: float = option(
+        30.0,
+        "--graceful-timeout",
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time in-flight requests get to finish before cancellation",
+    )
     #: log one line per request to the ``trio_c10k.access`` logger
-    access_log: bool = True
+    access_log: bool = option(True, "--access-log", help="log one line per request (logger trio_c10k.access)")
     #: trust X-Forwarded-For / X-Forwarded-Proto from the peers in ``forwarded_allow_ips``
-    proxy_headers: bool = False
+    proxy_headers: bool = option(
+        False,
+        "--proxy-headers",
+        help="take the client address and scheme from X-Forwarded-For and "
+        "X-Forwarded-Proto sent by a trusted proxy",
+    )
     #: addresses or networks of trusted proxies; ``"*"`` trusts every peer
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    forwarded_allow_ips: tuple[str, ...] = option(
+        ("127.0.0.1", "::1"),
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        parse=_comma_separated,
+        help="comma-separated addresses or networks of trusted proxies; '*' for any",
+    )
     #: limits of WebSocket connections
     websocket: WebSocketConfig = WebSocketConfig()
     #: Redis URL through which group broadcasts reach other processes and machines
     #: (``redis://host:port/db``, ``rediss://`` with TLS, ``unix:///path``); None: groups are
     #: per process
-    broker: str | None = None
+    broker: str | None = option(
+        None,
+        "--broker",
+        metavar="URL",
+        help="Redis URL (redis://HOST:PORT/DB) through which group broadcasts reach the members "
+        "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, "
+        "else none: groups are per process)",
+    )
     #: parsed form of ``forwarded_allow_ips`` (None: every peer is trusted)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
         init=False, repr=False, compare=False

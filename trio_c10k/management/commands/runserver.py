@@ -6,7 +6,8 @@ the same arguments (``addrport``, ``--ipv6``, ``--noreload``, ``--nothreading``,
 ``--insecure``, ``--skip-checks``), the same system checks, banner and migration warning, the
 same autoreloader (a file changes, the process restarts), static files served when ``DEBUG``.
 Only the server class differs: Django hands its WSGI handler to ``DevelopmentServer``, which
-serves it with trio_c10k.
+serves it with trio_c10k; and the options of ``python -m trio_c10k`` that set a ``Config``
+field are added (generated as there), but ``--bind``, ``--threads`` and ``--graceful-timeout``.
 
 Rule 1: the socket is bound by the constructor, as Django's ``WSGIServer`` does, so the banner
 shows the real port and a port in use is reported the Django way ("That port is already in
@@ -18,6 +19,8 @@ WebSockets with it (the example pages reconnect).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -26,8 +29,11 @@ from typing import Any
 import trio
 from django.apps import apps
 from django.conf import settings
+from django.core.management.base import CommandError
 
+from ..._cli import add_config_options, config_from_args
 from ..._config import Bind, Config
+from ..._exceptions import ConfigError
 from ..._server import serve
 
 if apps.is_installed("django.contrib.staticfiles"):
@@ -37,6 +43,9 @@ else:
 
 #: what Django's ``--nothreading`` means here: one worker thread for the views
 NO_THREADING_THREADS = 1
+#: the options of ``python -m trio_c10k`` this command leaves out: Django's ``addrport`` says
+#: where to listen, ``--nothreading`` how many threads, and there is no graceful shutdown (Rule 2)
+LEFT_OUT = ("bind", "threads", "graceful_timeout")
 
 
 class DevelopmentServer:
@@ -48,13 +57,15 @@ class DevelopmentServer:
 
     #: worker threads for the views (``--nothreading``: 1)
     threads = Config().threads
+    #: the settings the command's options give (``--ws-ping-interval``...)
+    config = Config()
 
     def __init__(self, server_address: tuple[str, int], handler_class: object, ipv6: bool = False) -> None:
         self.socket = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind(server_address)
-            self.socket.listen(Config().backlog)
+            self.socket.listen(self.config.backlog)
         except OSError:
             self.socket.close()
             raise
@@ -69,10 +80,11 @@ class DevelopmentServer:
         """Serve until the process ends (Ctrl-C, or the autoreloader restarting it)."""
         assert self.app is not None
         _log_to_console()
-        config = Config(
+        config = dataclasses.replace(
+            self.config,
             binds=(Bind(fd=self.socket.fileno()),),
             threads=self.threads,
-            broker=getattr(settings, "TRIO_C10K_BROKER", None) or None,  # "" means none
+            broker=self.config.broker or getattr(settings, "TRIO_C10K_BROKER", None) or None,  # "": none
         )
         try:
             trio.run(serve, self.app, config)
@@ -98,10 +110,19 @@ class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hi
         "autoreloader, and static files when DEBUG is on."
     )
 
-    def inner_run(self, *args: Any, **options: Any) -> None:
-        threads = Config().threads if options["use_threading"] else NO_THREADING_THREADS
-        self.server_cls = type("DevelopmentServer", (DevelopmentServer,), {"threads": threads})
-        super().inner_run(*args, **options)
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        add_config_options(parser, leave_out=LEFT_OUT)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:  # checked here, before the autoreloader starts a thread
+            config = config_from_args(argparse.Namespace(**options))
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        threads = config.threads if options["use_threading"] else NO_THREADING_THREADS
+        attributes = {"threads": threads, "config": config}
+        self.server_cls = type("DevelopmentServer", (DevelopmentServer,), attributes)
+        super().handle(*args, **options)
 
     def on_bind(self, server_port: int) -> None:
         super().on_bind(server_port)
