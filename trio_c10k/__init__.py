@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The close codes by name: wsproto's enum itself, the type its events already carry.
+from wsproto.frame_protocol import CloseReason
+
 from ._config import Bind, Config, WebSocketConfig
 from ._django import database_sync_to_thread, websocket
 from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
@@ -11,6 +14,7 @@ from ._websocket import WebSocket
 
 __all__ = [
     "Bind",
+    "CloseReason",
     "Config",
     "ConfigError",
     "ConnectionClosed",

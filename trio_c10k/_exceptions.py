@@ -29,7 +29,9 @@ class ConfigError(TrioC10kError, ValueError):
 class ConnectionClosed(TrioC10kError):
     """The WebSocket is closing or closed; ``code`` and ``reason`` say how it closed.
 
-    ``code`` is 1006 when the connection ended without a close frame.
+    ``code`` is a ``CloseReason`` member for a known code (an ``IntEnum``: it equals, and
+    prints as, its number), the plain int of an application's code (3000-4999);
+    ``ABNORMAL_CLOSURE`` (1006) when the connection ended without a close frame.
     """
 
     def __init__(self, code: int, reason: str = "") -> None:

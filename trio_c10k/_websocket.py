@@ -60,6 +60,7 @@ import outcome
 import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
 from ._deflate import BoundedDeflate
@@ -91,7 +92,7 @@ FRAMES_PER_STEP = 16
 COALESCING_ROUNDS = 8
 #: RFC 6455 opcodes (section 5.2) that ``write_message(opcode=...)`` accepts
 TEXT, BINARY = 1, 2
-_ABNORMAL = 1006  # RFC 6455 section 7.1.5: closed without a close frame (never sent on the wire)
+_ABNORMAL = CloseReason.ABNORMAL_CLOSURE  # RFC 6455 section 7.1.5: closed without a close frame (never sent)
 #: SO_LINGER on, 0 seconds: close() then resets the connection instead of sending the rest
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
@@ -135,6 +136,15 @@ def call_in_loop(token: trio.lowlevel.TrioToken, fn: Callable[..., T], *args: An
     done: queue.SimpleQueue[outcome.Outcome[T]] = queue.SimpleQueue()
     token.run_sync_soon(lambda: done.put(outcome.capture(fn, *args)))
     return done.get().unwrap()
+
+
+def _named(code: int) -> int:
+    """``code`` as its ``CloseReason`` member, as wsproto gives a peer's code; an application's
+    code (3000-4999) has none and stays an int."""
+    try:
+        return CloseReason(code)
+    except ValueError:
+        return code
 
 
 class WebSocket:
@@ -218,7 +228,8 @@ class WebSocket:
         #: the peer's address: ``(host, port)`` for TCP; ``(host, None)`` for the client a
         #: trusted proxy named in ``X-Forwarded-For`` (``--proxy-headers``)
         self.remote_address = remote_address
-        #: the close code once the connection closed (1006: closed without a close frame)
+        #: the close code once the connection closed: a ``CloseReason`` member (an ``int``), or
+        #: the plain int of an application's code; ``ABNORMAL_CLOSURE`` (1006): no close frame
         self.close_code: int | None = None
         #: the close reason once the connection closed
         self.close_reason: str | None = None
@@ -388,14 +399,18 @@ class WebSocket:
         self._check_open()
         self._send_frame(self._ws.send(Ping(payload=payload)))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection: send a close frame, wait for the peer's (``close_timeout``).
 
         Returns once the connection is closed; a peer that does not answer in time is
         disconnected. Closing a closed connection does nothing.
+
+        Args:
+            code: a ``CloseReason`` member or any int RFC 6455 allows (4000-4999 for your own).
+            reason: a short text for the peer.
         """
         if self.open:
-            self._send_close(CloseConnection(code=code, reason=reason))
+            self._send_close(CloseConnection(code=_named(code), reason=reason))
         with trio.move_on_after(self._config.close_timeout):
             await self.wait_closed()
         if not self._is_closed:
@@ -405,7 +420,7 @@ class WebSocket:
     def going_away(self) -> None:
         """Start closing with 1001 (server shutting down): the handler reads None next."""
         if self.open:
-            self._send_close(CloseConnection(code=1001, reason="server shutting down"))
+            self._send_close(CloseConnection(code=CloseReason.GOING_AWAY, reason="server shutting down"))
             self._close_inbox()
 
     async def wait_closed(self) -> None:
@@ -476,7 +491,7 @@ class WebSocket:
             pass  # the socket was closed under us: the connection is over
         except Exception:  # a task boundary in someone else's nursery: never let it escape
             log.exception("%s: unexpected error reading a WebSocket", self._peer)
-            self._fail(1011, "internal error")
+            self._fail(CloseReason.INTERNAL_ERROR, "internal error")
         finally:
             self._mark_closed(_ABNORMAL, "")
 
@@ -508,7 +523,7 @@ class WebSocket:
             first, start, stop, common = header
             if common and self._parts is None:
                 if stop - start > limit:
-                    self._protocol_error(1009, f"message larger than {limit} bytes")
+                    self._protocol_error(CloseReason.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
                     break
                 if stop <= end:
                     payload = data[start:stop]
@@ -521,7 +536,9 @@ class WebSocket:
                     try:
                         self._deliver(payload.decode("utf-8"))
                     except UnicodeDecodeError:
-                        self._protocol_error(1007, "invalid UTF-8 in a text message")
+                        self._protocol_error(
+                            CloseReason.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message"
+                        )
                         break
                     continue
                 if stop - at <= RECEIVE_SIZE:
@@ -534,7 +551,7 @@ class WebSocket:
             if opcode < 3:  # a data frame: its payload counts as announced, UTF-8 bytes for text
                 self._size += stop - start if opcode else stop - start + FRAGMENT_COST
                 if self._size > limit:
-                    self._protocol_error(1009, f"message larger than {limit} bytes")
+                    self._protocol_error(CloseReason.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
                     break
             self._owed = stop - at  # wsproto gets this frame (a long one as it arrives)
         if self._ping is not None:
@@ -573,7 +590,7 @@ class WebSocket:
                 self._pinged_at = now
         elif now - self._pinged_at >= timeout:
             log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
-            self._fail(1011, "keepalive ping timeout")
+            self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
 
     def _handle(self, event: object) -> None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -602,8 +619,10 @@ class WebSocket:
             self._mark_closed(event.code, event.reason or "")
         elif state is ConnectionState.CLOSED:  # the answer to our close
             self._mark_closed(event.code, event.reason or "")
-        elif event.code == 1009:  # from BoundedDeflate: a message inflating past the limit
-            self._protocol_error(1009, f"message larger than {self._config.max_message_size} bytes")
+        elif event.code == CloseReason.MESSAGE_TOO_BIG:  # from BoundedDeflate: inflating past the limit
+            self._protocol_error(
+                CloseReason.MESSAGE_TOO_BIG, f"message larger than {self._config.max_message_size} bytes"
+            )
         else:  # wsproto found a protocol error (1002, 1007, ...): it is ours to send
             self._protocol_error(event.code, event.reason or "")
 
@@ -767,7 +786,7 @@ class WebSocket:
         # A peer reading the rest of a frame gets it and the close frame (``_finish`` waits up
         # to ``close_timeout``); otherwise nothing is waited for, and unsent bytes mean a reset.
         self._stuck = not partial
-        self._fail(1008, "send queue full: the client reads too slowly")
+        self._fail(CloseReason.POLICY_VIOLATION, "send queue full: the client reads too slowly")
 
     def _fail(self, code: int, reason: str) -> None:
         """Close because of an error: send the close frame, do not wait for an answer."""
@@ -895,12 +914,12 @@ async def serve_websocket(
     except ConnectionClosed:
         # Writing after the peer closed is how most handlers learn of it: a normal end.
         log.debug("%s: handler ended on a closed connection", ws._peer)
-        code, reason = 1000, ""
+        code, reason = CloseReason.NORMAL_CLOSURE, ""
     except Exception:
         log.exception("WebSocket handler %s failed", getattr(handler, "__qualname__", handler))
-        code, reason = 1011, "internal error"
+        code, reason = CloseReason.INTERNAL_ERROR, "internal error"
     else:
-        code, reason = 1000, ""
+        code, reason = CloseReason.NORMAL_CLOSURE, ""
     try:
         await ws._finish(code, reason)
     finally:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
@@ -85,12 +86,12 @@ async def open_websocket(
                 try:
                     yield ws
                 except Exception:
-                    await ws._finish(1011, "client error")
+                    await ws._finish(CloseReason.INTERNAL_ERROR, "client error")
                     raise
-                await ws._finish(1000)
+                await ws._finish(CloseReason.NORMAL_CLOSURE)
                 nursery.cancel_scope.cancel()  # the reader, and a writer whose peer is stuck
     finally:
-        ws._mark_closed(1006, "")  # no write may reach the descriptor once it is closed
+        ws._mark_closed(CloseReason.ABNORMAL_CLOSURE, "")  # no write may reach the closed descriptor
         await trio.aclose_forcefully(stream)
 
 
