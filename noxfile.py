@@ -57,8 +57,8 @@ def _apt_install(session: nox.Session, package: str, present: bool) -> None:
 def tests(session: nox.Session, django: str) -> None:
     """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
     session.install("-e", ".[test]", django)
-    # tests/test_browser*.py drive Debian's Chromium (not Playwright's own downloads);
-    # tests/test_broker.py starts real redis-server processes.
+    # tests/system/test_browser*.py drive Debian's Chromium (not Playwright's own downloads);
+    # tests/system/test_broker.py starts real redis-server processes.
     _apt_install(session, "chromium", os.path.exists("/usr/bin/chromium"))
     _apt_install(session, "redis-server", shutil.which("redis-server") is not None)
     session.run(

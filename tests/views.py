@@ -294,7 +294,7 @@ async def ws_bursts(ws: WebSocket) -> None:
             ws.write_message(f"burst {i}")
 
 
-# -- sending and request bodies (tests/test_sending.py) ---------------------------------------
+# -- sending and request bodies (tests/server/test_sending.py) ---------------------------------------
 
 #: path of the file /t/big-file/ serves (set by the test)
 BIG_FILE = ""

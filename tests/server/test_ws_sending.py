@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from websockets.sync.client import connect as websockets_connect
 
-from tests.conftest import StartServer, _opened, port_of
+from tests.helpers import StartServer, _opened, port_of
 from trio_c10k import Config, ConfigError, Group, Server, WebSocket, WebSocketConfig, _fanout, send_message
 from trio_c10k._cli import build_parser, config_from_args
 from trio_c10k._frames import encode_frame

@@ -11,7 +11,7 @@ import trio
 from django.core.handlers.wsgi import WSGIRequest
 
 import trio_c10k._http
-from tests.conftest import StartServer, connect, read_until_closed
+from tests.helpers import StartServer, connect, read_until_closed
 from trio_c10k import Server
 
 

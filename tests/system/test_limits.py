@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FD_LIMIT = 64
 
 

@@ -22,18 +22,23 @@ import trio.testing
 from django.test import Client as DjangoClient
 from django.test import override_settings
 from websockets.sync.client import connect as websockets_connect
-from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from tests import views
-from tests.conftest import Client, StartServer, connect, header, login, port_of, read_until_closed
+from tests.helpers import (
+    Client,
+    RawWebSocket,
+    StartServer,
+    frame,
+    header,
+    login,
+    port_of,
+    read_until_closed,
+    url,
+)
 from trio_c10k import CloseReason, ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
 from trio_c10k._websocket import INCOMING_QUEUE
-from trio_c10k.client import _handshake, open_websocket
-
-
-def url(server: Server, path: str) -> str:
-    return f"ws://127.0.0.1:{port_of(server)}{path}"
+from trio_c10k.client import open_websocket
 
 
 def upgrade_headers(**overrides: str) -> list[tuple[str, str]]:
@@ -45,60 +50,6 @@ def upgrade_headers(**overrides: str) -> list[tuple[str, str]]:
         **overrides,
     }
     return [(k, v) for k, v in headers.items() if v]
-
-
-class RawWebSocket:
-    """A wsproto client over a raw stream: sends any bytes, reads events one by one."""
-
-    def __init__(self, stream: trio.SocketStream, connection: Connection) -> None:
-        self.stream, self.ws = stream, connection
-
-    @classmethod
-    async def open(cls, server: Server, path: str) -> RawWebSocket:
-        stream = await connect(server)
-        connection, _, received = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), None, ())
-        connection.receive_data(received)
-        return cls(stream, connection)
-
-    async def send(self, event: Any) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def next_event(self) -> Any:
-        with trio.fail_after(10):
-            while True:
-                for event in self.ws.events():
-                    return event
-                data = await self.stream.receive_some(65536)
-                self.ws.receive_data(data or None)
-                if not data:
-                    return None
-
-
-def frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    masked: bool = True,
-    fin: bool = True,
-    rsv: int = 0,
-    length_bytes: int | None = None,
-) -> bytes:
-    """One frame built by hand, as any peer could send it, valid or not (wsproto refuses to
-    build invalid ones): a client's unless ``masked`` is false; ``length_bytes`` (0, 2 or 8)
-    forces the length encoding, minimal or not."""
-    if length_bytes is None:
-        length_bytes = 0 if len(payload) < 126 else 2 if len(payload) < 65536 else 8
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if length_bytes == 0:
-        head += bytes([mask_bit | len(payload)])
-    else:
-        head += bytes([mask_bit | (126 if length_bytes == 2 else 127)])
-        head += len(payload).to_bytes(length_bytes, "big")
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 # -- handshake ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import trio
 from websockets.sync.client import connect as websockets_connect
 
-from tests.conftest import Client, StartServer, connect, port_of
+from tests.helpers import Client, StartServer, connect, port_of
 from trio_c10k import Group, Server, WebSocket, WebSocketConfig, _fanout, broadcast
 from trio_c10k.client import open_websocket
 

@@ -17,9 +17,7 @@ from wsproto.connection import Connection
 
 import trio_c10k
 from tests import views
-from tests.conftest import StartServer
-from tests.test_frames import client_close_code, next_close, raw_server
-from tests.test_websocket import RawWebSocket, frame, url
+from tests.helpers import RawWebSocket, StartServer, client_close_code, frame, next_close, raw_server, url
 from trio_c10k import CloseReason, ConnectionClosed, WebSocketConfig
 from trio_c10k.client import open_websocket
 

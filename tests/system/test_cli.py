@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import help_entries
 from trio_c10k import Bind, Config, ConfigError
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 #: seconds a command that should exit on its own (an error, --help) is given
 RUN_TIMEOUT = 30
 #: seconds a server is given to print its "Listening on" line (it imports Django first)
@@ -169,23 +170,6 @@ def assert_clean_exit(status: int, stderr: str) -> None:
 
 
 # --- --help ------------------------------------------------------------------------------------
-
-
-def help_entries(text: str) -> dict[str, str]:
-    """Option name -> its help text (whitespace collapsed), from argparse's --help output."""
-    entries: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        if line.startswith("  -"):
-            invocation, _, first = line.strip().partition("  ")
-            current = [first]
-            for name in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", invocation):
-                entries[name] = current
-        elif current is not None and line.startswith("   "):
-            current.append(line)
-        else:
-            current = None
-    return {name: " ".join(" ".join(lines).split()) for name, lines in entries.items()}
 
 
 def test_help_mentions_every_option_with_its_default() -> None:

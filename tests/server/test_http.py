@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from tests import views
-from tests.conftest import Client, StartServer, _opened, connect, header, port_of, read_until_closed
+from tests.helpers import Client, StartServer, _opened, connect, header, port_of, read_until_closed
 from trio_c10k import Server
 
 

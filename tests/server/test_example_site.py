@@ -18,10 +18,9 @@ import trio
 
 from example_site.chat import HISTORY
 from example_site.models import ChatMessage
+from tests.helpers import login, port_of
 from trio_c10k import ConnectionClosed, Server, database_sync_to_thread
 from trio_c10k.client import open_websocket
-
-from .conftest import login, port_of
 
 #: seconds each test is given as a whole
 TEST_TIMEOUT = 15

@@ -17,9 +17,7 @@ import trio.testing
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Pong, TextMessage
 
-from tests.conftest import StartServer, connect, port_of
-from tests.test_frames import next_close
-from tests.test_websocket import RawWebSocket, frame
+from tests.helpers import RawWebSocket, StartServer, connect, frame, next_close, port_of
 from trio_c10k import Server, WebSocketConfig
 from trio_c10k._handshake import accept_deflate
 from trio_c10k._websocket import FRAGMENT_COST, FRAMES_PER_STEP, WebSocket

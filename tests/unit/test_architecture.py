@@ -13,7 +13,7 @@ import pytest
 
 from tools.import_graph import cycles, import_graph, render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "import_graph.py"
 
 

@@ -15,10 +15,9 @@ import uuid
 import httpx
 import trio
 
+from tests import views
+from tests.helpers import port_of
 from trio_c10k import Server
-
-from . import views
-from .conftest import port_of
 
 #: seconds each test is given as a whole
 TEST_TIMEOUT = 15

@@ -7,7 +7,7 @@ the test itself is a plain sync test driving the browser.
 Chromium comes from Debian (``apt-get install chromium``), Playwright from PyPI (the ``test``
 extra); ``nox -s tests`` installs both. Without them the test fails and says what to install.
 
-``SAVE_SCREENSHOTS=1 python3 -m pytest tests/test_browser.py`` also saves the final page as
+``SAVE_SCREENSHOTS=1 python3 -m pytest tests/system/test_browser.py`` also saves the final page as
 ``docs/echo.png``; otherwise the test writes no file in the repository.
 """
 
@@ -46,7 +46,7 @@ TEST_TIMEOUT = 60
 #: before TEST_TIMEOUT would give up on it.
 LAUNCH_TIMEOUT_MS = 30_000
 STEP_TIMEOUT_MS = 10_000
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "echo.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "echo.png"
 MESSAGES = ["one", "two", "Café"]
 
 

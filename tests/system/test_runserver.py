@@ -25,7 +25,7 @@ import trio
 
 from trio_c10k.client import open_websocket
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SETTINGS = """
     SECRET_KEY = "runserver-test"

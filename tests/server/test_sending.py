@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from tests import views
-from tests.conftest import Client, StartServer, connect, header, read_until_closed
+from tests.helpers import Client, StartServer, connect, header, read_until_closed
 from trio_c10k import Config, ConfigError, Server
 from trio_c10k._cli import build_parser, config_from_args
 from trio_c10k._wsgi import FileWrapper, _run_in_thread

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli import help_entries
+from tests.helpers import help_entries
 from trio_c10k import Bind, Config, WebSocketConfig
 from trio_c10k._cli import _add_option, build_parser, config_from_args, config_options
 from trio_c10k._config import Option, option
 from trio_c10k._server import FD_RESERVE
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 #: fields that no option sets: the nested WebSocket limits (set by their own options) and a
 #: value derived from another field
 NOT_OPTIONS = {"websocket", "trusted_proxies"}

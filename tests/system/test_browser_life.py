@@ -6,7 +6,7 @@ event loop to start the command (a pulsar on a 16 x 16 grid, 4 steps per second)
 the grid at three moments: every cell's colour, class and step, checked against the reference
 Life once back on the event loop.
 
-``SAVE_SCREENSHOTS=1 python3 -m pytest tests/test_browser_life.py`` also saves the page at the
+``SAVE_SCREENSHOTS=1 python3 -m pytest tests/system/test_browser_life.py`` also saves the page at the
 last step as ``docs/gameoflife.png``; otherwise the test writes no file in the repository.
 """
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import trio
 
+from tests.helpers import port_of
 from trio_c10k import Server
 
-from .conftest import port_of
 from .test_browser import TEST_TIMEOUT, open_page, require_browser
 from .test_gameoflife import ENV, ROOT, cells, gameoflife_command, life
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "gameoflife.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gameoflife.png"
 SIZE, STEPS, SPEED = 16, 16, 4
 PULSAR = (ROOT / "example_site" / "patterns" / "pulsar").read_text()
 #: the pulsar (13 x 13) centred on the grid

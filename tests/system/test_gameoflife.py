@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.helpers import Client, StartServer, port_of
 from trio_c10k import Server
 from trio_c10k.client import open_websocket
 
-from .conftest import Client, StartServer, port_of
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "example_site.settings"}
 #: seconds one run of the command may take, the reading of its last states included
 RUN_TIMEOUT = 20

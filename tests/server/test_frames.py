@@ -13,31 +13,26 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.utilities import generate_accept_token
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
-from tests.conftest import StartServer, connect, read_until_closed
-from tests.test_websocket import RawWebSocket, frame, url
+from tests.helpers import (
+    RawWebSocket,
+    StartServer,
+    client_close_code,
+    connect,
+    frame,
+    next_close,
+    raw_server,
+    url,
+)
 from trio_c10k import ConnectionClosed, Server, WebSocketConfig
 from trio_c10k._frames import MASKED, encode_frame, frame_header, unmask
 from trio_c10k.client import open_websocket
-
-
-async def next_close(raw: RawWebSocket) -> CloseConnection:
-    while True:
-        event = await raw.next_event()
-        assert event is not None, "the connection ended without a close frame"
-        if isinstance(event, CloseConnection):
-            return event
-
 
 # -- the frames alone ------------------------------------------------------------------------
 
@@ -217,56 +212,6 @@ async def test_frames_written_in_one_round_leave_in_one_write(server: Server) ->
 
 
 # -- the client side ------------------------------------------------------------------------
-
-
-Script = Callable[[trio.SocketStream, Connection], Awaitable[None]]
-
-
-@asynccontextmanager
-async def raw_server(after_101: bytes, script: Script | None = None) -> AsyncIterator[str]:
-    """A server that answers the handshake, sends ``after_101`` in the same write, runs
-    ``script(stream, wsproto_connection)``, then answers the client's close; yields its
-    ``ws://`` URL."""
-
-    async def handle(stream: trio.SocketStream) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += await stream.receive_some(4096)
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = generate_accept_token(key)
-        await stream.send_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + after_101
-        )
-        connection = Connection(ConnectionType.SERVER)
-        if script is not None:
-            await script(stream, connection)
-        if connection.state is not ConnectionState.REMOTE_CLOSING:
-            await client_close_code(stream, connection)
-        await stream.send_all(connection.send(CloseConnection(code=1000)))  # the close handshake's answer
-        await read_until_closed(stream)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/"
-        nursery.cancel_scope.cancel()
-
-
-async def client_close_code(stream: trio.SocketStream, connection: Connection) -> int:
-    """The code of the close frame the client sends."""
-    with trio.fail_after(10):
-        while True:
-            data = await stream.receive_some(65536)
-            assert data, "the client closed without a close frame"
-            connection.receive_data(data)
-            for event in connection.events():
-                if isinstance(event, CloseConnection):
-                    return event.code
 
 
 async def test_client_reads_frames_that_came_with_the_101() -> None:

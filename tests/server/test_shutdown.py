@@ -15,7 +15,7 @@ import h11
 import trio
 import trio.testing
 
-from tests.conftest import Client, StartServer, _opened, header, port_of, read_until_closed
+from tests.helpers import Client, StartServer, _opened, header, port_of, read_until_closed
 from trio_c10k import Server
 
 REQUEST = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
