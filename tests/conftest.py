@@ -20,7 +20,7 @@ from tests.helpers import StartServer, _opened
 from trio_c10k import Bind, Config, Server, serve
 
 if TYPE_CHECKING:
-    from tests.system.test_workers import Supervised
+    from tests.helpers import Supervised
 
 DJANGO_APP = get_wsgi_application()
 call_command("migrate", verbosity=0)

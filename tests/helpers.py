@@ -1,16 +1,28 @@
 """Plain helpers shared by test files: raw-socket HTTP and WebSocket clients, hand-built frames,
-a raw WebSocket server, and the CLI's help parser. Fixtures stay in conftest.py."""
+a raw WebSocket server, the CLI's help parser, ``--workers`` commands, a reference Life and the
+gameoflife command, headless Chromium. Fixtures stay in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import h11
+import pytest
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection
@@ -18,6 +30,11 @@ from wsproto.utilities import generate_accept_token
 
 from trio_c10k import Server, database_sync_to_thread
 from trio_c10k.client import _handshake
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+ROOT = Path(__file__).resolve().parents[1]
 
 StartServer = Callable[..., Awaitable[Server]]
 
@@ -262,3 +279,250 @@ def help_entries(text: str) -> dict[str, str]:
         else:
             current = None
     return {name: " ".join(" ".join(lines).split()) for name, lines in entries.items()}
+
+
+# -- processes ------------------------------------------------------------------------------
+
+#: seconds a test client waits on a socket
+CLIENT_TIMEOUT = 10
+
+WORKERS_ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "DJANGO_SETTINGS_MODULE": "tests.settings",
+    "COLUMNS": "100",
+}
+#: seconds for every worker to say it listens (each imports Django)
+WORKERS_START_TIMEOUT = 60
+
+
+def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """GET ``path`` with the standard library's client; return the status and body."""
+    conn = http.client.HTTPConnection(host, port, timeout=CLIENT_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class Supervised:
+    """A running ``--workers`` command and what its log said so far."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--no-access-log", *args],
+            cwd=ROOT,
+            env=WORKERS_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stderr is not None
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.proc.stderr.fileno(), selectors.EVENT_READ)
+        self.log = ""
+
+    def wait_for(
+        self, pattern: str, count: int = 1, timeout: float = WORKERS_START_TIMEOUT
+    ) -> list[re.Match[str]]:
+        """Read the log until ``pattern`` matched ``count`` times; the matches."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while len(matches := list(re.finditer(pattern, self.log))) < count:
+            remaining = deadline - time.monotonic()
+            ready = remaining > 0 and self._selector.select(remaining)
+            chunk = os.read(self.proc.stderr.fileno(), 65536) if ready else b""
+            if not chunk:
+                pytest.fail(f"{pattern!r} x{count} never came; log:\n{self.log}")
+            self.log += chunk.decode(errors="replace")
+        return matches
+
+    def pids(self) -> dict[int, int]:
+        """Worker index -> the process id it runs as now."""
+        started = {int(m[1]): int(m[2]) for m in re.finditer(r"Worker (\d+) started \(pid (\d+)\)", self.log)}
+        return started
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` to the supervisor; its exit status. Workers still running after 30 s
+        are killed (they hold its stderr open: waiting for it would never end)."""
+        self.proc.send_signal(signum)
+        try:
+            _, rest = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            _, rest = self.proc.communicate(timeout=30)
+            self.log += rest.decode(errors="replace")
+            pytest.fail(f"still running 30 s after {signal.Signals(signum).name}; log:\n{self.log}")
+        self.log += rest.decode(errors="replace")
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and its workers (they run in sessions of their own)."""
+        workers: list[int] = []
+        # Every thread's children: trio starts processes from a worker thread.
+        for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            with contextlib.suppress(FileNotFoundError):
+                workers += [int(pid) for pid in children.read_text().split()]
+        for pid in [self.proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Cells = set[tuple[int, int]]
+
+
+# -- a reference Life -------------------------------------------------------------------------
+
+
+def cells(pattern: str, top: int = 0, left: int = 0) -> Cells:
+    """The live cells of a pattern drawn with ``O`` and ``.``, moved by (top, left)."""
+    return {
+        (top + r, left + c)
+        for r, row in enumerate(pattern.split())
+        for c, char in enumerate(row)
+        if char == "O"
+    }
+
+
+def life_step(alive: Cells, size: int, wrap: bool) -> Cells:
+    """One generation of Conway's Life on a size x size grid, a torus if ``wrap``."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for r, c in alive:
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                row, col = r + dr, c + dc
+                if (dr, dc) == (0, 0):
+                    continue
+                if wrap:
+                    counts[row % size, col % size] += 1
+                elif 0 <= row < size and 0 <= col < size:
+                    counts[row, col] += 1
+    return {cell for cell, n in counts.items() if n == 3 or (n == 2 and cell in alive)}
+
+
+def life(alive: Cells, size: int, steps: int, wrap: bool) -> list[Cells]:
+    """The live cells at steps 0 to ``steps``."""
+    history = [alive]
+    for _ in range(steps):
+        history.append(life_step(history[-1], size, wrap))
+    return history
+
+
+GAMEOFLIFE_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+
+
+def gameoflife_command(port: int, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "manage.py",
+        "gameoflife",
+        *("--url", f"http://127.0.0.1:{port}"),
+        *args,
+    ]
+
+
+async def run_gameoflife(port: int, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        gameoflife_command(port, *args),
+        cwd=ROOT,
+        env=GAMEOFLIFE_ENV,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+def states_by_step(messages: Iterable[str], size: int, steps: int) -> list[Cells]:
+    """The live cells at each step, from relayed ``R C STEP ALIVE``; each cell once per step."""
+    seen: Counter[tuple[int, int, int]] = Counter()
+    alive: list[Cells] = [set() for _ in range(steps + 1)]
+    for message in messages:
+        match = re.fullmatch(r"([0-9]+) ([0-9]+) ([0-9]+) ([01])", message)
+        assert match, message
+        row, col, step, state = map(int, match.groups())
+        assert max(row, col) < size, message
+        assert step <= steps, message
+        seen[row, col, step] += 1
+        if state:
+            alive[step].add((row, col))
+    expected = {(r, c, s) for r in range(size) for c in range(size) for s in range(steps + 1)}
+    assert set(seen) == expected
+    assert set(seen.values()) == {1}
+    return alive
+
+
+GLIDER = "OOO O.. .O."
+
+
+# -- the browser ----------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+#: a quiet, throw-away browser: no GPU, no QUIC, no first-run page, no updates or sync phoning home
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: seconds test_browser_life.py's test, which drives the browser from a worker thread, is given
+BROWSER_TEST_TIMEOUT = 60
+#: milliseconds Playwright waits for Chromium to start, then for each step: they bound the
+#: test here, and end test_browser_life.py's worker thread (which cannot be cancelled) well
+#: before BROWSER_TEST_TIMEOUT would give up on it.
+LAUNCH_TIMEOUT_MS = 30_000
+STEP_TIMEOUT_MS = 10_000
+
+
+def require_browser() -> None:
+    """Fail the test, saying what to install, if Playwright or Chromium is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail(
+            "Playwright is not installed: python3 -m pip install playwright (or -e '.[test]')",
+            pytrace=False,
+        )
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"Chromium is not installed ({CHROMIUM} is missing): apt-get install chromium", pytrace=False
+        )
+
+
+@contextlib.contextmanager
+def open_page() -> Iterator[tuple[Page, list[str]]]:
+    """A page of a fresh headless Chromium (blocking API), and the list its errors go to:
+    uncaught page errors and console messages of type "error" with their source URL."""
+    # Imported here, so that a missing Playwright fails in require_browser() with its message.
+    from playwright.sync_api import ConsoleMessage, expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            expect.set_options(timeout=STEP_TIMEOUT_MS)
+            errors: list[str] = []
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    errors.append(f"console: {message.text} ({message.location['url']})")
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+            yield page, errors
+        finally:
+            browser.close()

@@ -22,12 +22,10 @@ import coredis
 import pytest
 import trio
 
+from tests.helpers import GLIDER, Supervised, cells, free_port, life, run_gameoflife, states_by_step
 from trio_c10k import WebSocket
 from trio_c10k._broker import channel_name, checked_url, decode, encode, redacted
 from trio_c10k.client import open_websocket
-
-from .test_gameoflife import GLIDER, cells, life, run_gameoflife, states_by_step
-from .test_workers import Supervised, free_port
 
 #: seconds a message across processes may take before the test gives up
 TIMEOUT = 10

@@ -13,56 +13,16 @@ extra); ``nox -s tests`` installs both. Without them the test fails and says wha
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pytest
-
+from tests.helpers import open_page, require_browser
 from trio_c10k.testing import LiveServer
 
-if TYPE_CHECKING:
-    from playwright.sync_api import Page
-
-CHROMIUM = "/usr/bin/chromium"
-#: a quiet, throw-away browser: no GPU, no QUIC, no first-run page, no updates or sync phoning home
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-#: seconds test_browser_life.py's test, which drives the browser from a worker thread, is given
-TEST_TIMEOUT = 60
-#: milliseconds Playwright waits for Chromium to start, then for each step: they bound the
-#: test here, and end test_browser_life.py's worker thread (which cannot be cancelled) well
-#: before TEST_TIMEOUT would give up on it.
-LAUNCH_TIMEOUT_MS = 30_000
-STEP_TIMEOUT_MS = 10_000
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "echo.png"
 MESSAGES = ["one", "two", "Café"]
-
-
-def require_browser() -> None:
-    """Fail the test, saying what to install, if Playwright or Chromium is missing."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.fail(
-            "Playwright is not installed: python3 -m pip install playwright (or -e '.[test]')",
-            pytrace=False,
-        )
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"Chromium is not installed ({CHROMIUM} is missing): apt-get install chromium", pytrace=False
-        )
 
 
 @dataclass
@@ -75,34 +35,6 @@ class Visit:
     close: dict[str, Any]
     #: uncaught page errors, and console messages of type "error" with their source URL
     errors: list[str]
-
-
-@contextlib.contextmanager
-def open_page() -> Iterator[tuple[Page, list[str]]]:
-    """A page of a fresh headless Chromium (blocking API), and the list its errors go to:
-    uncaught page errors and console messages of type "error" with their source URL."""
-    # Imported here, so that a missing Playwright fails in require_browser() with its message.
-    from playwright.sync_api import ConsoleMessage, expect, sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            expect.set_options(timeout=STEP_TIMEOUT_MS)
-            errors: list[str] = []
-
-            def on_console(message: ConsoleMessage) -> None:
-                if message.type == "error":
-                    errors.append(f"console: {message.text} ({message.location['url']})")
-
-            page.on("console", on_console)
-            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-            yield page, errors
-        finally:
-            browser.close()
 
 
 def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:

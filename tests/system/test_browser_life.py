@@ -21,11 +21,18 @@ from typing import Any
 
 import trio
 
-from tests.helpers import port_of
+from tests.helpers import (
+    BROWSER_TEST_TIMEOUT,
+    GAMEOFLIFE_ENV,
+    ROOT,
+    cells,
+    gameoflife_command,
+    life,
+    open_page,
+    port_of,
+    require_browser,
+)
 from trio_c10k import Server
-
-from .test_browser import TEST_TIMEOUT, open_page, require_browser
-from .test_gameoflife import ENV, ROOT, cells, gameoflife_command, life
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gameoflife.png"
 SIZE, STEPS, SPEED = 16, 16, 4
@@ -113,13 +120,13 @@ async def test_watch_page_shows_the_run_in_chromium(server: Server) -> None:
     async def run_when_the_page_is_connected() -> None:
         await page_connected.wait()
         result["run"] = await trio.run_process(
-            command, cwd=ROOT, env=ENV, capture_stdout=True, capture_stderr=True, check=False
+            command, cwd=ROOT, env=GAMEOFLIFE_ENV, capture_stdout=True, capture_stderr=True, check=False
         )
 
     def start_run() -> None:  # called from the browser's thread
         trio.from_thread.run_sync(page_connected.set)
 
-    with trio.fail_after(TEST_TIMEOUT):
+    with trio.fail_after(BROWSER_TEST_TIMEOUT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_when_the_page_is_connected)
             try:

@@ -7,7 +7,6 @@ Each test runs the command line in a real subprocess. A server's port is read fr
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import re
 import selectors
@@ -22,18 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import help_entries
+from tests.helpers import CLIENT_TIMEOUT, ROOT, help_entries, http_get
 from trio_c10k import Bind, Config, ConfigError
 
-ROOT = Path(__file__).parents[2]
 #: seconds a command that should exit on its own (an error, --help) is given
 RUN_TIMEOUT = 30
 #: seconds a server is given to print its "Listening on" line (it imports Django first)
 START_TIMEOUT = 30
 #: seconds a server without in-flight requests is given to exit after SIGTERM
 STOP_TIMEOUT = 5
-#: seconds a test client waits on a socket
-CLIENT_TIMEOUT = 10
 PROG = "python -m trio_c10k"
 APP = "example_site.wsgi"
 ENV = {
@@ -146,17 +142,6 @@ def running_server(*args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[Serve
         if server.proc.returncode is None:
             server.proc.kill()
             server.proc.communicate()
-
-
-def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
-    """GET ``path`` with the standard library's client; return the status and body."""
-    conn = http.client.HTTPConnection(host, port, timeout=CLIENT_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def access_lines(stderr: str) -> list[str]:

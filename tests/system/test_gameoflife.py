@@ -7,94 +7,40 @@ state, and every cell at every step is compared with a reference Life computed h
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.helpers import Client, StartServer, port_of
+from tests.helpers import (
+    GAMEOFLIFE_ENV,
+    GLIDER,
+    ROOT,
+    Cells,
+    Client,
+    StartServer,
+    cells,
+    gameoflife_command,
+    life,
+    port_of,
+    run_gameoflife,
+    states_by_step,
+)
 from trio_c10k import Server
 from trio_c10k.client import open_websocket
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "example_site.settings"}
 #: seconds one run of the command may take, the reading of its last states included
 RUN_TIMEOUT = 20
 
-Cells = set[tuple[int, int]]
-
-
-# -- a reference Life -------------------------------------------------------------------------
-
-
-def cells(pattern: str, top: int = 0, left: int = 0) -> Cells:
-    """The live cells of a pattern drawn with ``O`` and ``.``, moved by (top, left)."""
-    return {
-        (top + r, left + c)
-        for r, row in enumerate(pattern.split())
-        for c, char in enumerate(row)
-        if char == "O"
-    }
-
-
-def life_step(alive: Cells, size: int, wrap: bool) -> Cells:
-    """One generation of Conway's Life on a size x size grid, a torus if ``wrap``."""
-    counts: Counter[tuple[int, int]] = Counter()
-    for r, c in alive:
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                row, col = r + dr, c + dc
-                if (dr, dc) == (0, 0):
-                    continue
-                if wrap:
-                    counts[row % size, col % size] += 1
-                elif 0 <= row < size and 0 <= col < size:
-                    counts[row, col] += 1
-    return {cell for cell, n in counts.items() if n == 3 or (n == 2 and cell in alive)}
-
-
-def life(alive: Cells, size: int, steps: int, wrap: bool) -> list[Cells]:
-    """The live cells at steps 0 to ``steps``."""
-    history = [alive]
-    for _ in range(steps):
-        history.append(life_step(history[-1], size, wrap))
-    return history
-
-
 # -- running the command ----------------------------------------------------------------------
-
-
-def gameoflife_command(port: int, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "manage.py",
-        "gameoflife",
-        *("--url", f"http://127.0.0.1:{port}"),
-        *args,
-    ]
-
-
-async def run_gameoflife(port: int, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        gameoflife_command(port, *args),
-        cwd=ROOT,
-        env=ENV,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
 
 
 def run_gameoflife_offline(*args: str) -> subprocess.CompletedProcess[str]:
     """The command where it fails before it reaches the server (nothing listens on port 1)."""
     return subprocess.run(
-        gameoflife_command(1, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60
+        gameoflife_command(1, *args), cwd=ROOT, env=GAMEOFLIFE_ENV, capture_output=True, text=True, timeout=60
     )
 
 
@@ -127,26 +73,6 @@ async def watched_run(server: Server, size: int, steps: int, *args: str) -> tupl
     return result.stdout.decode(), received
 
 
-def states_by_step(messages: Iterable[str], size: int, steps: int) -> list[Cells]:
-    """The live cells at each step, from relayed ``R C STEP ALIVE``; each cell once per step."""
-    seen: Counter[tuple[int, int, int]] = Counter()
-    alive: list[Cells] = [set() for _ in range(steps + 1)]
-    for message in messages:
-        match = re.fullmatch(r"([0-9]+) ([0-9]+) ([0-9]+) ([01])", message)
-        assert match, message
-        row, col, step, state = map(int, match.groups())
-        assert max(row, col) < size, message
-        assert step <= steps, message
-        seen[row, col, step] += 1
-        if state:
-            alive[step].add((row, col))
-    expected = {(r, c, s) for r in range(size) for c in range(size) for s in range(steps + 1)}
-    assert set(seen) == expected
-    assert set(seen.values()) == {1}
-    return alive
-
-
-GLIDER = "OOO O.. .O."
 CASES = [
     # name, size, steps, options, live cells at step 0, wrap
     pytest.param(5, 4, ["-p", "blinker"], cells("OOO", 2, 1), True, id="blinker-5x5"),

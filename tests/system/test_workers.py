@@ -8,95 +8,20 @@ connections until both have answered.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import trio
 
+from tests.helpers import CLIENT_TIMEOUT, ROOT, WORKERS_ENV, Supervised, free_port, http_get
 from trio_c10k.client import open_websocket
 
-from .test_cli import CLIENT_TIMEOUT, ROOT, http_get
-
-ENV = {
-    **os.environ,
-    "PYTHONUNBUFFERED": "1",
-    "DJANGO_SETTINGS_MODULE": "tests.settings",
-    "COLUMNS": "100",
-}
-#: seconds for every worker to say it listens (each imports Django)
-START_TIMEOUT = 60
 #: new connections tried before concluding that a worker never gets any
 TRIES = 400
-
-
-class Supervised:
-    """A running ``--workers`` command and what its log said so far."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--no-access-log", *args],
-            cwd=ROOT,
-            env=ENV,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert self.proc.stderr is not None
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.proc.stderr.fileno(), selectors.EVENT_READ)
-        self.log = ""
-
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = START_TIMEOUT) -> list[re.Match[str]]:
-        """Read the log until ``pattern`` matched ``count`` times; the matches."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while len(matches := list(re.finditer(pattern, self.log))) < count:
-            remaining = deadline - time.monotonic()
-            ready = remaining > 0 and self._selector.select(remaining)
-            chunk = os.read(self.proc.stderr.fileno(), 65536) if ready else b""
-            if not chunk:
-                pytest.fail(f"{pattern!r} x{count} never came; log:\n{self.log}")
-            self.log += chunk.decode(errors="replace")
-        return matches
-
-    def pids(self) -> dict[int, int]:
-        """Worker index -> the process id it runs as now."""
-        started = {int(m[1]): int(m[2]) for m in re.finditer(r"Worker (\d+) started \(pid (\d+)\)", self.log)}
-        return started
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum`` to the supervisor; its exit status. Workers still running after 30 s
-        are killed (they hold its stderr open: waiting for it would never end)."""
-        self.proc.send_signal(signum)
-        try:
-            _, rest = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            _, rest = self.proc.communicate(timeout=30)
-            self.log += rest.decode(errors="replace")
-            pytest.fail(f"still running 30 s after {signal.Signals(signum).name}; log:\n{self.log}")
-        self.log += rest.decode(errors="replace")
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL the supervisor and its workers (they run in sessions of their own)."""
-        workers: list[int] = []
-        # Every thread's children: trio starts processes from a worker thread.
-        for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            with contextlib.suppress(FileNotFoundError):
-                workers += [int(pid) for pid in children.read_text().split()]
-        for pid in [self.proc.pid, *workers]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def start(supervised: list[Supervised], *args: str, workers: int = 2) -> Supervised:
@@ -104,12 +29,6 @@ def start(supervised: list[Supervised], *args: str, workers: int = 2) -> Supervi
     supervised.append(command)
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=workers)
     return command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answering_pids(port: int, want: set[int]) -> set[int]:
@@ -205,7 +124,7 @@ def run_to_the_end(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trio_c10k", *args],
         cwd=ROOT,
-        env=ENV,
+        env=WORKERS_ENV,
         capture_output=True,
         text=True,
         timeout=60,
