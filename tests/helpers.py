@@ -34,7 +34,11 @@ from trio_c10k.client import _handshake
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+#: the repository: the working directory of the commands the tests start
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- HTTP and WebSocket over raw sockets --------------------------------------------------------
 
 StartServer = Callable[..., Awaitable[Server]]
 
