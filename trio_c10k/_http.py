@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +39,7 @@ from ._config import Config
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._threads import WorkerThreads
-from ._websocket import WebSocket, _read_nowait
+from ._websocket import WebSocket, _read_nowait, reset_on_close
 from ._wsgi import (
     AppResponse,
     Environ,
@@ -67,9 +66,6 @@ SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
 #: so a form or a JSON body stays in memory while thousands of slow uploads cost 64 KiB each
 #: (nginx's client_body_buffer_size is 8-16 KiB; below one read, most bodies would hit the disk)
 SPOOL_SIZE = RECEIVE_SIZE
-#: SO_LINGER on, timeout 0: close() resets the connection and frees the unsent bytes at once, as
-#: nginx's reset_timedout_connection does, instead of the kernel trying to deliver them
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 #: seconds, then bytes, read and thrown away after an error answer before the socket closes:
 #: closing with unread input makes the kernel send RST, which can destroy the answer before
 #: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
@@ -532,7 +528,7 @@ class HTTPConnection:
         """Log a client that took nothing for ``send_timeout`` and make its close a reset."""
         timeout = self.server.config.send_timeout
         log.info("%s: client read nothing for %g s, connection aborted", self.client, timeout)
-        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        reset_on_close(self.stream.socket)
         return _ClientGone(f"no progress sending for {timeout:g} s")
 
     async def _send_error(self, status: int, reason: str, *, logged: bool = False) -> None:
@@ -556,18 +552,21 @@ class HTTPConnection:
             if body:
                 data += conn.send(h11.Data(data=body))
             await self._write(data + conn.send(h11.EndOfMessage()))
-            await self._linger()
+            await linger(self.stream, LINGER_TIME, LINGER_BYTES)
         except (*_DISCONNECTS, h11.LocalProtocolError):
             log.debug("%s: could not send the %d answer", self.client, status)
 
-    async def _linger(self) -> None:
-        """Close our side, then read and drop what the client still sends, within bounds, so
-        that the answer is not lost to a reset (nginx ``lingering_close``)."""
-        dropped = 0
-        with trio.move_on_after(LINGER_TIME):
-            try:
-                await self.stream.send_eof()
-                while dropped <= LINGER_BYTES and (data := await self.stream.receive_some(RECEIVE_SIZE)):
-                    dropped += len(data)
-            except _DISCONNECTS:
-                pass  # the client is gone: nothing left to protect
+
+async def linger(stream: trio.SocketStream, seconds: float, max_bytes: int) -> None:
+    """A lingering close, after an error answer (nginx ``lingering_close``): shut our side,
+    then read and drop what the client still sends, for at most ``seconds`` and
+    ``max_bytes``. Closing with unread input makes the kernel send a reset, which can destroy
+    the answer before the client reads it. The caller closes the stream."""
+    dropped = 0
+    with trio.move_on_after(seconds):
+        try:
+            await stream.send_eof()
+            while dropped <= max_bytes and (data := await stream.receive_some(RECEIVE_SIZE)):
+                dropped += len(data)
+        except _DISCONNECTS:
+            pass  # the client is gone: nothing left to protect

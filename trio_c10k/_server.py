@@ -30,7 +30,7 @@ import trio
 from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
-from ._http import HTTPConnection
+from ._http import HTTPConnection, linger
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._websocket import WebSocket, keep_alive, serve_websocket
 
@@ -344,15 +344,10 @@ class Server:
                 self._max_connections,
             )
         try:
-            with trio.move_on_after(REJECT_TIME):
+            with trio.move_on_after(REJECT_TIME):  # the answer and the lingering, together
                 await stream.send_all(_BUSY)
-                # A lingering close, as after any error answer (``_http``): the request the
-                # client sent is read and dropped, or the kernel would answer it with a reset
-                # that can destroy the 503 before the client reads it.
-                await stream.send_eof()
-                dropped = 0
-                while dropped <= REJECT_BYTES and (data := await stream.receive_some(65536)):
-                    dropped += len(data)
+                # As after any error answer: the request the client sent is read and dropped.
+                await linger(stream, REJECT_TIME, REJECT_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

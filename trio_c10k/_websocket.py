@@ -97,6 +97,14 @@ _ABNORMAL = CloseReason.ABNORMAL_CLOSURE  # RFC 6455 section 7.1.5: closed witho
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
+def reset_on_close(sock: trio.socket.SocketType) -> None:
+    """Make closing ``sock`` a reset: the kernel drops what it still holds for the peer (as
+    nginx's ``reset_timedout_connection``), and a peer never takes a truncated frame or
+    response for a normal end. Does nothing once the socket is closed."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+
+
 def _read_nowait(fd: int) -> bytes | None:
     """What the socket has (b"" at its end, or once reset by the peer), None if nothing yet.
 
@@ -445,8 +453,7 @@ class WebSocket:
                     await self._wait()
         finally:
             if self._queue or self._writing:  # a frame may be half written: reset, never truncate
-                with contextlib.suppress(OSError):  # the socket is already closed
-                    self._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+                reset_on_close(self._stream.socket)
 
     async def _reader(self) -> None:
         # A plain non-blocking read on the file descriptor, then ``wait_readable`` if there is
