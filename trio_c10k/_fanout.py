@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._frames import encode_frame
-from ._websocket import WebSocket, call_in_loop, in_loop_thread
+from ._protocol import in_loop_thread
+from ._threads import call_in_loop
+from ._websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker

@@ -120,3 +120,19 @@ async def open_worker_threads(size: int) -> AsyncIterator[WorkerThreads]:
     finally:
         for _ in workers._threads:
             workers._jobs.put(None)
+
+
+def call_in_loop(token: trio.lowlevel.TrioToken, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn(*args)`` in ``token``'s event loop from another thread, and return (or raise)
+    what it does; the calling thread waits meanwhile.
+
+    Raises:
+        trio.RunFinishedError: that loop is over.
+    """
+    if not trio.lowlevel.in_trio_run():  # a worker thread (a Django view), any plain thread
+        return trio.from_thread.run_sync(fn, *args, trio_token=token)
+    # A thread running a trio loop of its own: ``trio.from_thread`` refuses it (it cannot tell
+    # it from the loop's own thread, where waiting would never end); it waits the same way.
+    done: queue.SimpleQueue[outcome.Outcome[T]] = queue.SimpleQueue()
+    token.run_sync_soon(lambda: done.put(outcome.capture(fn, *args)))
+    return done.get().unwrap()

@@ -37,7 +37,7 @@ from tests.helpers import (
     url,
 )
 from trio_c10k import CloseReason, ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
-from trio_c10k._websocket import INCOMING_QUEUE
+from trio_c10k._protocol import INCOMING_QUEUE
 from trio_c10k.client import open_websocket
 
 

@@ -20,7 +20,8 @@ from wsproto.events import BytesMessage, CloseConnection, Pong, TextMessage
 from tests.helpers import RawWebSocket, StartServer, connect, frame, next_close, port_of
 from trio_c10k import Server, WebSocketConfig
 from trio_c10k._handshake import accept_deflate
-from trio_c10k._websocket import FRAGMENT_COST, FRAMES_PER_STEP, WebSocket
+from trio_c10k._protocol import FRAGMENT_COST, FRAMES_PER_STEP
+from trio_c10k._websocket import WebSocket
 from trio_c10k.client import _handshake
 
 LIMIT = 1000  # max_message_size of the servers here

@@ -1,0 +1,514 @@
+"""The WebSocket protocol without I/O: bytes and time in; messages, frames to send and close
+decisions out (RFC 6455, and RFC 7692 through wsproto). No trio, no socket.
+
+``WebSocketProtocol`` is one connection's protocol state, server or client side. Fed alone
+(tests, any runtime), it is driven through its ``_receive_data(data, now)``, ``_parse()``,
+``_next_message()``, ``_keep_alive(now)`` and ``_data_to_send()``, and written to through the
+public ``write_message``, ``ping`` and ``_start_close``. The I/O class (``_websocket.WebSocket``)
+is a subclass: it overrides the hooks ``_send_frame`` (to write to the socket at once),
+``_wake`` (to wake its tasks), ``_drop`` and ``_from_other_thread``, and adds no step between a
+received frame or a written message and the socket.
+
+Rule 1: ``_parse`` turns received bytes into whole messages, bounded by ``max_message_size``
+(1009 beyond it) in bytes whatever their shape: UTF-8 bytes for text, each continuation frame
+costing ``FRAGMENT_COST`` more, inflation stopped at the limit (``_deflate``). Messages wait in
+a small inbox (``INCOMING_QUEUE`` messages, ``max_message_size`` bytes); while it is full,
+parsing stops, and the bytes wait (the I/O layer stops reading: TCP pushes back on the peer).
+One call hands wsproto at most ``FRAMES_PER_STEP`` frames, then sets ``_tired``, so a peer
+flooding tiny frames gets its turn like any other connection, not the event loop; the pings of
+one call get one pong, the last one's.
+The protocol splits the bytes into frames itself. The common frame (``_frames``: a whole text
+or binary message in one frame, masked as the side requires, no extension agreed) it decodes
+itself; every other frame (control frames, fragments, anything malformed, any frame when an
+extension was agreed, a long frame still arriving) goes to wsproto whole, from its first byte
+to its last, so wsproto never holds a partial frame when a common frame comes next. wsproto
+keeps the protocol state and enforces RFC 6455 (1002, 1007 closes) on those frames.
+Rule 2: frames to send go to ``_send_frame``; here they wait in ``_queue`` for
+``_data_to_send()``. The queue is bounded (``send_queue_size`` bytes): a frame is refused only
+when what is already queued, the backlog the peer left unread, exceeds the bound, so one large
+message always goes in whole. A peer that cannot keep up is closed with 1008 (``_drop``).
+Rule 3: the close frame goes after whatever is queued, never inside a frame; once it is sent
+no data frame follows (RFC 6455 section 5.5.1), and writing raises ``ConnectionClosed``.
+Rule 4: keep-alive is decided from the time given: a ping once the peer has been silent for
+``ping_interval``, 1011 if nothing at all arrived ``ping_timeout`` after it.
+Rule 5: after the connection closed (close handshake, protocol error, lost peer), the messages
+already received are still handed out, then none; ``close_code`` says how it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from threading import get_ident
+from typing import Any
+
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+from ._config import WebSocketConfig
+from ._deflate import BoundedDeflate
+from ._exceptions import ConnectionClosed
+from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
+
+log = logging.getLogger("trio_c10k.websocket")
+
+#: bytes the I/O layer asks of the kernel per read; a frame longer than that goes to wsproto
+#: as it arrives instead of waiting whole
+RECEIVE_SIZE = 65536
+#: whole messages received but not yet read by the handler (then TCP back-pressure); their
+#: size is bounded too, by ``max_message_size``
+INCOMING_QUEUE = 16
+#: bytes a continuation frame counts for beyond its payload, towards ``max_message_size``: a
+#: fragment kept until the message is whole costs a str or bytes object and a list slot
+#: (about 60 bytes), and parsing it costs more than its bytes, even empty (RFC 6455 section
+#: 5.4 sets no limit on the number of fragments; 1.5 million empty ones would grow memory)
+FRAGMENT_COST = 64
+#: frames handed to wsproto (control frames, fragments, compressed frames) in one ``_parse``
+#: before the I/O layer lets other tasks run: a peer sending tiny frames as fast as it can (a
+#: ping flood: 10,000 per 64 KiB read, ~10 us each) gets a fraction of a millisecond per turn,
+#: not 100 ms. As many as the inbox holds messages; measured against 64 under a ping flood, it
+#: halved another connection's echo time, and each checkpoint also lets the worker threads
+#: take the GIL sooner.
+FRAMES_PER_STEP = 16
+#: RFC 6455 opcodes (section 5.2) that ``write_message(opcode=...)`` accepts
+TEXT, BINARY = 1, 2
+#: RFC 6455 section 7.1.5: closed without a close frame (never sent)
+ABNORMAL = CloseReason.ABNORMAL_CLOSURE
+
+
+def in_loop_thread(loop_thread: int) -> bool:
+    """Whether the caller runs in the thread ``loop_thread`` (a ``threading.get_ident()``): the
+    thread that owns a connection (its event loop's), the only one that may touch it.
+
+    The one test of it, for the protocol, the WebSocket and the fan-out. Not
+    ``trio.lowlevel.in_trio_run()``: a trio run of its own in another thread is in a run, but
+    not in the connection's.
+    """
+    return get_ident() == loop_thread
+
+
+def named(code: int) -> int:
+    """``code`` as its ``CloseReason`` member, as wsproto gives a peer's code; an application's
+    code (3000-4999) has none and stays an int."""
+    try:
+        return CloseReason(code)
+    except ValueError:
+        return code
+
+
+class WebSocketProtocol:
+    """One WebSocket connection's protocol state (see the module's rules); subclassed by
+    ``WebSocket`` for the I/O."""
+
+    __slots__ = (
+        "_close_sent",
+        "_config",
+        "_heard",
+        "_inbox",
+        "_inbox_closed",
+        "_inboxed",
+        "_is_closed",
+        "_loop_thread",
+        "_mask_bit",
+        "_owed",
+        "_parts",
+        "_ping",
+        "_pinged_at",
+        "_plain",
+        "_queue",
+        "_queued",
+        "_size",
+        "_tired",
+        "_unparsed",
+        "_waiters",
+        "_ws",
+        "close_code",
+        "close_reason",
+        "remote_address",
+    )
+
+    def __init__(
+        self,
+        connection: Connection,
+        config: WebSocketConfig,
+        *,
+        remote_address: Any = None,
+        extensions: list[Any] | None = None,
+        received: bytes = b"",
+        now: float = 0.0,
+    ) -> None:
+        #: the peer's address: ``(host, port)`` for TCP; ``(host, None)`` for the client a
+        #: trusted proxy named in ``X-Forwarded-For`` (``--proxy-headers``)
+        self.remote_address = remote_address
+        #: the close code once the connection closed: a ``CloseReason`` member (an ``int``), or
+        #: the plain int of an application's code; ``ABNORMAL_CLOSURE`` (1006): no close frame
+        self.close_code: int | None = None
+        #: the close reason once the connection closed
+        self.close_reason: str | None = None
+        # Server side without extensions: data frames are built here, not by wsproto (same
+        # bytes, a third of the cost), and one frame serves every member of a broadcast.
+        self._plain = not connection.client and not extensions
+        # Without extensions common frames are decoded here: the mask bit such a frame has (a
+        # client masks, a server does not). None: every frame goes to wsproto.
+        self._mask_bit = None if extensions else 0 if connection.client else MASKED
+        for extension in extensions or ():
+            if isinstance(extension, BoundedDeflate):  # inflates a message this far at most
+                extension.max_size = config.max_message_size
+        # Bytes received and not yet split into frames (``received``: what came with the
+        # handshake), and how many bytes of the frame wsproto is parsing it has not had yet.
+        self._unparsed = received
+        self._owed = 0
+        self._ws = connection
+        self._config = config
+        # The thread that owns the connection (see ``in_loop_thread``).
+        self._loop_thread = get_ident()
+        # Whole messages not handed out yet; closed once the connection is. A list, not a
+        # deque: it holds at most INCOMING_QUEUE, and an empty deque is 600 bytes.
+        self._inbox: list[str | bytes] = []
+        self._inbox_closed = False
+        # Their total length (characters for text): parsing stops at max_message_size.
+        self._inboxed = 0
+        # Whoever waits for the state to change (the I/O layer's parked tasks): ``_wake``.
+        self._waiters: list[Any] = []
+        # When the peer was last heard from, and when an unanswered keep-alive ping left.
+        self._heard = now
+        self._pinged_at: float | None = None
+        # Fragments of the message being received (None while there are none: most
+        # messages come in one frame), and its size so far: the payload of the frames that
+        # wsproto parses, as their headers announce it, plus FRAGMENT_COST per continuation.
+        self._parts: list[Any] | None = None
+        self._size = 0
+        # Set when a ``_parse`` handed FRAMES_PER_STEP frames to wsproto: others first.
+        self._tired = False
+        # The last ping of this ``_parse``, answered as it ends (one pong per call).
+        self._ping: Ping | None = None
+        # Frames not sent yet, and their total size.
+        self._queue: list[bytes] = []
+        self._queued = 0
+        # Set once the connection is closed (close_code says how); the close frame sent, once
+        # one went out (after it, no data frame may: RFC 6455 section 5.5.1).
+        self._is_closed = False
+        self._close_sent: CloseConnection | None = None
+
+    # -- the public API -------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        """True until a close frame was sent or received, or the connection was lost."""
+        return not (self._is_closed or self._close_sent)
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (``close_code`` says how)."""
+        return self._is_closed
+
+    def write_message(self, data: str | bytes, opcode: int | None = None) -> None:
+        """Send a message; never blocks. ``str`` goes as text, ``bytes`` as binary.
+
+        Args:
+            data: the message.
+            opcode: 1 (text) or 2 (binary) to force the type; text given as bytes must be
+                UTF-8.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ValueError: a bad opcode, or bytes that are not UTF-8 sent as text.
+
+        Callable from any trio task of this server, and from any other thread (a Django view's
+        worker thread, another trio run's): there it hands the message to the event loop and
+        returns once it is queued.
+        A peer whose send queue overflows is closed with 1008 (see ``send_queue_size``).
+        """
+        if not in_loop_thread(self._loop_thread):
+            self._from_other_thread(self.write_message, data, opcode)
+            return
+        self._check_open()
+        if opcode == TEXT and not isinstance(data, str):
+            data = bytes(data).decode("utf-8")
+        elif opcode == BINARY and isinstance(data, str):
+            data = data.encode("utf-8")
+        elif opcode not in (None, TEXT, BINARY):
+            raise ValueError(f"opcode must be 1 (text) or 2 (binary), not {opcode!r}")
+        if self._plain:
+            self._send_frame(encode_frame(data))
+        elif self._mask_bit == 0:
+            self._send_frame(encode_frame(data, masked=True))
+        else:
+            event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+            self._send_frame(self._ws.send(event))
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (the peer answers with a pong); never blocks. Callable from a worker
+        thread too, as ``write_message``.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if not in_loop_thread(self._loop_thread):
+            self._from_other_thread(self.ping, payload)
+            return
+        self._check_open()
+        self._send_frame(self._ws.send(Ping(payload=payload)))
+
+    # -- bytes and time in ----------------------------------------------------------------
+
+    def _receive_data(self, data: bytes, now: float) -> None:
+        """The peer's next bytes, read at ``now`` (b"": the end of the stream, or a reset).
+        They wait for ``_parse``; the end of the stream closes with 1006 at once."""
+        self._heard, self._pinged_at = now, None
+        if data:
+            self._unparsed = self._unparsed + data if self._unparsed else data
+        else:
+            self._to_wsproto(None)
+
+    def _inbox_full(self) -> bool:
+        """Whether parsing waits for the handler to take messages (Rule 1); never once the
+        connection is closing, when what matters is the peer's close frame."""
+        full = len(self._inbox) >= INCOMING_QUEUE or self._inboxed >= self._config.max_message_size
+        return full and not (self._inbox_closed or self._close_sent)
+
+    def _parse(self) -> None:
+        """Handle the frames received, as far as the inbox has room and at most
+        FRAMES_PER_STEP of them through wsproto (then ``_tired`` is set).
+
+        A common frame (see the module's Rule 1) that is here whole becomes a message here;
+        any other frame goes to wsproto, whole, as its bytes arrive (``_owed``).
+        """
+        data = self._unparsed
+        inbox, mask_bit, at, end = self._inbox, self._mask_bit, 0, len(data)
+        limit, frames = self._config.max_message_size, FRAMES_PER_STEP
+        while at < end and not self._is_closed:
+            if (len(inbox) >= INCOMING_QUEUE or self._inboxed >= limit) and not (
+                self._inbox_closed or self._close_sent
+            ):
+                break
+            if self._owed:  # the rest of the frame wsproto is parsing
+                take = min(self._owed, end - at)
+                self._owed -= take
+                at += take
+                self._to_wsproto(data[at - take : at])
+                continue
+            header = frame_header(data, at, mask_bit)
+            if header is None:
+                break
+            first, start, stop, common = header
+            if common and self._parts is None:
+                if stop - start > limit:
+                    self._protocol_error(CloseReason.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
+                    break
+                if stop <= end:
+                    payload = data[start:stop]
+                    if mask_bit:
+                        payload = unmask(payload, data[start - 4 : start])
+                    at = stop
+                    if first == COMMON_BINARY:
+                        self._deliver(payload)
+                        continue
+                    try:
+                        self._deliver(payload.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self._protocol_error(
+                            CloseReason.INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8 in a text message"
+                        )
+                        break
+                    continue
+                if stop - at <= RECEIVE_SIZE:
+                    break  # a short frame: wait for the rest of it
+            if not frames:
+                self._tired = True
+                break
+            frames -= 1
+            opcode = first & 0x0F
+            if opcode < 3:  # a data frame: its payload counts as announced, UTF-8 bytes for text
+                self._size += stop - start if opcode else stop - start + FRAGMENT_COST
+                if self._size > limit:
+                    self._protocol_error(CloseReason.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
+                    break
+            self._owed = stop - at  # wsproto gets this frame (a long one as it arrives)
+        if self._ping is not None:
+            # One pong for the pings of this call, the last one's: RFC 6455 section 5.5.3 allows
+            # it, and a ping flood then costs one pong per FRAMES_PER_STEP pings, not one each.
+            ping, self._ping = self._ping, None
+            if self._ws.state is ConnectionState.OPEN:
+                self._send_frame(self._ws.send(ping.response()))
+        self._unparsed = data[at:] if at else data
+
+    def _keep_alive(self, now: float) -> None:
+        """Keep-alive at ``now``: a ping after ``ping_interval`` seconds of silence from the
+        peer; 1011 if nothing at all (pong or other) arrived ``ping_timeout`` after it."""
+        interval, timeout = self._config.ping_interval, self._config.ping_timeout
+        if not self.open or interval is None:
+            return
+        if self._pinged_at is None:
+            if now - self._heard >= interval:
+                self.ping(b"keepalive")
+                self._pinged_at = now
+        elif now - self._pinged_at >= timeout:
+            log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
+            self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+
+    # -- messages and frames out ----------------------------------------------------------
+
+    def _next_message(self) -> str | bytes | None:
+        """The oldest message received and not handed out yet, or None if there is none."""
+        if not self._inbox:
+            return None
+        message = self._inbox.pop(0)
+        self._inboxed -= len(message)
+        if self._waiters:  # parsing may wait for room in the inbox
+            self._wake()
+        return message
+
+    def _data_to_send(self) -> bytes:
+        """The frames queued, in one piece; the queue is then empty."""
+        data = b"".join(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        return data
+
+    def _start_close(self, code: int, reason: str = "") -> None:
+        """Start the close handshake with ``code`` (does nothing unless open)."""
+        if self.open:
+            self._send_close(CloseConnection(code=named(code), reason=reason))
+
+    # -- hooks the I/O layer overrides ----------------------------------------------------
+
+    def _send_frame(self, frame: bytes) -> None:
+        """A frame to send: queued (Rule 2)."""
+        self._enqueue(frame)
+
+    def _wake(self) -> None:
+        """The state changed (a message, room, the close): whoever waits looks again."""
+        self._waiters.clear()
+
+    def _from_other_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(*args)`` was called from a thread that does not own the connection."""
+        raise RuntimeError("a WebSocket is used only from the thread that owns it")
+
+    def _drop(self, why: str, keep_first: bool = False) -> None:
+        """Close with 1008 a peer that does not read what it is sent (``why`` goes to the log).
+
+        Its backlog is dropped, but for the first queued frame if ``keep_first`` (the rest of a
+        frame partly written): the close frame then goes after it (Rule 3).
+        """
+        log.warning("%s: %s; closing with 1008", self._peer, why)
+        queue = self._queue
+        if keep_first and queue:
+            del queue[1:]
+            self._queued = len(queue[0])
+        else:
+            queue.clear()
+            self._queued = 0
+        self._fail(CloseReason.POLICY_VIOLATION, "send queue full: the client reads too slowly")
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @property
+    def _peer(self) -> str:
+        address = self.remote_address
+        if not isinstance(address, tuple):
+            return "websocket"
+        host, port = address[0], address[1]
+        if port is None:  # behind a proxy, the client's port is not known
+            return str(host)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _check_open(self) -> None:
+        if self._is_closed:
+            raise ConnectionClosed(self.close_code or ABNORMAL, self.close_reason or "")
+        if self._close_sent is not None:  # closing: the code and reason this side sent
+            raise ConnectionClosed(self._close_sent.code, self._close_sent.reason or "")
+
+    def _enqueue(self, frame: bytes) -> bool:
+        """Queue ``frame``, unless the backlog is over ``send_queue_size``: then the peer is
+        dropped (1008) and False returned. The bound is on the backlog, not on this frame."""
+        if self._queued > self._config.send_queue_size:
+            self._drop(f"send queue over {self._config.send_queue_size} bytes (the peer reads too slowly)")
+            return False
+        self._queue.append(frame)
+        self._queued += len(frame)
+        return True
+
+    def _deliver(self, message: str | bytes) -> None:
+        """A whole message received: into the inbox, unless the connection is closing."""
+        # Once our close frame is out, the peer's is what matters (RFC 6455 section 1.4: data
+        # after a close may be dropped).
+        if not (self._inbox_closed or self._close_sent):
+            self._inbox.append(message)
+            self._inboxed += len(message)
+            if self._waiters:
+                self._wake()
+
+    def _to_wsproto(self, data: bytes | None) -> None:
+        """Bytes of a frame for wsproto to parse (None: the stream ended); handle its events."""
+        self._ws.receive_data(data)
+        for event in self._ws.events():
+            self._handle(event)
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, TextMessage | BytesMessage):
+            if self._is_closed:
+                return
+            data = event.data  # its size was counted from the frame's header (``_parse``)
+            if not event.message_finished:
+                if self._parts is None:
+                    self._parts = []
+                self._parts.append(data)
+            else:
+                if self._parts is not None:  # the last fragment of a fragmented message
+                    self._parts.append(data)
+                    data = ("" if isinstance(event, TextMessage) else b"").join(self._parts)
+                self._parts, self._size = None, 0
+                self._deliver(data if isinstance(data, str) else bytes(data))
+        elif isinstance(event, Ping):
+            self._ping = event  # answered at the end of ``_parse``
+        elif isinstance(event, CloseConnection):
+            self._on_close(event)
+
+    def _on_close(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:  # the peer closes: answer, then done
+            self._send_close(event.response())
+            self._mark_closed(event.code, event.reason or "")
+        elif state is ConnectionState.CLOSED:  # the answer to our close, or the stream's end
+            self._mark_closed(event.code, event.reason or "")
+        elif event.code == CloseReason.MESSAGE_TOO_BIG:  # from BoundedDeflate: inflating past the limit
+            self._protocol_error(
+                CloseReason.MESSAGE_TOO_BIG, f"message larger than {self._config.max_message_size} bytes"
+            )
+        else:  # wsproto found a protocol error (1002, 1007, ...): it is ours to send
+            self._protocol_error(event.code, event.reason or "")
+
+    def _protocol_error(self, code: int, reason: str) -> None:
+        """The peer broke the protocol or a limit: say so in the log, close with ``code``."""
+        log.info("%s: closing with %d: %s", self._peer, code, reason)
+        self._fail(code, reason)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close because of an error: send the close frame, do not wait for an answer."""
+        if self._ws.state is ConnectionState.OPEN:
+            self._close_sent = CloseConnection(code=code, reason=reason)
+            frame = self._ws.send(self._close_sent)
+            if self._queued <= self._config.send_queue_size:
+                self._send_frame(frame)
+            else:  # a full queue, which will be written first: the close frame goes after it
+                self._queue.append(frame)
+                self._queued += len(frame)
+        self._mark_closed(code, reason)
+
+    def _send_close(self, event: CloseConnection) -> None:
+        self._close_sent = event
+        self._send_frame(self._ws.send(event))
+        self._wake()  # parsing waiting for room in the inbox goes on to the peer's close
+
+    def _mark_closed(self, code: int, reason: str) -> None:
+        if self._is_closed:
+            return
+        self.close_code, self.close_reason = code, reason
+        self._is_closed = True
+        self._close_inbox()
+
+    def _close_inbox(self) -> None:
+        self._inbox_closed = True
+        self._wake()
