@@ -3,7 +3,7 @@
 Rule 1: a *common* frame is a whole text or binary message in one frame (RFC 6455 section
 5.2): FIN set, no reserved bit, opcode 1 or 2, masked by a client and not by a server, its
 length in the shortest of the three encodings. Only those are built and recognised here;
-every other frame is wsproto's (trio_c10k/_protocol.py, Rule 1).
+every other frame is wsproto's (trio_c10k/_protocol.py, Rule 2).
 Rule 2: masking and unmasking are one XOR of the payload with the repeated 4-byte key, done
 on whole integers; a client's keys come from ``os.urandom`` (section 5.3: "a strong source of
 entropy"), drawn 1,024 at a time.

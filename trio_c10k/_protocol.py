@@ -1,38 +1,33 @@
 """The WebSocket protocol without I/O: bytes and time in; messages, frames to send and close
 decisions out (RFC 6455, and RFC 7692 through wsproto). No trio, no socket.
 
-``WebSocketProtocol`` is one connection's protocol state, server or client side. Fed alone
-(tests, any runtime), it is driven through its ``_receive_data(data, now)``, ``_parse()``,
-``_next_message()``, ``_keep_alive(now)`` and ``_data_to_send()``, and written to through the
-public ``write_message``, ``ping`` and ``_start_close``. The I/O class (``_websocket.WebSocket``)
-is a subclass: it overrides the hooks ``_send_frame`` (to write to the socket at once),
-``_wake`` (to wake its tasks), ``_drop`` and ``_from_other_thread``, and adds no step between a
-received frame or a written message and the socket.
+``WebSocketProtocol`` is one connection's protocol state, server or client side. Alone (tests,
+any runtime) it is fed with ``_receive_data(data, now)`` and ``_parse()``, read with
+``_next_message()``, timed with ``_keep_alive(now)``, written to with ``write_message``,
+``ping`` and ``_start_close``, and emptied with ``_data_to_send()``. ``_websocket.WebSocket``
+subclasses it for the I/O and overrides its hooks (``_send_frame``, ``_wake``, ``_drop``,
+``_from_other_thread``): nothing stands between a frame and the socket.
 
-Rule 1: ``_parse`` turns received bytes into whole messages, bounded by ``max_message_size``
-(1009 beyond it) in bytes whatever their shape: UTF-8 bytes for text, each continuation frame
-costing ``FRAGMENT_COST`` more, inflation stopped at the limit (``_deflate``). Messages wait in
-a small inbox (``INCOMING_QUEUE`` messages, ``max_message_size`` bytes); while it is full,
-parsing stops, and the bytes wait (the I/O layer stops reading: TCP pushes back on the peer).
-One call hands wsproto at most ``FRAMES_PER_STEP`` frames, then sets ``_tired``, so a peer
-flooding tiny frames gets its turn like any other connection, not the event loop; the pings of
-one call get one pong, the last one's.
-The protocol splits the bytes into frames itself. The common frame (``_frames``: a whole text
-or binary message in one frame, masked as the side requires, no extension agreed) it decodes
-itself; every other frame (control frames, fragments, anything malformed, any frame when an
-extension was agreed, a long frame still arriving) goes to wsproto whole, from its first byte
-to its last, so wsproto never holds a partial frame when a common frame comes next. wsproto
-keeps the protocol state and enforces RFC 6455 (1002, 1007 closes) on those frames.
-Rule 2: frames to send go to ``_send_frame``; here they wait in ``_queue`` for
-``_data_to_send()``. The queue is bounded (``send_queue_size`` bytes): a frame is refused only
-when what is already queued, the backlog the peer left unread, exceeds the bound, so one large
-message always goes in whole. A peer that cannot keep up is closed with 1008 (``_drop``).
-Rule 3: the close frame goes after whatever is queued, never inside a frame; once it is sent
-no data frame follows (RFC 6455 section 5.5.1), and writing raises ``ConnectionClosed``.
-Rule 4: keep-alive is decided from the time given: a ping once the peer has been silent for
+Rule 1: ``_parse`` turns bytes into whole messages, bounded by ``max_message_size`` (1009
+beyond it) in bytes whatever their shape: UTF-8 bytes for text, each continuation frame costing
+``FRAGMENT_COST`` more, inflation stopped at the limit (``_deflate``). Messages wait in an inbox
+bounded in messages (``INCOMING_QUEUE``) and bytes (``max_message_size``); while it is full,
+parsing stops and the bytes wait. A call hands wsproto at most ``FRAMES_PER_STEP`` frames, then
+sets ``_tired``; the pings of one call get one pong, the last one's.
+Rule 2: the common frame (``_frames``: a whole text or binary message in one frame, masked as
+the side requires, no extension agreed) is decoded here; every other frame goes to wsproto
+whole, from its first byte to its last (a long one as it arrives), so wsproto never holds part
+of a frame when a common one comes next. wsproto keeps the protocol state and enforces RFC 6455
+(1002, 1007) on its frames.
+Rule 3: frames to send go to ``_send_frame``, here into ``_queue``. The queue is bounded
+(``send_queue_size`` bytes): a frame is refused only when the backlog already queued exceeds
+the bound, so one large message always goes in whole; the peer is then closed with 1008.
+Rule 4: the close frame goes after whatever is queued, never inside a frame; after it no data
+frame goes out (RFC 6455 section 5.5.1), and writing raises ``ConnectionClosed``.
+Rule 5: keep-alive is decided from the time given: a ping once the peer has been silent for
 ``ping_interval``, 1011 if nothing at all arrived ``ping_timeout`` after it.
-Rule 5: after the connection closed (close handshake, protocol error, lost peer), the messages
-already received are still handed out, then none; ``close_code`` says how it ended.
+Rule 6: after the close (handshake, protocol error, lost peer), the messages already received
+are still handed out, then none; ``close_code`` says how it ended.
 """
 
 from __future__ import annotations
@@ -64,12 +59,9 @@ INCOMING_QUEUE = 16
 #: (about 60 bytes), and parsing it costs more than its bytes, even empty (RFC 6455 section
 #: 5.4 sets no limit on the number of fragments; 1.5 million empty ones would grow memory)
 FRAGMENT_COST = 64
-#: frames handed to wsproto (control frames, fragments, compressed frames) in one ``_parse``
-#: before the I/O layer lets other tasks run: a peer sending tiny frames as fast as it can (a
-#: ping flood: 10,000 per 64 KiB read, ~10 us each) gets a fraction of a millisecond per turn,
-#: not 100 ms. As many as the inbox holds messages; measured against 64 under a ping flood, it
-#: halved another connection's echo time, and each checkpoint also lets the worker threads
-#: take the GIL sooner.
+#: frames handed to wsproto in one ``_parse`` before the I/O layer lets other tasks run: a ping
+#: flood (10,000 per 64 KiB read, ~10 us each) gets a fraction of a millisecond per turn, not
+#: 100 ms. Measured against 64 under a ping flood, 16 halved another connection's echo time.
 FRAMES_PER_STEP = 16
 #: RFC 6455 opcodes (section 5.2) that ``write_message(opcode=...)`` accepts
 TEXT, BINARY = 1, 2
@@ -272,7 +264,7 @@ class WebSocketProtocol:
         """Handle the frames received, as far as the inbox has room and at most
         FRAMES_PER_STEP of them through wsproto (then ``_tired`` is set).
 
-        A common frame (see the module's Rule 1) that is here whole becomes a message here;
+        A common frame (see the module's Rule 2) that is here whole becomes a message here;
         any other frame goes to wsproto, whole, as its bytes arrive (``_owed``).
         """
         data = self._unparsed
@@ -375,7 +367,7 @@ class WebSocketProtocol:
     # -- hooks the I/O layer overrides ----------------------------------------------------
 
     def _send_frame(self, frame: bytes) -> None:
-        """A frame to send: queued (Rule 2)."""
+        """A frame to send: queued (Rule 3)."""
         self._enqueue(frame)
 
     def _wake(self) -> None:
@@ -390,7 +382,7 @@ class WebSocketProtocol:
         """Close with 1008 a peer that does not read what it is sent (``why`` goes to the log).
 
         Its backlog is dropped, but for the first queued frame if ``keep_first`` (the rest of a
-        frame partly written): the close frame then goes after it (Rule 3).
+        frame partly written): the close frame then goes after it (Rule 4).
         """
         log.warning("%s: %s; closing with 1008", self._peer, why)
         queue = self._queue

@@ -32,7 +32,8 @@ from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection, linger
 from ._threads import WorkerThreads, current_workers, open_worker_threads
-from ._websocket import WebSocket, keep_alive, serve_websocket
+from ._websocket import WebSocket
+from ._ws_tasks import keep_alive, serve_websocket
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker

@@ -14,14 +14,14 @@ rounds is *coalescing*: its first frame waits for the flush too, so a busy conne
 pipelining client, a cell hearing from its eight neighbours, a watch page hearing from every
 cell) costs one write per round, not one per frame. Whatever the kernel does not take stays
 queued for the connection's writer task, and from then on every frame goes through the
-queue, so order holds. The queue is bounded as the protocol says (its Rule 2).
+queue, so order holds. The queue is bounded as the protocol says (its Rule 3).
 Rule 3: a close frame never lands inside another frame. When a backlog is dropped, the rest
 of a frame the writer task has partly written stays, and the close frame follows it; when the
 socket is closed with bytes still unsent, it is reset (SO_LINGER 0), so the peer never takes
 what follows a truncated frame for its end.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
 exists only while the kernel does not take what is queued, and one ``keep_alive`` task
-pings every connection of a server that falls silent.
+(``_ws_tasks``) pings every connection of a server that falls silent.
 The reader and writer run in a nursery the caller owns (the server's connection nursery), not
 one of their own; they end by themselves once the connection is closed and its socket with
 it. Every wait (a message, room in the inbox or the send queue, the close) parks in ``_wait``
@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -43,7 +43,6 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
-from ._exceptions import ConnectionClosed
 from ._flusher import flusher
 from ._protocol import ABNORMAL, RECEIVE_SIZE, WebSocketProtocol
 from ._threads import call_in_loop
@@ -420,58 +419,3 @@ class WebSocket(WebSocketProtocol):
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-async def keep_alive(websockets: Collection[WebSocket], config: WebSocketConfig) -> None:
-    """Keep ``websockets`` alive with pings (``ping_interval``, ``ping_timeout``); runs until
-    cancelled.
-
-    One task for every connection instead of a timer per connection: it looks at each
-    connection a few times per interval (a ping goes out between ``ping_interval`` and a
-    quarter more after the peer fell silent). ``websockets`` may change meanwhile. Returns at
-    once if pings are off (``ping_interval=None``).
-    """
-    if config.ping_interval is None:
-        return
-    tick = min(config.ping_interval, config.ping_timeout) / 4
-    while True:
-        await trio.sleep(tick)
-        now = trio.current_time()
-        heard_since = now - config.ping_interval
-        for ws in list(websockets):
-            if ws._pinged_at is not None or ws._heard <= heard_since:
-                ws._keep_alive(now)
-
-
-async def serve_websocket(
-    ws: WebSocket,
-    nursery: trio.Nursery,
-    handler: Callable[..., Awaitable[None]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    """Run ``handler(ws, *args, **kwargs)`` in this task, the connection's tasks in ``nursery``.
-
-    The handler returning (or raising ``ConnectionClosed``, as a write after the peer closed
-    does) closes with 1000; raising anything else logs the traceback and closes with 1011.
-    The caller closes the stream afterwards, which ends the connection's tasks.
-    """
-    ws._start(nursery)
-    try:
-        await handler(ws, *args, **kwargs)
-    except ConnectionClosed:
-        # Writing after the peer closed is how most handlers learn of it: a normal end.
-        log.debug("%s: handler ended on a closed connection", ws._peer)
-        code, reason = CloseReason.NORMAL_CLOSURE, ""
-    except Exception:
-        log.exception("WebSocket handler %s failed", getattr(handler, "__qualname__", handler))
-        code, reason = CloseReason.INTERNAL_ERROR, "internal error"
-    else:
-        code, reason = CloseReason.NORMAL_CLOSURE, ""
-    try:
-        await ws._finish(code, reason)
-    finally:
-        # Closed for good before the caller closes the socket, even if the close handshake
-        # was cancelled: nothing may write to its descriptor number once another connection
-        # can have it.
-        ws._mark_closed(ABNORMAL, "")

@@ -23,7 +23,8 @@ from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
 from ._exceptions import HandshakeRejected, lone_exception_unwrapped
-from ._websocket import WebSocket, keep_alive
+from ._websocket import WebSocket
+from ._ws_tasks import keep_alive
 
 
 @asynccontextmanager

@@ -2,7 +2,7 @@
 into frames and writes its own, on both sides, over real sockets.
 
 The reader decodes the common frame (a whole text or binary message in one frame) itself and
-hands every other frame to wsproto whole (trio_c10k/_protocol.py, Rule 1). These tests send
+hands every other frame to wsproto whole (trio_c10k/_protocol.py, Rule 2). These tests send
 bytes built by hand, so that frame boundaries fall where the test wants them: many frames in
 one write, one frame over many writes, every length encoding, frames wsproto must refuse.
 The server side is tested with a raw client against the echo handler; the client side with a
