@@ -1,50 +1,39 @@
 """One HTTP/1.1 connection: h11 parses, the WSGI bridge answers, in order, with keep-alive.
 
+``HTTPConnection`` reads the requests and decides the answers; its base class
+``_http_send.ResponseWriter`` writes them (send deadlines, error answers, lingering close).
+
 Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after another,
 so pipelined requests are answered in order (h11 buffers the ones that wait).
 Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
 a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
 waits on the network, and chunked bodies get a CONTENT_LENGTH.
-Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) has a short plain-text reason,
-closes the connection, and is logged once: client errors at INFO, application errors at ERROR.
-The close lingers: our side is shut, then what the client still sends is read and dropped
-(within ``LINGER_TIME`` and ``LINGER_BYTES``), so that a reset does not destroy the answer.
-Rule 4: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
-``send_failed()`` and the exception goes on.
-Rule 5: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
+Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) closes the connection and is
+logged once: client errors at INFO, application errors at ERROR (``_http_send``, Rule 3).
+Rule 4: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
 bytes pass ``check_head`` before h11 parses them, the parsed request ``check_request``, and a
 chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
-Rule 6: every write has a deadline for progress: a client that takes no byte for
-``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
-worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
-body go out together through one ``writev``, and a file's bytes through ``sendfile``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import IO, Protocol
 
 import h11
 import trio
 
-from ._config import Config
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
-from ._threads import WorkerThreads
-from ._websocket import WebSocket, _read_nowait, reset_on_close
+from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone
+from ._websocket import WebSocket, _read_nowait
 from ._wsgi import (
     AppResponse,
     Environ,
-    FileBody,
-    Headers,
     apply_proxy_headers,
     build_environ,
     call_application,
@@ -66,29 +55,8 @@ SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
 #: so a form or a JSON body stays in memory while thousands of slow uploads cost 64 KiB each
 #: (nginx's client_body_buffer_size is 8-16 KiB; below one read, most bodies would hit the disk)
 SPOOL_SIZE = RECEIVE_SIZE
-#: seconds, then bytes, read and thrown away after an error answer before the socket closes:
-#: closing with unread input makes the kernel send RST, which can destroy the answer before
-#: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
-LINGER_TIME = 2.0
-LINGER_BYTES = 4 * 1024 * 1024
-_DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
-
-
-class _ClientGone(Exception):
-    """The peer went away while a streamed response was being written."""
-
-
-_date = [0, b""]
-
-
-def _http_date() -> bytes:
-    """The Date header value (RFC 9110 section 6.6.1), formatted once per second."""
-    now = int(time.time())
-    if now != _date[0]:
-        _date[:] = [now, formatdate(now, usegmt=True).encode("ascii")]
-    return _date[1]  # type: ignore[return-value]  # list holds [int, bytes]
 
 
 def _peer_label(address: object) -> str:
@@ -98,8 +66,9 @@ def _peer_label(address: object) -> str:
     return "unix"
 
 
-class Owner(Protocol):
-    """What a connection needs of the server that accepted it (``Server`` is one).
+class Owner(SenderOwner, Protocol):
+    """What a connection needs of the server that accepted it (``Server`` is one): what
+    ``SenderOwner`` names (config, worker threads, ``closing``), and the names below.
 
     This is all ``_http`` knows of the server: it never imports ``_server``. A connection
     reads these, counts its answers in ``requests``, and puts the cancel scope of each wait
@@ -112,60 +81,39 @@ class Owner(Protocol):
         """The WSGI application."""
 
     @property
-    def config(self) -> Config:
-        """The limits and timeouts."""
-
-    @property
-    def workers(self) -> WorkerThreads:
-        """The threads the application runs in."""
-
-    @property
     def idle(self) -> set[trio.CancelScope]:
         """The cancel scopes of connections waiting for their next request."""
-
-    @property
-    def closing(self) -> bool:
-        """True once shutdown began: no new request, ``Connection: close`` on answers."""
 
     #: requests answered so far
     requests: int
 
 
-class HTTPConnection:
+class HTTPConnection(ResponseWriter):
     """Serves the requests of one accepted socket until it closes.
 
     Resource handling: the caller owns the stream and closes it; this object only reads and
     writes it.
     """
 
+    #: the owner: app, config, worker threads, idle scopes, counters
+    server: Owner
+
     def __init__(self, stream: trio.SocketStream, server: Owner) -> None:
         config = server.config
-        #: the accepted socket
-        self.stream = stream
-        #: the owner: app, config, worker threads, idle scopes, counters
-        self.server = server
-        #: h11's state machine for this socket
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
         sock = stream.socket
         inet = sock.family != socket.AF_UNIX
         client = sock.getpeername()[:2] if inet else None
         local = sock.getsockname()[:2] if inet else None
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
+        super().__init__(stream, server, conn, _peer_label(client))
         #: the peer's (host, port), None for a Unix socket
         self.peer = client
-        #: the peer, as the logs show it
-        self.client = _peer_label(client)
         #: the environ keys shared by every request of this connection
         self.base_environ = connection_environ(client, local)
         #: whether X-Forwarded-* headers from this peer are believed
         self.trust_proxy = bool(
             config.proxy_headers and client and is_trusted(client[0], config.trusted_proxies)
         )
-        #: per request: the response head went out already (streaming)
-        self.head_sent = False
-        #: per request: the request is HEAD, so no body is sent
-        self.is_head = False
-        #: per request: body bytes sent, for the access log
-        self.sent_bytes = 0
         #: set by an accepted upgrade: the WebSocket and the slot naming its handler
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
         #: per request: the framing check of a chunked body, None for other requests
@@ -421,152 +369,3 @@ class HTTPConnection:
             extensions=slot.accept.extensions,
             received=received,
         )
-
-    def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
-        headers = [*headers, (b"date", _http_date())]
-        if self.server.closing:
-            headers.append((b"connection", b"close"))
-        return self.conn.send(h11.Response(status_code=status, reason=reason, headers=headers))
-
-    async def _send_response(self, response: AppResponse) -> None:
-        conn, file = self.conn, response.file
-        try:
-            head = self._head(response.status, response.reason, response.headers)
-            body = file if file is not None else response.body
-            if not body or self.is_head or response.status in (204, 304):
-                await self._write(head, conn.send(h11.EndOfMessage()))
-                return
-            # h11 frames the body object itself, uncopied; a file body has a Content-Length, so
-            # h11 adds nothing around it.
-            data = h11.Data(data=body)  # type: ignore[arg-type]  # any object with len(), for sendfile
-            pieces = conn.send_with_data_passthrough(data) or ()
-            if file is None:
-                await self._write(head, *pieces, conn.send(h11.EndOfMessage()))
-                self.sent_bytes = len(body)
-                return
-            await self._write(head)
-            await self._send_file(file)
-            await self._write(conn.send(h11.EndOfMessage()))
-        finally:
-            if file is not None:
-                os.close(file.fd)
-
-    async def _send_file(self, file: FileBody) -> None:
-        """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step."""
-        sock = self.stream.socket.fileno()
-        offset, end = file.offset, file.offset + file.length
-        try:
-            while offset < end:
-                try:
-                    sent = os.sendfile(sock, file.fd, offset, end - offset)
-                except BlockingIOError:
-                    await self._wait_writable(sock)
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise trio.BrokenResourceError from exc
-                if not sent:
-                    raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
-                offset += sent
-                self.sent_bytes += sent
-                await trio.lowlevel.checkpoint()  # a fast reader does not keep the loop
-        except BaseException:
-            self.conn.send_failed()
-            raise
-
-    def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
-        trio.from_thread.run(
-            self._stream_chunk, status, reason, headers, chunk, trio_token=self.server.workers.token
-        )
-
-    async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
-        """Write one chunk of a streamed body (called from the worker thread)."""
-        try:
-            pieces: list[bytes] = []
-            if not self.head_sent:
-                self.head_sent = True
-                pieces.append(self._head(status, reason, headers))
-            if not self.is_head:
-                pieces += self.conn.send_with_data_passthrough(h11.Data(data=chunk)) or ()
-                self.sent_bytes += len(chunk)
-            await self._write(*pieces)
-        except _DISCONNECTS as exc:
-            raise _ClientGone from exc
-
-    async def _write(self, *pieces: bytes) -> None:
-        """Send ``pieces`` in order with ``writev`` (no copy to join them)."""
-        fd = self.stream.socket.fileno()
-        buffers: list[bytes | memoryview] = list(pieces)
-        sent = 0
-        try:
-            while True:
-                while buffers and sent >= len(buffers[0]):
-                    sent -= len(buffers.pop(0))
-                if not buffers:
-                    return
-                if sent:
-                    buffers[0] = memoryview(buffers[0])[sent:]
-                try:
-                    sent = os.writev(fd, buffers)
-                except BlockingIOError:
-                    sent = 0
-                    await self._wait_writable(fd)
-        except OSError as exc:
-            self.conn.send_failed()
-            raise trio.BrokenResourceError from exc
-        except BaseException:
-            self.conn.send_failed()
-            raise
-
-    async def _wait_writable(self, fd: int) -> None:
-        """Wait until the socket takes bytes again, at most ``send_timeout``."""
-        with trio.move_on_after(self.server.config.send_timeout):
-            await trio.lowlevel.wait_writable(fd)
-            return
-        raise self._stalled()
-
-    def _stalled(self) -> _ClientGone:
-        """Log a client that took nothing for ``send_timeout`` and make its close a reset."""
-        timeout = self.server.config.send_timeout
-        log.info("%s: client read nothing for %g s, connection aborted", self.client, timeout)
-        reset_on_close(self.stream.socket)
-        return _ClientGone(f"no progress sending for {timeout:g} s")
-
-    async def _send_error(self, status: int, reason: str, *, logged: bool = False) -> None:
-        """Answer ``status`` with ``reason`` as plain text, then let the connection close."""
-        if not logged:
-            log.info("%s: %d %s", self.client, status, reason)
-        conn = self.conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = b"" if self.is_head else (reason + "\n").encode()
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"connection", b"close"),
-            (b"date", _http_date()),
-        ]
-        try:
-            data = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
-            )
-            if body:
-                data += conn.send(h11.Data(data=body))
-            await self._write(data + conn.send(h11.EndOfMessage()))
-            await linger(self.stream, LINGER_TIME, LINGER_BYTES)
-        except (*_DISCONNECTS, h11.LocalProtocolError):
-            log.debug("%s: could not send the %d answer", self.client, status)
-
-
-async def linger(stream: trio.SocketStream, seconds: float, max_bytes: int) -> None:
-    """A lingering close, after an error answer (nginx ``lingering_close``): shut our side,
-    then read and drop what the client still sends, for at most ``seconds`` and
-    ``max_bytes``. Closing with unread input makes the kernel send a reset, which can destroy
-    the answer before the client reads it. The caller closes the stream."""
-    dropped = 0
-    with trio.move_on_after(seconds):
-        try:
-            await stream.send_eof()
-            while dropped <= max_bytes and (data := await stream.receive_some(RECEIVE_SIZE)):
-                dropped += len(data)
-        except _DISCONNECTS:
-            pass  # the client is gone: nothing left to protect

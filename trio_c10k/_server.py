@@ -30,7 +30,8 @@ import trio
 from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
-from ._http import HTTPConnection, linger
+from ._http import HTTPConnection
+from ._http_send import linger
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._websocket import WebSocket
 from ._ws_tasks import keep_alive, serve_websocket

@@ -10,7 +10,7 @@ import pytest
 import trio
 from django.core.handlers.wsgi import WSGIRequest
 
-import trio_c10k._http
+import trio_c10k._http_send
 from tests.helpers import StartServer, connect, read_until_closed
 from trio_c10k import Server
 
@@ -274,8 +274,8 @@ async def test_error_answer_reaches_a_client_still_sending(
 async def test_lingering_is_bounded(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, linger_time: float, linger_bytes: int
 ) -> None:
-    monkeypatch.setattr(trio_c10k._http, "LINGER_TIME", linger_time)
-    monkeypatch.setattr(trio_c10k._http, "LINGER_BYTES", linger_bytes)
+    monkeypatch.setattr(trio_c10k._http_send, "LINGER_TIME", linger_time)
+    monkeypatch.setattr(trio_c10k._http_send, "LINGER_BYTES", linger_bytes)
     server = await start_server(max_body_size=1000)
     stream = await connect(server)
     with trio.fail_after(10):

@@ -1,0 +1,253 @@
+"""The sending half of an HTTP connection: response heads and bodies, streamed chunks, error
+answers, each written to the socket with a deadline.
+
+``ResponseWriter`` is the base class of ``_http.HTTPConnection``: it holds the socket, the h11
+connection and what is sent for the request at hand; the subclass reads the requests and
+decides the answers. It never reads the socket, except to drop what a client still sends
+after an error answer (``linger``).
+
+Rule 1: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
+``send_failed()`` and the exception goes on.
+Rule 2: every write has a deadline for progress: a client that takes no byte for
+``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
+worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
+body go out together through one ``writev``, and a file's bytes through ``sendfile``.
+Rule 3: an error answer has a short plain-text reason, says ``Connection: close``, and is
+logged once, at INFO unless the caller logged it already. The close lingers: our side is shut,
+then what the client still sends is read and dropped (within ``LINGER_TIME`` and
+``LINGER_BYTES``), so that a reset does not destroy the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol
+
+import h11
+import trio
+
+from ._config import Config
+from ._threads import WorkerThreads
+from ._websocket import reset_on_close
+from ._wsgi import AppResponse, FileBody, Headers
+
+log = logging.getLogger("trio_c10k.http")
+
+#: seconds, then bytes, read and thrown away after an error answer before the socket closes:
+#: closing with unread input makes the kernel send RST, which can destroy the answer before
+#: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
+LINGER_TIME = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
+#: bytes asked of the kernel per read while lingering
+LINGER_READ_SIZE = 65536
+_DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _ClientGone(Exception):
+    """The peer went away while a streamed response was being written."""
+
+
+_date = [0, b""]
+
+
+def _http_date() -> bytes:
+    """The Date header value (RFC 9110 section 6.6.1), formatted once per second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[:] = [now, formatdate(now, usegmt=True).encode("ascii")]
+    return _date[1]  # type: ignore[return-value]  # list holds [int, bytes]
+
+
+class SenderOwner(Protocol):
+    """What the sending half needs of the server that accepted the connection (``_http.Owner``
+    asks for more)."""
+
+    @property
+    def config(self) -> Config:
+        """The limits and timeouts."""
+
+    @property
+    def workers(self) -> WorkerThreads:
+        """The threads the application runs in."""
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown began: no new request, ``Connection: close`` on answers."""
+
+
+class ResponseWriter:
+    """Writes the answers of one accepted socket (``HTTPConnection`` is the one subclass).
+
+    Resource handling: the caller owns the stream and closes it; this object only writes it.
+    """
+
+    def __init__(
+        self, stream: trio.SocketStream, server: SenderOwner, conn: h11.Connection, client: str
+    ) -> None:
+        #: the accepted socket
+        self.stream = stream
+        #: the owner: config, worker threads, whether it is closing
+        self.server = server
+        #: h11's state machine for this socket
+        self.conn = conn
+        #: the peer, as the logs show it
+        self.client = client
+        #: per request: the response head went out already (streaming)
+        self.head_sent = False
+        #: per request: the request is HEAD, so no body is sent
+        self.is_head = False
+        #: per request: body bytes sent, for the access log
+        self.sent_bytes = 0
+
+    def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
+        headers = [*headers, (b"date", _http_date())]
+        if self.server.closing:
+            headers.append((b"connection", b"close"))
+        return self.conn.send(h11.Response(status_code=status, reason=reason, headers=headers))
+
+    async def _send_response(self, response: AppResponse) -> None:
+        conn, file = self.conn, response.file
+        try:
+            head = self._head(response.status, response.reason, response.headers)
+            body = file if file is not None else response.body
+            if not body or self.is_head or response.status in (204, 304):
+                await self._write(head, conn.send(h11.EndOfMessage()))
+                return
+            # h11 frames the body object itself, uncopied; a file body has a Content-Length, so
+            # h11 adds nothing around it.
+            data = h11.Data(data=body)  # type: ignore[arg-type]  # any object with len(), for sendfile
+            pieces = conn.send_with_data_passthrough(data) or ()
+            if file is None:
+                await self._write(head, *pieces, conn.send(h11.EndOfMessage()))
+                self.sent_bytes = len(body)
+                return
+            await self._write(head)
+            await self._send_file(file)
+            await self._write(conn.send(h11.EndOfMessage()))
+        finally:
+            if file is not None:
+                os.close(file.fd)
+
+    async def _send_file(self, file: FileBody) -> None:
+        """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step."""
+        sock = self.stream.socket.fileno()
+        offset, end = file.offset, file.offset + file.length
+        try:
+            while offset < end:
+                try:
+                    sent = os.sendfile(sock, file.fd, offset, end - offset)
+                except BlockingIOError:
+                    await self._wait_writable(sock)
+                    continue
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    raise trio.BrokenResourceError from exc
+                if not sent:
+                    raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
+                offset += sent
+                self.sent_bytes += sent
+                await trio.lowlevel.checkpoint()  # a fast reader does not keep the loop
+        except BaseException:
+            self.conn.send_failed()
+            raise
+
+    def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+        trio.from_thread.run(
+            self._stream_chunk, status, reason, headers, chunk, trio_token=self.server.workers.token
+        )
+
+    async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+        """Write one chunk of a streamed body (called from the worker thread)."""
+        try:
+            pieces: list[bytes] = []
+            if not self.head_sent:
+                self.head_sent = True
+                pieces.append(self._head(status, reason, headers))
+            if not self.is_head:
+                pieces += self.conn.send_with_data_passthrough(h11.Data(data=chunk)) or ()
+                self.sent_bytes += len(chunk)
+            await self._write(*pieces)
+        except _DISCONNECTS as exc:
+            raise _ClientGone from exc
+
+    async def _write(self, *pieces: bytes) -> None:
+        """Send ``pieces`` in order with ``writev`` (no copy to join them)."""
+        fd = self.stream.socket.fileno()
+        buffers: list[bytes | memoryview] = list(pieces)
+        sent = 0
+        try:
+            while True:
+                while buffers and sent >= len(buffers[0]):
+                    sent -= len(buffers.pop(0))
+                if not buffers:
+                    return
+                if sent:
+                    buffers[0] = memoryview(buffers[0])[sent:]
+                try:
+                    sent = os.writev(fd, buffers)
+                except BlockingIOError:
+                    sent = 0
+                    await self._wait_writable(fd)
+        except OSError as exc:
+            self.conn.send_failed()
+            raise trio.BrokenResourceError from exc
+        except BaseException:
+            self.conn.send_failed()
+            raise
+
+    async def _wait_writable(self, fd: int) -> None:
+        """Wait until the socket takes bytes again, at most ``send_timeout``."""
+        with trio.move_on_after(self.server.config.send_timeout):
+            await trio.lowlevel.wait_writable(fd)
+            return
+        raise self._stalled()
+
+    def _stalled(self) -> _ClientGone:
+        """Log a client that took nothing for ``send_timeout`` and make its close a reset."""
+        timeout = self.server.config.send_timeout
+        log.info("%s: client read nothing for %g s, connection aborted", self.client, timeout)
+        reset_on_close(self.stream.socket)
+        return _ClientGone(f"no progress sending for {timeout:g} s")
+
+    async def _send_error(self, status: int, reason: str, *, logged: bool = False) -> None:
+        """Answer ``status`` with ``reason`` as plain text, then let the connection close."""
+        if not logged:
+            log.info("%s: %d %s", self.client, status, reason)
+        conn = self.conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = b"" if self.is_head else (reason + "\n").encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+            (b"date", _http_date()),
+        ]
+        try:
+            data = conn.send(
+                h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
+            )
+            if body:
+                data += conn.send(h11.Data(data=body))
+            await self._write(data + conn.send(h11.EndOfMessage()))
+            await linger(self.stream, LINGER_TIME, LINGER_BYTES)
+        except (*_DISCONNECTS, h11.LocalProtocolError):
+            log.debug("%s: could not send the %d answer", self.client, status)
+
+
+async def linger(stream: trio.SocketStream, seconds: float, max_bytes: int) -> None:
+    """A lingering close, after an error answer (nginx ``lingering_close``): shut our side,
+    then read and drop what the client still sends, for at most ``seconds`` and
+    ``max_bytes``. Closing with unread input makes the kernel send a reset, which can destroy
+    the answer before the client reads it. The caller closes the stream."""
+    dropped = 0
+    with trio.move_on_after(seconds):
+        try:
+            await stream.send_eof()
+            while dropped <= max_bytes and (data := await stream.receive_some(LINGER_READ_SIZE)):
+                dropped += len(data)
+        except _DISCONNECTS:
+            pass  # the client is gone: nothing left to protect
