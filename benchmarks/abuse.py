@@ -56,8 +56,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from common import (
+from lib.common import (
     ROOT,
+    client_cpu_for,
     cpu_seconds,
     free_port,
     launch,
@@ -65,10 +66,10 @@ from common import (
     reset_peak_memory,
     stop,
     update_results,
+    versions,
     wait_for_port,
 )
-from websocket_bench import client_cpu_for, versions
-from ws_client import connect, frame_header, parse_frames
+from lib.ws_client import connect, frame_header, parse_frames
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20

@@ -35,19 +35,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from c10k import masked_frame
-from common import (
+from lib.common import (
     RESULTS,
     ROOT,
+    client_cpu_for,
     cpu_seconds,
     example_site_database,
     free_port,
+    log_trouble,
     stop,
     update_results,
+    versions,
     wait_for_port,
 )
-from websocket_bench import client_cpu_for, log_trouble, versions
-from ws_client import connect, parse_frames
+from lib.ws_client import client_frame, connect, parse_frames
 
 #: the target of the demo: steps per second with 10,000 cells
 TARGET_STEPS_PER_S, TARGET_SIZE = 1.0, 100
@@ -107,7 +108,7 @@ class Watcher(threading.Thread):
             if opcode == _OPCODE_TEXT:
                 self._message(payload.decode())
             elif opcode == _OPCODE_PING:
-                self._sock.sendall(masked_frame(0xA, payload))
+                self._sock.sendall(client_frame(0xA, payload))
             elif opcode == _OPCODE_CLOSE:
                 self.closed_with = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 break

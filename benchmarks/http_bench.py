@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
+from lib.common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
 
 URL_PATH = "/hello/"
 

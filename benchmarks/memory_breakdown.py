@@ -25,7 +25,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from common import ROOT, free_port
+from lib.common import ROOT, free_port
 
 
 def client(port: int, count: int) -> None:

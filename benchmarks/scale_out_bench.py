@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from broadcast_bench import measure
-from common import free_port, update_results
-from websocket_bench import versions
+from lib.broadcast import measure
+from lib.common import free_port, update_results, versions
 
 
 def start_redis(logdir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -12,7 +12,7 @@ A. Echo: 100 connections split over 2 client processes, 32-byte text messages, 1
    per connection (a new one sent for each echo received), messages/s over 10 s.
 B. Ping-pong: one connection, one message at a time, round trips/s over 5 s.
 
-Both follow a warm-up. The load client (benchmarks/ws_client.py) checks every echo against
+Both follow a warm-up. The load client (benchmarks/lib/ws_client.py) checks every echo against
 what it sent and counts mismatches. trio_c10k pins itself to one CPU (its ``--pin-cpu``
 default); the client processes are pinned to another CPU (the last one for the unpinned
 peers), so that they never take the server's core. The CPU use of the server (from /proc)
@@ -28,58 +28,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-from common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port  # noqa: E402
+from lib.common import (
+    BENCHMARKS,
+    ECHO_SERVERS,
+    RESULTS,
+    ROOT,
+    client_cpu_for,
+    cpu_seconds,
+    echo_server_command,
+    free_port,
+    log_trouble,
+    stop,
+    update_results,
+    versions,
+    wait_for_port,
+)
 
-CLIENT = HERE / "ws_client.py"
-SERVERS = ("trio_c10k", "trio-websocket", "websockets")
+CLIENT = BENCHMARKS / "lib" / "ws_client.py"
 #: with 1,600 messages in flight a server should keep its core busy; below this it was stalled
 UNSATURATED = 0.9
-#: a log record at WARNING or above (trio_c10k's format), or a traceback (the peers log bare)
-LOG_TROUBLE = re.compile(r"^\S+ \S+ \[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
-
-
-def log_trouble(text: str) -> int:
-    """Warnings, errors and tracebacks in a server log (a record and its traceback count once)."""
-    count, previous = 0, ""
-    for line in text.splitlines():
-        if LOG_TROUBLE.match(line) and not (line.startswith("Traceback") and LOG_TROUBLE.match(previous)):
-            count += 1
-        previous = line
-    return count
-
-
-def server_command(name: str, port: int) -> tuple[list[str], str]:
-    """The command serving the echo, and the echo's URL path."""
-    py = sys.executable
-    if name == "trio_c10k":
-        cmd = [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
-        return cmd, "/test/echo/"
-    if name == "trio-websocket":
-        return [py, str(HERE / "peers" / "trio_websocket_echo.py"), str(port)], "/"
-    if name == "websockets":
-        return [py, str(HERE / "peers" / "websockets_echo.py"), str(port)], "/"
-    raise ValueError(name)
-
-
-def client_cpu_for(server_pid: int | None) -> int | None:
-    """A CPU for the clients: one the server is not pinned to (the last one if unpinned)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None
-    server = os.sched_getaffinity(server_pid) if server_pid else set(allowed)
-    others = [cpu for cpu in allowed if cpu not in server]
-    return (others or allowed)[-1]
 
 
 def run_clients(
@@ -142,7 +117,7 @@ def run_clients(
 
 def run_one(name: str, args: argparse.Namespace, logdir: Path, round_: int) -> dict[str, Any]:
     port = free_port()
-    cmd, path = server_command(name, port)
+    cmd, path = echo_server_command(name, port)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = logdir / f"{name}-round{round_}.log"
     with log.open("wb") as out:
@@ -199,17 +174,6 @@ def summary_line(name: str, r: dict[str, Any]) -> str:
         f"  log lines {r.get('log_trouble', 0)}"
         + ("  (server below 0.9 core under echo load)" if e["server_cpu"] < UNSATURATED else "")
     )
-
-
-def versions() -> str:
-    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets")
-    found = []
-    for dist in names:
-        try:
-            found.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{dist} (not installed)")
-    return ", ".join(found)
 
 
 def where(cpus: set[int]) -> str:
@@ -318,7 +282,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seco
         "messages queued, a ping every 20 s); websockets `serve(compression=None, max_size=2**20, "
         "max_queue=16, ping_interval=20, ping_timeout=20)`; trio-websocket `serve_websocket("
         "max_message_size=2**20, message_queue_size=16, receive_buffer_size=65536)` (it never "
-        "compresses and sends no keep-alive pings). The load client (benchmarks/ws_client.py) uses raw "
+        "compresses and sends no keep-alive pings). The load client (benchmarks/lib/ws_client.py) uses raw "
         "sockets and precomputed masked frames, and checks every echo byte for byte.",
         "",
         f"Echoes that differed from what was sent: {mismatches:.0f}. Connections closed early or "
@@ -342,7 +306,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="echo messages outstanding per connection")
     parser.add_argument("--size", type=int, default=32, help="bytes per message")
     parser.add_argument("--client-cpu", type=int, help="pin the clients to this CPU (default: see above)")
-    parser.add_argument("--only", nargs="*", choices=SERVERS, help="servers to run (default: all)")
+    parser.add_argument("--only", nargs="*", choices=ECHO_SERVERS, help="servers to run (default: all)")
     parser.add_argument(
         "--url",
         help="measure this already-running echo server once instead (for profiling it); "
@@ -357,7 +321,7 @@ def main() -> None:
     for module in ("trio_websocket", "websockets"):
         if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
             raise SystemExit(f"{module} is not installed: pip install -e '.[bench]'")
-    names = args.only or list(SERVERS)
+    names = args.only or list(ECHO_SERVERS)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     logdir = Path(tempfile.mkdtemp(prefix="ws-bench-"))
     started = time.monotonic()

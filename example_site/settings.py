@@ -1,4 +1,5 @@
-"""Settings of the example site.
+"""Settings of the example site: Django's defaults, trio_c10k, and the echo, chat and Game of Life
+apps (example_site/echo/, chat/, life/).
 
 DEBUG is off unless the DJANGO_DEBUG environment variable is "1", so that what is measured
 and tested is what production runs.
@@ -21,7 +22,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "trio_c10k",  # before staticfiles: its runserver replaces Django's
     "django.contrib.staticfiles",
-    "example_site",
+    "example_site.echo",
+    "example_site.chat",
+    "example_site.life",
 ]
 
 # Django's default middleware, as `startproject` writes it.

@@ -1,19 +1,13 @@
-"""URLconf of the example site."""
+"""URLconf of the example site: the echo, chat and Game of Life apps' URLs, side by side.
 
-from django.urls import path
+Included without a namespace, so that every path and URL name is the one the apps define
+(``{% url "chat" room %}``, ``reverse("life-reset")``).
+"""
 
-from . import chat, life, views
+from django.urls import include, path
 
 urlpatterns = [
-    path("hello/", views.hello, name="hello"),
-    path("test/wsgi/", views.wsgi_test, name="wsgi-test"),
-    path("test/", views.echo_page, name="echo-page"),
-    path("test/ws/", views.echo_ws, name="echo-ws"),
-    path("test/echo/", views.echo_forever, name="echo-forever"),
-    path("chat/<slug:room>/", chat.chat_page, name="chat"),
-    path("chat/<slug:room>/ws/", chat.chat_ws, name="chat-ws"),
-    path("", life.page, name="life"),
-    path("watcher/", life.watcher, name="life-watcher"),
-    path("reset/", life.reset, name="life-reset"),
-    path("worker/", life.worker, name="life-worker"),
+    path("", include("example_site.echo.urls")),
+    path("", include("example_site.chat.urls")),
+    path("", include("example_site.life.urls")),
 ]

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from example_site import life
+from example_site.life import views as life
 
 from . import views
 

@@ -1,4 +1,4 @@
-"""WebSocket echo server on the ``websockets`` library (asyncio), for benchmarks/websocket.py.
+"""WebSocket echo server on the ``websockets`` library (asyncio), for benchmarks/websocket_bench.py.
 
     python benchmarks/peers/websockets_echo.py PORT [--compression] [--hello]
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trio
 
-from example_site.chat import HISTORY
-from example_site.models import ChatMessage
+from example_site.chat.models import ChatMessage
+from example_site.chat.views import HISTORY
 from tests.helpers import login, port_of
 from trio_c10k import ConnectionClosed, Server, database_sync_to_thread
 from trio_c10k.client import open_websocket

@@ -36,7 +36,7 @@ from trio_c10k import Server
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gameoflife.png"
 SIZE, STEPS, SPEED = 16, 16, 4
-PULSAR = (ROOT / "example_site" / "patterns" / "pulsar").read_text()
+PULSAR = (ROOT / "example_site" / "life" / "patterns" / "pulsar").read_text()
 #: the pulsar (13 x 13) centred on the grid
 INITIAL = cells(PULSAR, (SIZE - 13) // 2, (SIZE - 13) // 2)
 #: the step counter and every cell of the grid, read in one go (one script runs between two

@@ -1,4 +1,5 @@
-"""Views of the example site."""
+"""The echo app's views: the smallest page, a page showing what Django received, the echo page
+and its two sockets (three numbered answers; echo everything, for the benchmarks)."""
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -15,7 +16,7 @@ def wsgi_test(request: HttpRequest) -> HttpResponse:
     """A plain page with a GET and a POST form that show what the server passed to Django."""
     return render(
         request,
-        "example_site/wsgi.html",
+        "echo/wsgi.html",
         {
             "method": request.method,
             "get": sorted(request.GET.lists()),
@@ -26,7 +27,7 @@ def wsgi_test(request: HttpRequest) -> HttpResponse:
 
 def echo_page(request: HttpRequest) -> HttpResponse:
     """The echo page: it opens /test/ws/ and shows what is said."""
-    return render(request, "example_site/echo.html")
+    return render(request, "echo/echo.html")
 
 
 @websocket

@@ -1,7 +1,7 @@
 """``python manage.py gameoflife``: the distributed Game of Life, one WebSocket client per cell.
 
 Every cell of the grid is a trio task of this process with its own connection to
-``/worker/?row=R&col=C``; the server only relays states (example_site/life.py). The command
+``/worker/?row=R&col=C``; the server only relays states (example_site/life/views.py). The command
 sets the size with ``POST /reset/``, opens every connection, waits until all are open, has
 every cell subscribe to its neighbours and confirm with ``ready``, waits until all have, then
 lets the cells play: at each step a cell sends its state, collects its neighbours' states of
@@ -28,7 +28,7 @@ from typing import Any
 import trio
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from example_site.grid import (
+from example_site.life.grid import (
     PatternError,
     bundled_patterns,
     neighbours,
@@ -40,7 +40,7 @@ from example_site.grid import (
 from trio_c10k import ConnectionClosed, HandshakeRejected, WebSocket, WebSocketConfig
 from trio_c10k.client import open_websocket
 
-#: the largest side the server accepts (example_site.life.MAX_SIZE)
+#: the largest side the server accepts (example_site.life.views.MAX_SIZE)
 MAX_SIZE = 200
 #: handshakes in flight at once: enough to keep the server's worker threads busy, few enough
 #: that no handshake queues long behind the others

@@ -1,18 +1,27 @@
-"""What the benchmarks share: the repository's paths, free ports, servers, CPU time, memory,
+"""What the benchmarks share: the repository's paths, free ports, starting and stopping servers
+(the three echo servers among them), CPU placement and time, memory, log trouble, versions,
 RESULTS.md."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: the benchmarks/ directory
+BENCHMARKS = Path(__file__).resolve().parent.parent
+ROOT = BENCHMARKS.parent
+RESULTS = BENCHMARKS / "RESULTS.md"
+#: the echo servers of benchmarks/websocket_bench.py and benchmarks/c10k.py
+ECHO_SERVERS = ("trio_c10k", "trio-websocket", "websockets")
+#: a log record at WARNING or above (trio_c10k's format), or a traceback (the peers log bare)
+LOG_TROUBLE = re.compile(r"^\S+ \S+ \[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
 
 
 def free_port() -> int:
@@ -128,3 +137,48 @@ def example_site_database(logdir: Path) -> Path:
     migrate = [sys.executable, "manage.py", "migrate", "--verbosity", "0"]
     subprocess.run(migrate, cwd=ROOT, env=env, check=True)
     return path
+
+
+def echo_server_command(name: str, port: int) -> tuple[list[str], str]:
+    """The command serving the echo ``name`` (one of ECHO_SERVERS), and the echo's URL path."""
+    py = sys.executable
+    if name == "trio_c10k":
+        cmd = [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
+        return cmd, "/test/echo/"
+    if name == "trio-websocket":
+        return [py, str(BENCHMARKS / "peers" / "trio_websocket_echo.py"), str(port)], "/"
+    if name == "websockets":
+        return [py, str(BENCHMARKS / "peers" / "websockets_echo.py"), str(port)], "/"
+    raise ValueError(name)
+
+
+def client_cpu_for(server_pid: int | None) -> int | None:
+    """A CPU for the clients: one the server is not pinned to (the last one if unpinned)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    server = os.sched_getaffinity(server_pid) if server_pid else set(allowed)
+    others = [cpu for cpu in allowed if cpu not in server]
+    return (others or allowed)[-1]
+
+
+def log_trouble(text: str) -> int:
+    """Warnings, errors and tracebacks in a server log (a record and its traceback count once)."""
+    count, previous = 0, ""
+    for line in text.splitlines():
+        if LOG_TROUBLE.match(line) and not (line.startswith("Traceback") and LOG_TROUBLE.match(previous)):
+            count += 1
+        previous = line
+    return count
+
+
+def versions() -> str:
+    """The versions of the project and of the peers, for the results' headings."""
+    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets")
+    found = []
+    for dist in names:
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist} (not installed)")
+    return ", ".join(found)

@@ -1,7 +1,9 @@
-"""The load client of benchmarks/websocket.py: raw non-blocking sockets and precomputed frames.
+"""The raw-socket WebSocket client: the load client of benchmarks/websocket_bench.py, and the
+frames and handshake (``client_frame``, ``frame_header``, ``parse_frames``, ``connect``) the
+other benchmarks use.
 
-    python benchmarks/ws_client.py echo ws://127.0.0.1:PORT/PATH --connections 50 --in-flight 16
-    python benchmarks/ws_client.py pingpong ws://127.0.0.1:PORT/PATH
+    python benchmarks/lib/ws_client.py echo ws://127.0.0.1:PORT/PATH --connections 50 --in-flight 16
+    python benchmarks/lib/ws_client.py pingpong ws://127.0.0.1:PORT/PATH
 
 ``echo``: every connection keeps ``--in-flight`` text messages outstanding and sends a new
 one for each echo received (one ``epoll`` loop for all connections). ``pingpong``: one

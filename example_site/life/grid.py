@@ -1,6 +1,6 @@
 """The Game of Life's grid, for ``manage.py gameoflife``: pattern files, neighbours, the rules.
 
-Pure: no I/O but reading a pattern file. The server (example_site/life.py) knows none of it.
+Pure: no I/O but reading a pattern file. The server (example_site/life/views.py) knows none of it.
 """
 
 from __future__ import annotations

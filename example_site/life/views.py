@@ -1,4 +1,4 @@
-"""The distributed Game of Life, server side: a relay that knows nothing of the rules.
+"""The Game of Life's views, the server side: a relay that knows nothing of the rules.
 
 Every cell of the grid is a WebSocket client of its own (``manage.py gameoflife`` runs them
 all) on ``/worker/?row=R&col=C``. A cell subscribes to its neighbours, then sends its state at
@@ -55,7 +55,7 @@ grid_size = database_sync_to_thread(_grid_size)
 
 def page(request: HttpRequest) -> HttpResponse:
     """The watch page: the grid, coloured live from ``/watcher/``."""
-    return render(request, "example_site/life.html")
+    return render(request, "life/life.html")
 
 
 @csrf_exempt  # called by the gameoflife command, which has no CSRF token

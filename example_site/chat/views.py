@@ -1,4 +1,4 @@
-"""The chat demo: one room per URL, every message to everyone in the room.
+"""The chat's views: one room per URL, every message to everyone in the room.
 
 ``/chat/<room>/`` is the page; its socket ``/chat/<room>/ws/`` joins the room's fan-out group.
 Each text message goes to every member, the sender included, as JSON
@@ -42,7 +42,7 @@ def store_message(room: str, user: str, text: str) -> None:
 
 def chat_page(request: HttpRequest, room: str) -> HttpResponse:
     """The room's page: it opens the room's socket and shows what is said there."""
-    return render(request, "example_site/chat.html", {"room": room})
+    return render(request, "chat/chat.html", {"room": room})
 
 
 @websocket
