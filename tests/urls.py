@@ -1,4 +1,4 @@
-"""The example site's URLs plus the test views."""
+"""The test views, and the example site's URLs for the tests of the example site."""
 
 from django.urls import include, path
 
@@ -8,12 +8,16 @@ from . import views
 
 urlpatterns = [
     path("", include("example_site.urls")),
+    path("t/hello/", views.hello),
+    path("t/whoami/", views.whoami),
     path("t/environ/", views.environ),
     path("t/echo-body/", views.echo_body),
     path("t/stream/<str:key>/", views.stream),
     path("t/wait/<str:key>/", views.wait),
     path("t/file/", views.file),
     path("t/error/", views.error),
+    path("t/ws/echo/", views.ws_echo),
+    path("t/ws/hello/", views.ws_hello),
     path("t/ws/return/", views.ws_return),
     path("t/ws/raise/", views.ws_raise),
     path("t/ws/subprotocol/", views.ws_subprotocol),
@@ -24,6 +28,7 @@ urlpatterns = [
     path("t/ws/broadcast/", views.ws_broadcast),
     path("t/login/", views.login),
     path("t/ws/group/<str:name>/", views.ws_group),
+    path("t/ws/relay/<str:name>/", views.ws_relay),
     path("t/group-broadcast/<str:name>/", views.group_broadcast),
     path("t/ws/db/<str:prefix>/", views.ws_db),
     path("t/ws/burst/<int:count>/", views.ws_burst),

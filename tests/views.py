@@ -91,12 +91,42 @@ def error(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("a view failed")
 
 
+def hello(request: HttpRequest) -> HttpResponse:
+    """The smallest view: 14 bytes of text (access-log lines show the length)."""
+    return HttpResponse("Hello, world!\n", content_type="text/plain")
+
+
+def whoami(request: HttpRequest) -> HttpResponse:
+    """The session's user name."""
+    return HttpResponse(f"You are {request.user.get_username()}.", content_type="text/plain")
+
+
 # -- WebSocket handlers ------------------------------------------------------------------------
 
 #: WebSockets of /t/ws/room/, written to by the /t/ws/broadcast/ view from a worker thread
 ROOM: list[WebSocket] = []
 #: close codes and events seen by handlers, per test key
 WS_EVENTS: defaultdict[str, dict[str, Any]] = defaultdict(lambda: {"done": threading.Event()})
+
+
+@websocket
+async def ws_echo(ws: WebSocket) -> None:
+    """Echoes every message, text or binary, until the client closes."""
+    async for message in ws:
+        ws.write_message(message)
+
+
+@websocket
+async def ws_hello(ws: WebSocket) -> None:
+    """Says Hello!, answers three messages as "1. ...", "2. ...", "3. ...", says Goodbye! and
+    returns (closing with 1000). Like every handler here, it checks the Origin (the default)."""
+    ws.write_message("Hello!")
+    for n in range(1, 4):
+        message = await ws.read_message()
+        if message is None:
+            return
+        ws.write_message(f"{n}. {message}")
+    ws.write_message("Goodbye!")
 
 
 @websocket
@@ -213,6 +243,15 @@ async def ws_group(ws: WebSocket, name: str) -> None:
             ws.write_message("left")
         else:
             group.broadcast(message)
+
+
+@websocket
+async def ws_relay(ws: WebSocket, name: str) -> None:
+    """Joins the group ``name`` and broadcasts each message to it, the sender included."""
+    group = Group(name)
+    group.add(ws)
+    async for message in ws:
+        group.broadcast(message)
 
 
 def group_broadcast(request: HttpRequest, name: str) -> HttpResponse:

@@ -98,14 +98,14 @@ def test_unmask_is_its_own_inverse() -> None:
 
 
 async def test_many_frames_in_one_write_are_echoed_in_order(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     texts = [f"message {i}" for i in range(40)]  # more than the inbox holds at once
     await raw.stream.send_all(b"".join(frame(1, text.encode()) for text in texts))
     assert [(await raw.next_event()).data for _ in texts] == texts
 
 
 async def test_a_frame_sent_one_byte_at_a_time(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     data = frame(1, "caf\u00e9 ".encode() * 40) + frame(2, b"\x00\xff")  # a 2-byte length, then binary
     for byte in data:
         await raw.stream.send_all(bytes([byte]))
@@ -120,7 +120,7 @@ async def test_frames_sent_with_the_handshake(server: Server) -> None:
     stream = await connect(server)
     key = base64.b64encode(os.urandom(16))
     await stream.send_all(
-        b"GET /test/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET /t/ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: "
         + key
         + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -144,7 +144,7 @@ async def test_every_length_encoding_both_ways(server: Server, size: int) -> Non
     # Up to 65,535 bytes a frame is decoded whole by the reader; a longer one goes through
     # wsproto as it arrives. The client side reads the server's frames the same way.
     text = ("0123456789abcdef" * (size // 16 + 1))[:size]
-    async with open_websocket(url(server, "/test/echo/")) as ws:
+    async with open_websocket(url(server, "/t/ws/echo/")) as ws:
         ws.write_message(text)
         ws.write_message(text.encode())
         assert await ws.read_message() == text
@@ -167,21 +167,21 @@ async def test_every_length_encoding_both_ways(server: Server, size: int) -> Non
     ],
 )
 async def test_frames_the_reader_must_refuse(server: Server, data: bytes, code: int) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     await raw.stream.send_all(data)
     assert (await next_close(raw)).code == code
 
 
 async def test_a_header_announcing_too_much_closes_at_once(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(max_message_size=1000))
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     # The header of a 2,000-byte text frame, and 10 bytes of it: 1009 without waiting for more.
     await raw.stream.send_all(frame(1, b"x" * 2000)[:18])
     assert (await next_close(raw)).code == 1009
 
 
 async def test_a_long_masked_8_byte_length_frame_one_chunk_at_a_time(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     payload = os.urandom(100_000)
     data = frame(2, payload)
     for start in range(0, len(data), 7000):

@@ -69,7 +69,7 @@ async def test_bad_handshakes_get_plain_http_answers(
     server: Server, headers: dict[str, str], status: int, reason: bytes
 ) -> None:
     client = await Client.open(server)
-    response, body = await client.get("/test/echo/", headers=upgrade_headers(**headers))
+    response, body = await client.get("/t/ws/echo/", headers=upgrade_headers(**headers))
     assert response.status_code == status
     assert reason in body
     if status == 426 and "Sec-WebSocket-Version" in headers:
@@ -78,13 +78,13 @@ async def test_bad_handshakes_get_plain_http_answers(
 
 def test_post_upgrade_gets_400() -> None:
     # Django's test client skips the CSRF check, so the request reaches the view.
-    response = DjangoClient().post("/test/echo/", headers=dict(upgrade_headers()))
+    response = DjangoClient().post("/t/ws/echo/", headers=dict(upgrade_headers()))
     assert response.status_code == 400
     assert b"must use GET" in response.content
 
 
 def test_under_a_server_that_cannot_upgrade_the_view_answers_500() -> None:
-    response = DjangoClient().get("/test/echo/", headers=dict(upgrade_headers()))
+    response = DjangoClient().get("/t/ws/echo/", headers=dict(upgrade_headers()))
     assert response.status_code == 500
     assert b"needs the trio_c10k server" in response.content
 
@@ -121,13 +121,13 @@ async def test_origin_check(
 async def check_origin(
     server: Server, origin: str | None, allowed: bool, headers: list[tuple[str, str]] | None = None
 ) -> None:
-    """The echo page's socket (``/test/ws/``) opens from ``origin``, or is refused with 403 and a reason."""
+    """The socket ``/t/ws/hello/`` opens from ``origin``, or is refused with 403 and a reason."""
     if allowed:
-        async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()) as ws:
+        async with open_websocket(url(server, "/t/ws/hello/"), origin=origin, headers=headers or ()) as ws:
             assert await ws.read_message() == "Hello!"
     else:
         with pytest.raises(HandshakeRejected) as info:
-            async with open_websocket(url(server, "/test/ws/"), origin=origin, headers=headers or ()):
+            async with open_websocket(url(server, "/t/ws/hello/"), origin=origin, headers=headers or ()):
                 pass
         assert info.value.status == 403
         assert b"not allowed" in info.value.body
@@ -135,7 +135,7 @@ async def check_origin(
 
 async def test_origin_check_can_be_turned_off(server: Server) -> None:
     with override_settings(TRIO_C10K_CHECK_ORIGIN=False):
-        async with open_websocket(url(server, "/test/ws/"), origin="https://evil.example") as ws:
+        async with open_websocket(url(server, "/t/ws/hello/"), origin="https://evil.example") as ws:
             assert await ws.read_message() == "Hello!"
 
 
@@ -175,8 +175,8 @@ async def test_subprotocol_negotiation(server: Server, offered: list[str], chose
 # -- the API ------------------------------------------------------------------------------
 
 
-async def test_echo_page_exchange(server: Server) -> None:
-    async with open_websocket(url(server, "/test/ws/")) as ws:
+async def test_hello_exchange(server: Server) -> None:
+    async with open_websocket(url(server, "/t/ws/hello/")) as ws:
         assert await ws.read_message() == "Hello!"
         for n, text in enumerate(["one", "two", "Café"], 1):
             ws.write_message(text)
@@ -189,7 +189,7 @@ async def test_echo_page_exchange(server: Server) -> None:
 
 
 async def test_echo_text_binary_and_opcodes(server: Server) -> None:
-    async with open_websocket(url(server, "/test/echo/")) as ws:
+    async with open_websocket(url(server, "/t/ws/echo/")) as ws:
         ws.write_message("text")
         assert await ws.read_message() == "text"
         ws.write_message(b"\x00\xff")
@@ -295,7 +295,7 @@ async def test_handler_exception_closes_with_1011_and_is_logged(
     assert record.name == "trio_c10k.websocket"
     assert record.exc_info is not None
     assert "handler failed" in str(record.exc_info[1])
-    async with open_websocket(url(server, "/test/ws/")) as ws:  # the server is unaffected
+    async with open_websocket(url(server, "/t/ws/hello/")) as ws:  # the server is unaffected
         assert await ws.read_message() == "Hello!"
 
 
@@ -338,7 +338,7 @@ async def test_writing_after_close_raises(server: Server) -> None:
 
 
 async def test_graceful_shutdown_closes_websockets_with_1001(server: Server) -> None:
-    async with open_websocket(url(server, "/test/echo/")) as ws:
+    async with open_websocket(url(server, "/t/ws/echo/")) as ws:
         ws.write_message("still here")
         assert await ws.read_message() == "still here"
         server.shutdown()
@@ -351,7 +351,7 @@ async def test_graceful_shutdown_closes_websockets_with_1001(server: Server) -> 
 
 async def test_message_over_max_size_closes_with_1009(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(max_message_size=1000))
-    async with open_websocket(url(server, "/test/echo/")) as ws:
+    async with open_websocket(url(server, "/t/ws/echo/")) as ws:
         ws.write_message("x" * 1000)
         assert await ws.read_message() == "x" * 1000
         ws.write_message("x" * 1001)
@@ -365,7 +365,7 @@ async def test_slow_consumer_is_closed_and_others_get_everything(
     server = await start_server(websocket=WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1))
     key = uuid.uuid4().hex
     slow = await RawWebSocket.open(server, f"/t/ws/flood/{key}/")  # never reads
-    async with open_websocket(url(server, "/test/echo/")) as fast:
+    async with open_websocket(url(server, "/t/ws/echo/")) as fast:
         await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 10)
         assert views.WS_EVENTS[key]["close_code"] is CloseReason.POLICY_VIOLATION  # ConnectionClosed.code
         for i in range(100):
@@ -391,7 +391,7 @@ async def test_close_handshake_times_out(start_server: StartServer) -> None:
 
 async def test_keepalive_ping_timeout_closes_with_1011(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(ping_interval=0.1, ping_timeout=0.2))
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     ping = await raw.next_event()
     assert isinstance(ping, Ping)  # not answered
     close = await raw.next_event()
@@ -401,7 +401,7 @@ async def test_keepalive_ping_timeout_closes_with_1011(start_server: StartServer
 
 async def test_keepalive_answered_keeps_the_connection(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(ping_interval=0.05, ping_timeout=0.2))
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     # The server pings again only once the last ping was answered (else it closes with 1011
     # after ping_timeout): each ping after the first shows the pong before it was counted.
     for _ in range(5):
@@ -418,7 +418,7 @@ async def test_keepalive_answered_keeps_the_connection(start_server: StartServer
 
 
 async def test_fragmented_message_with_ping_between_fragments(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     await raw.send(TextMessage(data="frag", message_finished=False))
     await raw.send(Ping(payload=b"between"))
     pong = await raw.next_event()
@@ -450,7 +450,7 @@ async def test_fragmented_message_with_ping_between_fragments(server: Server) ->
 async def test_protocol_errors_close_with_the_rfc_code(
     server: Server, frames: list[bytes], code: int | None
 ) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     await raw.stream.send_all(b"".join(frames))
     if code is None:
         # A valid prefix of a message: nothing happens yet; a ping still works.
@@ -464,7 +464,7 @@ async def test_protocol_errors_close_with_the_rfc_code(
 
 async def test_valid_close_codes_are_echoed(server: Server) -> None:
     for code in (1000, 1001, 3000, 4999):
-        raw = await RawWebSocket.open(server, "/test/echo/")
+        raw = await RawWebSocket.open(server, "/t/ws/echo/")
         await raw.send(CloseConnection(code=code, reason="bye"))
         answer = await raw.next_event()
         assert isinstance(answer, CloseConnection)
@@ -473,7 +473,7 @@ async def test_valid_close_codes_are_echoed(server: Server) -> None:
 
 
 async def test_binary_frames_and_pings_from_raw_client(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     await raw.send(BytesMessage(data=b"\x01\x02"))
     assert (await raw.next_event()).data == b"\x01\x02"
 
@@ -486,7 +486,7 @@ async def test_websockets_library_client(server: Server) -> None:
 
     def talk() -> tuple[list[Any], str | None, int | None]:
         received: list[Any] = []
-        with websockets_connect(f"ws://127.0.0.1:{port}/test/ws/", open_timeout=5) as ws:
+        with websockets_connect(f"ws://127.0.0.1:{port}/t/ws/hello/", open_timeout=5) as ws:
             received.append(ws.recv(timeout=5))
             for text in ["one", "two", "Café"]:
                 ws.send(text)
@@ -513,7 +513,7 @@ async def test_websockets_library_client_subprotocol_and_binary(server: Server) 
             f"ws://127.0.0.1:{port}/t/ws/subprotocol/", subprotocols=["chat.v1", "chat.v2"], open_timeout=5
         ) as ws:
             chosen = ws.recv(timeout=5)
-        with websockets_connect(f"ws://127.0.0.1:{port}/test/echo/", open_timeout=5) as ws:
+        with websockets_connect(f"ws://127.0.0.1:{port}/t/ws/echo/", open_timeout=5) as ws:
             ws.send(b"\x00binary")
             echoed = ws.recv(timeout=5)
             ws.ping(b"p").wait(timeout=5)
@@ -536,7 +536,7 @@ async def test_permessage_deflate_with_the_websockets_client(
 
     def talk() -> tuple[Any, Any]:
         # The websockets client offers permessage-deflate by default.
-        with websockets_connect(f"ws://127.0.0.1:{port}/test/echo/", open_timeout=5) as ws:
+        with websockets_connect(f"ws://127.0.0.1:{port}/t/ws/echo/", open_timeout=5) as ws:
             ws.send(text)
             return ws.recv(timeout=5), ws.response.headers.get("Sec-WebSocket-Extensions")
 
@@ -623,5 +623,5 @@ async def test_close_does_not_wait_for_room_in_a_full_inbox(server: Server) -> N
 
 async def test_an_exception_from_the_client_block_comes_out_as_itself(server: Server) -> None:
     with pytest.raises(LookupError, match="from the block"):  # not inside an ExceptionGroup
-        async with open_websocket(url(server, "/test/echo/")):
+        async with open_websocket(url(server, "/t/ws/echo/")):
             raise LookupError("from the block")

@@ -76,7 +76,7 @@ async def test_a_deflate_bomb_closes_with_1009_in_little_memory(start_server: St
     stream = await connect(server)
     extensions = [("Sec-WebSocket-Extensions", "permessage-deflate")]
     connection, _, received = await _handshake(
-        stream, f"127.0.0.1:{port_of(server)}", "/test/echo/", (), None, extensions
+        stream, f"127.0.0.1:{port_of(server)}", "/t/ws/echo/", (), None, extensions
     )
     connection.receive_data(received)
     raw = RawWebSocket(stream, connection)
@@ -117,7 +117,7 @@ async def test_messages_over_the_limit_in_bytes_close_with_1009(
     start_server: StartServer, frames: list[bytes]
 ) -> None:
     server = await start_server(websocket=WebSocketConfig(max_message_size=LIMIT))
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     # A ping after them: a server that let them through answers it instead of closing.
     await raw.stream.send_all(b"".join(frames) + frame(9, b"after"))
     event = await raw.next_event()
@@ -127,7 +127,7 @@ async def test_messages_over_the_limit_in_bytes_close_with_1009(
 
 async def test_each_continuation_frame_costs_its_payload_and_fragment_cost(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(max_message_size=LIMIT))
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     at_limit = LIMIT - 500 - FRAGMENT_COST
     await raw.stream.send_all(frame(2, b"x" * 500, fin=False) + frame(0, b"x" * at_limit))
     data = b""
@@ -178,7 +178,7 @@ class ReaderSteps(trio.abc.Instrument):
 
 
 async def test_a_ping_flood_is_served_a_share_at_a_time(server: Server) -> None:
-    raw = await RawWebSocket.open(server, "/test/echo/")
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
     pings = 20 * FRAMES_PER_STEP
     instrument = ReaderSteps()
     trio.lowlevel.add_instrument(instrument)

@@ -102,7 +102,7 @@ async def test_a_message_larger_than_the_send_queue_goes_out_whole(
     port = port_of(server)
 
     def echo() -> tuple[str | bytes, str | bytes]:
-        with websockets_connect(f"ws://127.0.0.1:{port}/test/echo/", max_size=None, open_timeout=5) as ws:
+        with websockets_connect(f"ws://127.0.0.1:{port}/t/ws/echo/", max_size=None, open_timeout=5) as ws:
             ws.send(message)
             first = ws.recv(timeout=10)
             ws.send("and after it")  # the connection is still open
