@@ -41,7 +41,8 @@ async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
     requests = b"".join(
         f"GET /t/environ/?n={n} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for n in range(4)
     )
-    await stream.send_all(requests + b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    last = b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    await stream.send_all(requests + last)
     data = await read_until_closed(stream)
     answers = data.split(b"HTTP/1.1 200 OK")[1:]
     assert len(answers) == 5
@@ -90,13 +91,13 @@ async def test_expect_100_continue_with_too_large_body_gets_413_without_100(
 
 async def test_head_has_headers_but_no_body(server: Server) -> None:
     client = await Client.open(server)
-    await client.request("HEAD", "/hello/")
+    await client.request("HEAD", "/t/hello/")
     response, body = await client.response()
     assert response.status_code == 200
     assert header(response, b"content-length") == b"14"
     assert body == b""
     # Had any body bytes been sent, this next answer would not parse.
-    response, body = await client.get("/hello/")
+    response, body = await client.get("/t/hello/")
     assert body == b"Hello, world!\n"
 
 
@@ -178,7 +179,7 @@ async def test_malformed_request_gets_400_and_close(server: Server, request_byte
     assert body_of(data).startswith(b"Bad request: ")
     # The server keeps serving everyone else.
     client = await Client.open(server)
-    response, _ = await client.get("/hello/")
+    response, _ = await client.get("/t/hello/")
     assert response.status_code == 200
 
 
@@ -212,7 +213,7 @@ async def test_malformed_request_gets_400_and_close(server: Server, request_byte
         ),
         pytest.param(
             {"header_timeout": 0.3},
-            b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # never finished
+            b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # never finished
             b"408 Request Timeout",
             b"Request headers not received within 0.3 s\n",
             id="slow-headers",
@@ -250,7 +251,7 @@ async def test_body_within_limit_is_accepted(start_server: StartServer) -> None:
 async def test_idle_keep_alive_connection_is_closed_silently(start_server: StartServer) -> None:
     server = await start_server(keep_alive_timeout=0.3)
     client = await Client.open(server)
-    response, _ = await client.get("/hello/")
+    response, _ = await client.get("/t/hello/")
     assert response.status_code == 200
     assert await read_until_closed(client.stream) == b""
 
@@ -332,7 +333,7 @@ async def test_client_gone_mid_request(server: Server, caplog: pytest.LogCapture
     events["release"].set()
     await trio.to_thread.run_sync(events["finished"].wait, 5)
     client = await Client.open(server)
-    response, _ = await client.get("/hello/")
+    response, _ = await client.get("/t/hello/")
     assert response.status_code == 200
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -349,7 +350,7 @@ async def test_client_gone_mid_stream_stops_the_iteration(server: Server) -> Non
     # The generator is closed in its thread (its finally ran) and the server is fine.
     await trio.to_thread.run_sync(events["finished"].wait, 5)
     client = await Client.open(server)
-    response, _ = await client.get("/hello/")
+    response, _ = await client.get("/t/hello/")
     assert response.status_code == 200
 
 
@@ -359,7 +360,7 @@ async def test_graceful_shutdown_finishes_in_flight_request(start_server: StartS
     server = await start_server(keep_alive_timeout=60)
     port = server.addresses[0][1]
     idle = await Client.open(server)
-    response, _ = await idle.get("/hello/")
+    response, _ = await idle.get("/t/hello/")
     assert response.status_code == 200
     busy = await Client.open(server)
     await busy.request("GET", f"/t/wait/{key}/")
@@ -406,7 +407,7 @@ async def test_max_connections_answers_503(start_server: StartServer) -> None:
     server = await start_server(max_connections=2)
     first, second = await Client.open(server), await Client.open(server)
     for client in (first, second):
-        response, _ = await client.get("/hello/")
+        response, _ = await client.get("/t/hello/")
         assert response.status_code == 200
     third = await connect(server)
     data = await read_until_closed(third)
@@ -416,20 +417,20 @@ async def test_max_connections_answers_503(start_server: StartServer) -> None:
     await trio.testing.wait_all_tasks_blocked()
     assert server.statistics().connections == 1
     fourth = await Client.open(server)
-    response, _ = await fourth.get("/hello/")
+    response, _ = await fourth.get("/t/hello/")
     assert response.status_code == 200
 
 
 async def test_the_503_reaches_a_client_that_sent_its_request_already(start_server: StartServer) -> None:
     server = await start_server(max_connections=1)
     first = await Client.open(server)
-    response, _ = await first.get("/hello/")
+    response, _ = await first.get("/t/hello/")
     assert response.status_code == 200
     second = await connect(server)
     # A request with a body, all sent before anything is read: closing with it unread would
     # make the kernel answer with a reset, which can destroy the 503 before it is read.
     await second.send_all(
-        b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000
+        b"POST /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000
     )
     await second.send_eof()
     data = await read_until_closed(second)
@@ -440,11 +441,11 @@ async def test_the_503_reaches_a_client_that_sent_its_request_already(start_serv
 async def test_access_log_line(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trio_c10k.access")
     client = await Client.open(server)
-    await client.get("/hello/?x=1")
+    await client.get("/t/hello/?x=1")
     await trio.testing.wait_all_tasks_blocked()
     [record] = [r for r in caplog.records if r.name == "trio_c10k.access"]
     message = record.getMessage()
-    assert message.startswith('127.0.0.1 - "GET /hello/?x=1 HTTP/1.1" 200 14 ')
+    assert message.startswith('127.0.0.1 - "GET /t/hello/?x=1 HTTP/1.1" 200 14 ')
     assert message.endswith("ms")
 
 
@@ -452,7 +453,7 @@ async def test_no_access_log(start_server: StartServer, caplog: pytest.LogCaptur
     caplog.set_level(logging.INFO, logger="trio_c10k.access")
     server = await start_server(access_log=False)
     client = await Client.open(server)
-    await client.get("/hello/")
+    await client.get("/t/hello/")
     assert not [r for r in caplog.records if r.name == "trio_c10k.access"]
 
 

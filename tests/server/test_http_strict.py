@@ -30,14 +30,14 @@ def chunked(body: bytes) -> bytes:
     return post(b"Transfer-Encoding: chunked", body=body)
 
 
-def get(*lines: bytes, target: bytes = b"/hello/", version: bytes = b"1.1") -> bytes:
+def get(*lines: bytes, target: bytes = b"/t/hello/", version: bytes = b"1.1") -> bytes:
     return b"\r\n".join([b"GET " + target + b" HTTP/" + version, *lines, b"", b""])
 
 
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request"
 HOST = b"Host: 127.0.0.1"
 # After the refused request, one a server would answer if it read the framing another way.
-SMUGGLED = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+SMUGGLED = b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 CASES = [
     # Framing headers (RFC 9112 section 6.1, 6.3, 7).
@@ -104,13 +104,13 @@ CASES = [
         for ctl in (b"\x01", b"\x1f", b"\x7f", b"\x0b")
     ),
     pytest.param(
-        b"GET /hello/ HTTP/1.1\nHost: 127.0.0.1\n\n",
+        b"GET /t/hello/ HTTP/1.1\nHost: 127.0.0.1\n\n",
         BAD_REQUEST,
         b"line ending other than CRLF",
         id="bare-lf-in-head",
     ),
     pytest.param(
-        b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\nX-Hidden: 1\r\n\r\n",
+        b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\nX-Hidden: 1\r\n\r\n",
         BAD_REQUEST,
         b"line ending other than CRLF",
         id="bare-lf-inside-a-field-line",
@@ -171,19 +171,19 @@ CASES = [
     ),
     pytest.param(get(HOST, target=b"*"), BAD_REQUEST, b"request target * is for OPTIONS only", id="star-get"),
     pytest.param(
-        get(HOST, target=b"ftp://127.0.0.1/hello/"),
+        get(HOST, target=b"ftp://127.0.0.1/t/hello/"),
         BAD_REQUEST,
         b"scheme other than http or https",
         id="absolute-ftp",
     ),
     pytest.param(
-        get(HOST, target=b"http://user@127.0.0.1/hello/"),
+        get(HOST, target=b"http://user@127.0.0.1/t/hello/"),
         BAD_REQUEST,
         b"request target with userinfo",
         id="absolute-userinfo",
     ),
     pytest.param(
-        get(HOST, target=b"http:///hello/"),
+        get(HOST, target=b"http:///t/hello/"),
         BAD_REQUEST,
         b"request target with an invalid host",
         id="absolute-no-host",
@@ -246,7 +246,7 @@ UNREAD = 2 * 1024 * 1024  # more than the socket buffers take while the server d
         ),
         pytest.param(
             {"max_header_size": 2048},
-            b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"x" * UNREAD,
+            b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"x" * UNREAD,
             b"HTTP/1.1 431 Request Header Fields Too Large",
             b"Request header fields too large (limit 2048 bytes)\n",
             id="431-head-still-coming",

@@ -42,7 +42,7 @@ async def test_http_client_keep_alive_reuses_one_connection(server: Server) -> N
         conn = http_client(server)
         try:
             answers = []
-            for target in ("/hello/", "/t/environ/?n=1", "/hello/", "/t/environ/?n=2"):
+            for target in ("/t/hello/", "/t/environ/?n=1", "/t/hello/", "/t/environ/?n=2"):
                 conn.request("GET", target)
                 response = conn.getresponse()
                 body = response.read()
@@ -95,12 +95,12 @@ async def test_http_client_head_has_length_but_no_body(server: Server) -> None:
     def run() -> tuple[int, str | None, bytes, int, bytes]:
         conn = http_client(server)
         try:
-            conn.request("HEAD", "/hello/")
+            conn.request("HEAD", "/t/hello/")
             head = conn.getresponse()
             head_body = head.read()
             # If the server had sent the 14 body bytes anyway, they would be read as the start
             # of the next response: a GET on the same connection proves nothing was left over.
-            conn.request("GET", "/hello/")
+            conn.request("GET", "/t/hello/")
             get = conn.getresponse()
             return head.status, head.getheader("Content-Length"), head_body, get.status, get.read()
         finally:
@@ -168,7 +168,7 @@ async def test_http_client_large_download(server: Server) -> None:
 async def test_httpx_get(server: Server) -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with httpx.AsyncClient(base_url=base_url(server)) as client:
-            response = await client.get("/hello/")
+            response = await client.get("/t/hello/")
     assert response.status_code == 200
     assert response.http_version == "HTTP/1.1"
     assert response.headers["content-type"] == "text/plain"

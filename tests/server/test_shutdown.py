@@ -18,7 +18,7 @@ import trio.testing
 from tests.helpers import Client, StartServer, _opened, header, port_of, read_until_closed
 from trio_c10k import Server
 
-REQUEST = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+REQUEST = b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def server_end(client: trio.SocketStream) -> int:
@@ -63,15 +63,15 @@ async def test_requests_that_reached_the_server_are_answered(start_server: Start
     server = await start_server(keep_alive_timeout=60)
     keep_alive = [await Client.open(server) for _ in range(4)]
     for client in keep_alive:
-        response, _ = await client.get("/hello/")
+        response, _ = await client.get("/t/hello/")
         assert response.status_code == 200
     idle = await Client.open(server)
-    response, _ = await idle.get("/hello/")
+    response, _ = await idle.get("/t/hello/")
     assert response.status_code == 200
     await trio.testing.wait_all_tasks_blocked()  # every connection waits for its next request
 
     for client in keep_alive:  # written, not read: the server's tasks do not run meanwhile
-        request = h11.Request(method="GET", target="/hello/", headers=[("Host", "127.0.0.1")])
+        request = h11.Request(method="GET", target="/t/hello/", headers=[("Host", "127.0.0.1")])
         os.write(
             client.stream.socket.fileno(), client.conn.send(request) + client.conn.send(h11.EndOfMessage())
         )
@@ -102,11 +102,11 @@ async def test_a_connection_that_sent_nothing_yet_gets_a_moment_for_its_request(
 async def test_a_request_read_during_shutdown_is_checked_as_strictly(start_server: StartServer) -> None:
     server = await start_server(keep_alive_timeout=60)
     client = await Client.open(server)
-    response, _ = await client.get("/hello/")
+    response, _ = await client.get("/t/hello/")
     assert response.status_code == 200
     await trio.testing.wait_all_tasks_blocked()  # waiting for its next request
     smuggling = (
-        b"POST /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        b"POST /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     )
     os.write(client.stream.socket.fileno(), smuggling)  # the server's tasks do not run meanwhile

@@ -81,16 +81,16 @@ async def test_an_exception_from_the_blocks_comes_out_as_itself() -> None:
 def test_live_server_in_thread_serves_sync_code() -> None:
     with live_server_in_thread(threads=2) as site:
         assert site.server.config.threads == 2
-        response = httpx.get(f"{site.url}/hello/", timeout=TEST_TIMEOUT)
+        response = httpx.get(f"{site.url}/t/hello/", timeout=TEST_TIMEOUT)
         assert (response.status_code, response.text) == (200, "Hello, world!\n")
     assert "trio_c10k live server" not in [thread.name for thread in threading.enumerate()]  # joined
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{site.url}/hello/", timeout=TEST_TIMEOUT)
+        httpx.get(f"{site.url}/t/hello/", timeout=TEST_TIMEOUT)
 
 
 def test_c10k_live_server_fixture_with_a_user_logged_in(c10k_live_server: LiveServer) -> None:
     cookie = c10k_live_server.login_sync(user_named("fixture-grace"))
-    url = f"{c10k_live_server.url}/chat/lobby/"
+    url = f"{c10k_live_server.url}/t/whoami/"
     response = httpx.get(url, headers={"Cookie": cookie}, timeout=TEST_TIMEOUT)
     assert response.status_code == 200
     assert "You are fixture-grace." in " ".join(response.text.split())

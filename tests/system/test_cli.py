@@ -31,12 +31,12 @@ START_TIMEOUT = 30
 #: seconds a server without in-flight requests is given to exit after SIGTERM
 STOP_TIMEOUT = 5
 PROG = "python -m trio_c10k"
-APP = "example_site.wsgi"
+APP = "tests.wsgi"
 ENV = {
     **os.environ,
     "PYTHONUNBUFFERED": "1",
-    # The subprocess must run the example site whatever the test process has set.
-    "DJANGO_SETTINGS_MODULE": "example_site.settings",
+    # The subprocess must run the test site whatever the test process has set.
+    "DJANGO_SETTINGS_MODULE": "tests.settings",
     "DJANGO_DEBUG": "0",
     "COLUMNS": "100",
 }
@@ -83,7 +83,7 @@ class ServerProcess:
 
 
 def start_server(*args: str, pass_fds: tuple[int, ...] = ()) -> ServerProcess:
-    """Start ``python -m trio_c10k example_site.wsgi ARGS`` and wait for its "Listening on" line."""
+    """Start ``python -m trio_c10k tests.wsgi ARGS`` and wait for its "Listening on" line."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "trio_c10k", APP, *args],
         cwd=ROOT,
@@ -226,8 +226,8 @@ def test_bad_option_exits_2_with_one_line(args: list[str], expected: str) -> Non
     ("app", "expected"),
     [
         ("no_such_module", "no_such_module"),
-        ("example_site.no_such_module", "example_site.no_such_module"),
-        ("example_site.wsgi:nope", "nope"),
+        ("tests.no_such_module", "tests.no_such_module"),
+        ("tests.wsgi:nope", "nope"),
         ("json:__doc__", "not callable"),
     ],
 )
@@ -255,13 +255,13 @@ def test_serves_tcp_and_exits_0_on_sigterm() -> None:
         assert server.port is not None
         assert server.port != 0
         assert server.address == f"http://127.0.0.1:{server.port}"
-        assert http_get("127.0.0.1", server.port, "/hello/") == (200, HELLO)
+        assert http_get("127.0.0.1", server.port, "/t/hello/") == (200, HELLO)
         status, stderr = stop_server(server)
     assert_clean_exit(status, stderr)
     assert "SIGTERM" in stderr
     lines = access_lines(stderr)
     assert len(lines) == 1, stderr
-    assert re.search(r'trio_c10k\.access: 127\.0\.0\.1 - "GET /hello/ HTTP/1\.1" 200 14 ', lines[0]), lines
+    assert re.search(r'trio_c10k\.access: 127\.0\.0\.1 - "GET /t/hello/ HTTP/1\.1" 200 14 ', lines[0]), lines
 
 
 def test_sigint_exits_0() -> None:
@@ -278,7 +278,7 @@ def test_sigterm_closes_idle_keep_alive_connection() -> None:
     with running_server("--bind", "127.0.0.1:0", "--keep-alive-timeout", "120") as server:
         assert server.port is not None
         with socket.create_connection(("127.0.0.1", server.port), timeout=CLIENT_TIMEOUT) as client:
-            client.sendall(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            client.sendall(b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             response = b""
             while not response.endswith(HELLO):
                 chunk = client.recv(65536)
@@ -298,7 +298,7 @@ def test_serves_unix_socket(tmp_path: Path) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(CLIENT_TIMEOUT)
             client.connect(str(path))
-            client.sendall(b"GET /hello/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            client.sendall(b"GET /t/hello/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             response = b""
             while chunk := client.recv(65536):
                 response += chunk
@@ -310,7 +310,7 @@ def test_serves_unix_socket(tmp_path: Path) -> None:
     assert_clean_exit(status, stderr)
     lines = access_lines(stderr)
     assert len(lines) == 1, stderr
-    assert '"GET /hello/ HTTP/1.1" 200 14 ' in lines[0]
+    assert '"GET /t/hello/ HTTP/1.1" 200 14 ' in lines[0]
     assert not path.exists(), "the socket file is removed on shutdown"
 
 
@@ -334,12 +334,12 @@ def test_serves_ipv6_loopback() -> None:
     with running_server("--bind", "[::1]:0") as server:
         assert server.port is not None
         assert server.address == f"http://[::1]:{server.port}"
-        assert http_get("::1", server.port, "/hello/") == (200, HELLO)
+        assert http_get("::1", server.port, "/t/hello/") == (200, HELLO)
         status, stderr = stop_server(server)
     assert_clean_exit(status, stderr)
     lines = access_lines(stderr)
     assert len(lines) == 1, stderr
-    assert 'trio_c10k.access: ::1 - "GET /hello/ HTTP/1.1" 200 14 ' in lines[0]
+    assert 'trio_c10k.access: ::1 - "GET /t/hello/ HTTP/1.1" 200 14 ' in lines[0]
 
 
 def test_serves_inherited_listening_socket() -> None:
@@ -350,7 +350,7 @@ def test_serves_inherited_listening_socket() -> None:
         fd = listener.fileno()
         with running_server("--bind", f"fd://{fd}", pass_fds=(fd,)) as server:
             assert server.address == f"http://127.0.0.1:{port}"
-            assert http_get("127.0.0.1", port, "/hello/") == (200, HELLO)
+            assert http_get("127.0.0.1", port, "/t/hello/") == (200, HELLO)
             status, stderr = stop_server(server)
     assert_clean_exit(status, stderr)
     assert len(access_lines(stderr)) == 1, stderr
@@ -376,7 +376,7 @@ def test_inherited_fd_not_a_socket_exits_2(tmp_path: Path) -> None:
 def test_no_access_log() -> None:
     with running_server("--bind", "127.0.0.1:0", "--no-access-log") as server:
         assert server.port is not None
-        assert http_get("127.0.0.1", server.port, "/hello/") == (200, HELLO)
+        assert http_get("127.0.0.1", server.port, "/t/hello/") == (200, HELLO)
         status, stderr = stop_server(server)
     assert_clean_exit(status, stderr)
     assert access_lines(stderr) == [], stderr

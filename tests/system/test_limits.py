@@ -24,7 +24,7 @@ def _low_fd_limit() -> None:
 
 
 def _get(sock: socket.socket) -> bytes:
-    sock.sendall(b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    sock.sendall(b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     data = b""
     while not data.endswith(b"Hello, world!\n"):
         chunk = sock.recv(4096)
@@ -51,11 +51,11 @@ def test_emfile_is_logged_once_and_existing_connections_keep_working() -> None:
     server = subprocess.Popen(
         # --max-connections above the descriptor limit, so that accept() itself runs out.
         [
-            *(sys.executable, "-m", "trio_c10k", "example_site.wsgi", "--bind", "127.0.0.1:0"),
+            *(sys.executable, "-m", "trio_c10k", "tests.wsgi", "--bind", "127.0.0.1:0"),
             *("--max-connections", "1000", "--no-access-log", "--threads", "2"),
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "example_site.settings"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "tests.settings"},
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_low_fd_limit,

@@ -110,7 +110,7 @@ def test_a_unix_socket_outlives_a_worker_and_goes_with_the_supervisor(
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(CLIENT_TIMEOUT)
         sock.connect(str(path))
-        sock.sendall(b"GET /hello/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /t/hello/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
