@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Callable
 
 import pytest
 import trio
@@ -29,13 +28,10 @@ def fresh() -> str:
     return f"g-{uuid.uuid4().hex[:12]}"
 
 
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Poll a condition that changes in the server's own tasks (it has no event to wait on)."""
+async def wait_closed(member: WebSocket) -> None:
+    """Wait until the server has closed ``member``: it has then left its groups."""
     with trio.fail_after(5):
-        while True:
-            if condition():
-                return
-            await trio.sleep(0.01)
+        await member.wait_closed()
 
 
 async def test_a_message_reaches_every_member_and_no_one_else(server: Server) -> None:
@@ -63,13 +59,17 @@ async def test_a_closed_socket_leaves_its_groups_by_itself(server: Server) -> No
     name = fresh()
     async with open_websocket(url(server, f"/t/ws/group/{name}/")) as stays:
         assert await stays.read_message() == "joined"
+        (stays_member,) = Group(name)
         async with open_websocket(url(server, f"/t/ws/group/{name}/")) as goes:
             assert await goes.read_message() == "joined"
             assert len(Group(name)) == 2
-        await wait_for(lambda: len(Group(name)) == 1)
+            (goes_member,) = set(Group(name)) - {stays_member}
+        await wait_closed(goes_member)
+        assert len(Group(name)) == 1
         assert Group(name).broadcast("after") == 1
         assert await stays.read_message() == "after"
-    await wait_for(lambda: len(Group(name)) == 0)
+    await wait_closed(stays_member)
+    assert len(Group(name)) == 0
     assert Group(name).broadcast("nobody") == 0
 
 
@@ -139,7 +139,8 @@ async def test_a_trio_run_in_another_thread_reaches_the_members_through_their_lo
         assert await client.read_message() == "to the group"
         assert await client.read_message() == b"to a list"
         assert await client.read_message() == "straight to it"
-    await wait_for(lambda: name not in _fanout._members)  # its last member closed
+    await wait_closed(member)
+    assert name not in _fanout._members  # its last member closed
 
 
 async def test_a_member_that_does_not_read_is_closed_with_1008_and_delays_no_one(
@@ -155,32 +156,25 @@ async def test_a_member_that_does_not_read_is_closed_with_1008_and_delays_no_one
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     head = b""
-    while b"\r\n\r\n" not in head:
-        head += await stuck.receive_some(1)
+    with trio.fail_after(5):
+        while b"joined" not in head:  # the 101, then the handler's first message: it is a member
+            head += await stuck.receive_some(1)
     assert head.startswith(b"HTTP/1.1 101")
     count, size = 400, 64 * 1024  # 25 MB: more than the kernel's buffers and the queue hold
-    received: list[list[bytes]] = [[], []]
-
-    async def read_all(ws: WebSocket, into: list[bytes]) -> None:
-        while len(into) < count:
-            message = await ws.read_message()
-            assert isinstance(message, bytes)
-            into.append(message)
-
+    received: list[list[str | bytes | None]] = [[], []]
     async with (
         open_websocket(url(server, f"/t/ws/group/{name}/")) as a,
         open_websocket(url(server, f"/t/ws/group/{name}/")) as b,
-        trio.open_nursery() as nursery,
     ):
         assert await a.read_message() == await b.read_message() == "joined"
-        await wait_for(lambda: len(Group(name)) == 3)
+        assert len(Group(name)) == 3
         members = list(Group(name))
-        nursery.start_soon(read_all, a, received[0])
-        nursery.start_soon(read_all, b, received[1])
         for i in range(count):
             Group(name).broadcast(i.to_bytes(4, "big") * (size // 4))
             # The readers keep up with each message: only the stuck member falls behind.
-            await wait_for(lambda i=i: len(received[0]) > i and len(received[1]) > i)
+            with trio.fail_after(5):
+                received[0].append(await a.read_message())
+                received[1].append(await b.read_message())
         [stuck_ws] = [ws for ws in members if ws.closed]
         assert stuck_ws.close_code == 1008
         assert len(Group(name)) == 2  # it left the group; the readers are still in
@@ -194,15 +188,20 @@ async def test_a_compressing_member_gets_its_own_frame(start_server: StartServer
     text = "compressible " * 200
     got: list[str | bytes] = []
 
+    joined = trio.Event()
+
     def compressing_client() -> None:
         with websockets_connect(url(server, f"/t/ws/group/{name}/"), compression="deflate") as ws:
             assert ws.recv(timeout=5) == "joined"
+            trio.from_thread.run_sync(joined.set)
             got.append(ws.recv(timeout=5))
 
     async with open_websocket(url(server, f"/t/ws/group/{name}/")) as plain, trio.open_nursery() as nursery:
         assert await plain.read_message() == "joined"
         nursery.start_soon(trio.to_thread.run_sync, compressing_client)
-        await wait_for(lambda: len(Group(name)) == 2)
+        with trio.fail_after(5):
+            await joined.wait()
+        assert len(Group(name)) == 2
         compressed = [ws for ws in Group(name) if not ws._plain]
         assert len(compressed) == 1  # the websockets client agreed to permessage-deflate
         assert Group(name).broadcast(text) == 2
@@ -214,10 +213,13 @@ async def test_broadcast_skips_closed_sockets(server: Server) -> None:
     name = fresh()
     async with open_websocket(url(server, f"/t/ws/group/{name}/")) as a:
         assert await a.read_message() == "joined"
+        (a_member,) = Group(name)
         async with open_websocket(url(server, f"/t/ws/group/{name}/")) as b:
             assert await b.read_message() == "joined"
             members = list(Group(name))
-        await wait_for(lambda: sum(ws.closed for ws in members) == 1)
+        (b_member,) = set(members) - {a_member}
+        await wait_closed(b_member)
+        assert sum(ws.closed for ws in members) == 1
         assert broadcast(members, "to the open one") == 1
         assert await a.read_message() == "to the open one"
 

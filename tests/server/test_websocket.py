@@ -612,10 +612,8 @@ async def test_close_does_not_wait_for_room_in_a_full_inbox(server: Server) -> N
     """A side that closes without reading what it was sent still sees the peer's close frame."""
     async with open_websocket(url(server, "/t/ws/burst/40/")) as ws:
         with trio.fail_after(5):
-            while True:  # until the reader waits for room (polled: no event says so)
-                if len(ws._inbox) == INCOMING_QUEUE:
-                    break
-                await trio.sleep(0.01)
+            while len(ws._inbox) < INCOMING_QUEUE:  # until the reader waits for room
+                await ws._wait()  # woken by each message the reader delivers
         with trio.fail_after(2):  # well under close_timeout (10 s)
             await ws.close()
         assert ws.close_code == 1000
