@@ -31,8 +31,9 @@ from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
-from ._http_send import linger
+from ._http_send import LINGER_BYTES, LINGER_TIME, linger, peer_label
 from ._threads import WorkerThreads, current_workers, open_worker_threads
+from ._tls_stream import PlainHTTP, TLSStream, accept_tls
 from ._websocket import WebSocket
 from ._ws_tasks import keep_alive, serve_websocket
 
@@ -184,6 +185,9 @@ class Server:
         self.closing = False
         #: requests answered so far
         self.requests = 0
+        #: the TLS server context holder (``.current``: the ``ssl.SSLContext`` new connections
+        #: use), or None for plain TCP
+        self.tls: Any = None
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
@@ -317,7 +321,12 @@ class Server:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            upgrade = await HTTPConnection(stream, self).run()
+            served: trio.SocketStream | TLSStream | None = stream
+            if self.tls is not None:
+                served = await self._accept_tls(stream)
+            if served is None:
+                return
+            upgrade = await HTTPConnection(served, self).run()
             if upgrade is not None:
                 ws, slot = upgrade
                 self.websockets.add(ws)
@@ -336,6 +345,17 @@ class Server:
                 self._full = False
             if self.closing and not self._connections:
                 self._drained.set()
+
+    async def _accept_tls(self, stream: trio.SocketStream) -> TLSStream | None:
+        """The TLS handshake of a new connection, within ``header_timeout`` (None: it failed,
+        stalled or was plain HTTP, which got its 400 and a lingering close)."""
+        sock = stream.socket
+        peer = peer_label(sock.getpeername()[:2] if sock.family != socket.AF_UNIX else None)
+        try:
+            return await accept_tls(stream, self.tls.current, self.config.header_timeout, peer)
+        except PlainHTTP:
+            await linger(stream, LINGER_TIME, LINGER_BYTES)
+            return None
 
     async def _reject(self, stream: trio.SocketStream) -> None:
         self._rejected += 1

@@ -1,0 +1,161 @@
+"""HTTPS and wss:// served directly, over real TLS sockets on 127.0.0.1.
+
+The certificates are throwaway ones from ``trustme``. The clients are ones this project did not
+write: trio's ``SSLStream`` (the stdlib's TLS) under an h11 client, and the ``websockets``
+library's client in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import trio
+import trio.testing
+import trustme
+from websockets.sync.client import connect as websockets_connect
+
+from tests import views
+from tests.helpers import Client, connect, port_of, read_until_closed
+from trio_c10k import Server
+
+from ..conftest import StartServer
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+async def tls_server(start_server: StartServer, server_context: ssl.SSLContext) -> Server:
+    server = await start_server(header_timeout=1.0)
+    server.tls = SimpleNamespace(current=server_context)
+    return server
+
+
+async def https_client(server: Server, context: ssl.SSLContext) -> Client:
+    raw = await connect(server)
+    stream = trio.SSLStream(raw, context, server_hostname="127.0.0.1", https_compatible=True)
+    await stream.do_handshake()
+    return Client(stream)  # type: ignore[arg-type]  # any trio stream does
+
+
+async def test_a_view_over_https_knows_it(tls_server: Server, client_context: ssl.SSLContext) -> None:
+    client = await https_client(tls_server, client_context)
+    for _ in range(2):  # keep-alive over TLS
+        response, body = await client.get("/t/environ/")
+        assert response.status_code == 200
+        assert json.loads(body)["wsgi.url_scheme"] == "https"
+    await client.aclose()
+
+
+CONTENT = bytes(range(256)) * 12_000  # 3 MB: the kernel takes it in several writes
+
+
+@pytest.mark.parametrize("path", ["/t/big/3000000/", "/t/big-file/0/", "/t/big-file/1000001/"])
+async def test_large_bodies_arrive_whole(
+    tls_server: Server,
+    client_context: ssl.SSLContext,
+    path: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Buffered bodies go through writev, files through the file path; over TLS both are
+    # encrypted first.
+    file = tmp_path / "big.bin"
+    file.write_bytes(CONTENT)
+    monkeypatch.setattr(views, "BIG_FILE", str(file))
+    client = await https_client(tls_server, client_context)
+    response, body = await client.get(path)
+    assert response.status_code == 200
+    if "big-file" in path:
+        assert body == CONTENT[int(path.split("/")[3]) :]
+    else:
+        assert body == b"x" * 3_000_000
+    await client.aclose()
+
+
+@pytest.fixture
+def websockets_client(tls_server: Server, client_context: ssl.SSLContext) -> tuple[str, ssl.SSLContext]:
+    return f"wss://127.0.0.1:{port_of(tls_server)}/t/ws/echo/", client_context
+
+
+async def test_wss_echo_with_the_websockets_client(websockets_client: tuple[str, ssl.SSLContext]) -> None:
+    address, context = websockets_client
+    messages: list[str | bytes] = ["héllo", b"\x00" * 200_000, *(f"message {i}" for i in range(500))]
+
+    def exchange() -> list[str | bytes]:
+        with websockets_connect(address, ssl=context, open_timeout=5, max_size=None) as ws:
+            for message in messages:  # all sent before any is read: the server's queue and flusher work
+                ws.send(message)
+            return [ws.recv(timeout=10) for _ in messages]
+
+    with trio.fail_after(30):
+        assert await trio.to_thread.run_sync(exchange) == messages
+
+
+async def test_plain_http_on_the_tls_port_gets_a_400(
+    tls_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trio_c10k")
+    stream = await connect(tls_server)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    with trio.fail_after(10):
+        answer = await read_until_closed(stream)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answer.endswith(b"\r\n\r\nThis port speaks HTTPS: use an https:// URL.\n")
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name == "trio_c10k.tls"] == [
+        "plain HTTP on a TLS port; answered 400"
+    ]
+
+
+async def test_a_stalled_handshake_is_dropped(tls_server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trio_c10k")
+    stream = await connect(tls_server)
+    await stream.send_all(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+    with trio.fail_after(10):
+        assert await read_until_closed(stream) == b""
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name == "trio_c10k.tls"] == [
+        "no TLS handshake within 1 s"
+    ]
+
+
+async def test_a_failed_handshake_is_one_info_line(
+    tls_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "trio_c10k")
+    raw = await connect(tls_server)
+    untrusting = trio.SSLStream(raw, ssl.create_default_context(), server_hostname="127.0.0.1")
+    with pytest.raises(trio.BrokenResourceError) as raised:
+        await untrusting.do_handshake()  # it does not know the test CA
+    assert isinstance(raised.value.__cause__, ssl.SSLCertVerificationError)
+    await trio.aclose_forcefully(raw)
+    await trio.testing.wait_all_tasks_blocked()  # the server has read the alert, or the end
+    records = [r for r in caplog.records if r.name == "trio_c10k.tls"]
+    assert len(records) == 1, records
+    assert records[0].levelno == logging.INFO
+    assert (
+        "during the TLS handshake" in records[0].getMessage()
+        or "TLS handshake failed" in records[0].getMessage()
+    )
+    assert not any(r.exc_info for r in caplog.records)
