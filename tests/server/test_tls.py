@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,10 +19,13 @@ import trio
 import trio.testing
 import trustme
 from websockets.sync.client import connect as websockets_connect
+from wsproto.events import TextMessage
+from wsproto.frame_protocol import CloseReason
 
 from tests import views
-from tests.helpers import Client, connect, port_of, read_until_closed
-from trio_c10k import Server
+from tests.helpers import Client, RawWebSocket, connect, port_of, read_until_closed
+from trio_c10k import HandshakeRejected, Server, WebSocketConfig
+from trio_c10k.client import _handshake
 
 from ..conftest import StartServer
 
@@ -159,3 +163,63 @@ async def test_a_failed_handshake_is_one_info_line(
         or "TLS handshake failed" in records[0].getMessage()
     )
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def wss(server: Server, context: ssl.SSLContext, path: str, origin: str | None = None) -> RawWebSocket:
+    """A wsproto client over trio's ``SSLStream``, reading events one by one."""
+    stream = trio.SSLStream(await connect(server), context, server_hostname="127.0.0.1")
+    connection, _, received = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), origin, ())  # type: ignore[arg-type]
+    connection.receive_data(received)
+    return RawWebSocket(stream, connection)  # type: ignore[arg-type]  # any trio stream does
+
+
+async def test_the_handshake_request_is_secure(tls_server: Server, client_context: ssl.SSLContext) -> None:
+    raw = await wss(tls_server, client_context, "/t/ws/info/1/")
+    info = json.loads((await raw.next_event()).data)
+    assert info["scheme"] == "https"
+
+
+async def test_the_origin_check_compares_https_origins(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    own = f"https://127.0.0.1:{port_of(tls_server)}"
+    raw = await wss(tls_server, client_context, "/t/ws/hello/", origin=own)
+    assert (await raw.next_event()).data == "Hello!"
+    with pytest.raises(HandshakeRejected) as refused:  # the same host, in plain text: another origin
+        await wss(
+            tls_server, client_context, "/t/ws/hello/", origin=f"http://127.0.0.1:{port_of(tls_server)}"
+        )
+    assert refused.value.status == 403
+
+
+async def test_a_broadcast_reaches_every_tls_member(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    members = [await wss(tls_server, client_context, "/t/ws/relay/tls-room/") for _ in range(3)]
+    await trio.testing.wait_all_tasks_blocked()  # every handler has joined the group
+    for sender in members:
+        await sender.send(TextMessage(data=f"from {members.index(sender)}" * 100))
+        for member in members:  # one frame built once, encrypted for each member
+            assert (await member.next_event()).data == f"from {members.index(sender)}" * 100
+
+
+async def test_a_tls_client_that_does_not_read_is_reset(
+    start_server: StartServer,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start_server(websocket=WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1))
+    server.tls = SimpleNamespace(current=server_context)
+    key = uuid.uuid4().hex
+    slow = await wss(server, client_context, f"/t/ws/flood/{key}/")  # never reads
+    fast = await wss(server, client_context, "/t/ws/echo/")
+    await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 10)
+    assert views.WS_EVENTS[key]["close_code"] is CloseReason.POLICY_VIOLATION
+    for i in range(100):  # the others are served as before
+        await fast.send(TextMessage(data=f"message {i}"))
+        assert (await fast.next_event()).data == f"message {i}"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.endswith("(the peer reads too slowly); resetting the TLS connection") for m in warnings)
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):  # a reset, not a close frame
+        await read_until_closed(slow.stream)  # type: ignore[arg-type]  # any trio stream does
