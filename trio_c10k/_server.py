@@ -33,6 +33,7 @@ from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
 from ._http_send import linger
 from ._threads import WorkerThreads, current_workers, open_worker_threads
+from ._tls_context import ServerContext
 from ._websocket import WebSocket
 from ._ws_tasks import keep_alive, serve_websocket
 
@@ -166,7 +167,11 @@ class Server:
     """A running server, as ``serve()`` hands it to ``task_status.started()``."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], config: Config, listeners: list[trio.SocketListener]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        config: Config,
+        listeners: list[trio.SocketListener],
+        tls: ServerContext | None = None,
     ) -> None:
         #: the WSGI application
         self.app = app
@@ -174,6 +179,9 @@ class Server:
         self.config = config
         #: the listening sockets
         self.listeners = listeners
+        #: the TLS context new connections are wrapped with (``tls.current``), reloaded on
+        #: SIGHUP; None: plain HTTP
+        self.tls = tls
         #: the threads running the application (set while serving)
         self.workers: WorkerThreads
         #: cancel scopes of connections idle between requests (shutdown cancels them)
@@ -375,7 +383,7 @@ async def serve(
 
     Raises:
         OSError: an address cannot be bound.
-        ConfigError: a bind address is unusable.
+        ConfigError: a bind address is unusable, or a TLS file (``config.tls``) cannot be used.
 
     Resource handling: the listening sockets and every accepted connection are closed
     before ``serve()`` returns; a Unix socket file is removed.
@@ -384,5 +392,7 @@ async def serve(
     worker threads finish on their own). ``Server.shutdown()`` is the graceful way.
     """
     config = config or Config()
+    # Loaded before listening: a certificate that cannot be used stops the start.
+    tls = ServerContext(config.tls) if config.tls.enabled else None
     listeners = await open_listeners(config)
-    await Server(app, config, listeners)._run(task_status)
+    await Server(app, config, listeners, tls)._run(task_status)
