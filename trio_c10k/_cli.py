@@ -4,8 +4,8 @@ Rule 1: a bad option or an APP that cannot be imported prints one line and exits
 without a traceback; an address that cannot be bound exits with 1.
 Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
 With TLS, SIGHUP reloads the certificate and key (``ServerContext.reload``), and is ignored
-while the process starts (the files are read when serving begins); without TLS it keeps its
-default action.
+from the moment the options are read until serving begins (the files are read again then);
+without TLS it keeps its default action.
 Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server processes
 (``_workers``); it loads no application itself.
 Rule 4: an option that sets a ``Config`` field is generated from the field's ``option()``

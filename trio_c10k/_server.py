@@ -179,9 +179,6 @@ class Server:
         self.config = config
         #: the listening sockets
         self.listeners = listeners
-        #: the TLS context new connections are wrapped with (``tls.current``), reloaded on
-        #: SIGHUP; None: plain HTTP
-        self.tls = tls
         #: the threads running the application (set while serving)
         self.workers: WorkerThreads
         #: cancel scopes of connections idle between requests (shutdown cancels them)
@@ -192,6 +189,9 @@ class Server:
         self.closing = False
         #: requests answered so far
         self.requests = 0
+        #: the TLS server context holder (``.current``: the ``ssl.SSLContext`` new connections
+        #: use; ``reload()`` on SIGHUP), or None for plain TCP
+        self.tls = tls
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
