@@ -7,12 +7,12 @@ library's client in a thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import ssl
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import trio
@@ -24,7 +24,7 @@ from wsproto.frame_protocol import CloseReason
 
 from tests import views
 from tests.helpers import Client, RawWebSocket, connect, port_of, read_until_closed
-from trio_c10k import HandshakeRejected, Server, WebSocketConfig
+from trio_c10k import HandshakeRejected, Server, TLSConfig, WebSocketConfig
 from trio_c10k.client import _handshake
 
 from ..conftest import StartServer
@@ -36,11 +36,13 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+def certificate(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TLSConfig:
+    """The server's certificate for 127.0.0.1 and localhost, as PEM files, in a ``TLSConfig``."""
+    directory = tmp_path_factory.mktemp("tls")
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(directory / "key.pem"))
+    return TLSConfig(certfile=str(directory / "cert.pem"), keyfile=str(directory / "key.pem"))
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +53,8 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-async def tls_server(start_server: StartServer, server_context: ssl.SSLContext) -> Server:
-    server = await start_server(header_timeout=1.0)
-    server.tls = SimpleNamespace(current=server_context)
-    return server
+async def tls_server(start_server: StartServer, certificate: TLSConfig) -> Server:
+    return await start_server(header_timeout=1.0, tls=certificate)
 
 
 async def https_client(server: Server, context: ssl.SSLContext) -> Client:
@@ -205,12 +205,12 @@ async def test_a_broadcast_reaches_every_tls_member(
 
 async def test_a_tls_client_that_does_not_read_is_reset(
     start_server: StartServer,
-    server_context: ssl.SSLContext,
+    certificate: TLSConfig,
     client_context: ssl.SSLContext,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = await start_server(websocket=WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1))
-    server.tls = SimpleNamespace(current=server_context)
+    config = WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1)
+    server = await start_server(websocket=config, tls=certificate)
     key = uuid.uuid4().hex
     slow = await wss(server, client_context, f"/t/ws/flood/{key}/")  # never reads
     fast = await wss(server, client_context, "/t/ws/echo/")
@@ -223,3 +223,68 @@ async def test_a_tls_client_that_does_not_read_is_reset(
     assert any(m.endswith("(the peer reads too slowly); resetting the TLS connection") for m in warnings)
     with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):  # a reset, not a close frame
         await read_until_closed(slow.stream)  # type: ignore[arg-type]  # any trio stream does
+
+
+@pytest.fixture(scope="module")
+def client_certificate(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("client@example.com")
+
+
+@pytest.fixture
+async def mtls_server(
+    start_server: StartServer,
+    certificate: TLSConfig,
+    tmp_path: Path,
+    ca: trustme.CA,
+) -> Server:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    required = dataclasses.replace(certificate, ca_certs=str(ca_file), cert_reqs="required")
+    return await start_server(header_timeout=1.0, tls=required)
+
+
+async def test_a_client_certificate_is_required(
+    mtls_server: Server, ca: trustme.CA, client_context: ssl.SSLContext, client_certificate: trustme.LeafCert
+) -> None:
+    with_certificate = ssl.create_default_context()
+    ca.configure_trust(with_certificate)
+    client_certificate.configure_cert(with_certificate)
+    client = await https_client(mtls_server, with_certificate)
+    response, _ = await client.get("/t/hello/")
+    assert response.status_code == 200
+    await client.aclose()
+    without = await https_client(mtls_server, client_context)  # TLS 1.3: refused after the handshake
+    with pytest.raises(trio.BrokenResourceError):
+        await without.get("/t/hello/")
+
+
+async def test_a_certificate_from_another_ca_is_refused(mtls_server: Server, ca: trustme.CA) -> None:
+    stranger = ssl.create_default_context()
+    ca.configure_trust(stranger)
+    trustme.CA().issue_cert("client@example.com").configure_cert(stranger)
+    client = await https_client(mtls_server, stranger)
+    with pytest.raises(trio.BrokenResourceError):
+        await client.get("/t/hello/")
+
+
+async def test_a_reloaded_certificate_is_served_to_new_connections(
+    start_server: StartServer, ca: trustme.CA, tmp_path: Path, client_context: ssl.SSLContext
+) -> None:
+    def write(common_name: str) -> str:
+        issued = ca.issue_cert("127.0.0.1", common_name)
+        issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+        return issued.cert_chain_pems[0].bytes().decode()
+
+    first = write("first.example")
+    server = await start_server(tls=TLSConfig(certfile=str(tmp_path / "both.pem")))
+    before = await https_client(server, client_context)
+    second = write("second.example")
+    assert server.tls is not None
+    assert await trio.to_thread.run_sync(server.tls.reload)
+    after = await https_client(server, client_context)
+    served = [ssl.DER_cert_to_PEM_cert(c.stream.getpeercert(binary_form=True)) for c in (before, after)]  # type: ignore[attr-defined]
+    assert served == [first, second]
+    for client in (before, after):  # the open connection keeps its own certificate, and works
+        response, _ = await client.get("/t/hello/")
+        assert response.status_code == 200
+        await client.aclose()
