@@ -22,15 +22,17 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
-from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone
-from ._websocket import WebSocket, _read_nowait
+from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
+from ._sockets import read_nowait
+from ._tls_stream import TLSStream
+from ._websocket import TLSWebSocket, WebSocket
 from ._wsgi import (
     AppResponse,
     Environ,
@@ -57,13 +59,6 @@ SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
 SPOOL_SIZE = RECEIVE_SIZE
 # A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
 _NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
-
-
-def _peer_label(address: object) -> str:
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return "unix"
 
 
 class Owner(SenderOwner, Protocol):
@@ -98,18 +93,18 @@ class HTTPConnection(ResponseWriter):
     #: the owner: app, config, worker threads, idle scopes, counters
     server: Owner
 
-    def __init__(self, stream: trio.SocketStream, server: Owner) -> None:
+    def __init__(self, stream: trio.SocketStream | TLSStream, server: Owner) -> None:
         config = server.config
         sock = stream.socket
         inet = sock.family != socket.AF_UNIX
         client = sock.getpeername()[:2] if inet else None
         local = sock.getsockname()[:2] if inet else None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
-        super().__init__(stream, server, conn, _peer_label(client))
+        super().__init__(stream, server, conn, peer_label(client))
         #: the peer's (host, port), None for a Unix socket
         self.peer = client
         #: the environ keys shared by every request of this connection
-        self.base_environ = connection_environ(client, local)
+        self.base_environ = connection_environ(client, local, "http" if self.tls is None else "https")
         #: whether X-Forwarded-* headers from this peer are believed
         self.trust_proxy = bool(
             config.proxy_headers and client and is_trusted(client[0], config.trusted_proxies)
@@ -188,7 +183,10 @@ class HTTPConnection(ResponseWriter):
             # Shutdown: a request that reached the socket already is answered (with
             # Connection: close); a keep-alive connection with nothing sent closes now; one
             # that has not sent its first request yet (just accepted) gets a moment for it.
-            data = _read_nowait(self.stream.socket.fileno())
+            if isinstance(self.stream, TLSStream):
+                data = self.stream.receive_nowait()
+            else:
+                data = read_nowait(self.stream.socket.fileno())
             if data:
                 conn.receive_data(data)
                 head += data
@@ -359,13 +357,14 @@ class HTTPConnection(ResponseWriter):
         remote_address = self.peer
         if self.trust_proxy and "REMOTE_PORT" not in environ:  # the client X-Forwarded-For named
             remote_address = (environ["REMOTE_ADDR"], None)  # its port is not forwarded
-        return WebSocket(
-            self.stream,
-            server_connection(slot.accept),
-            self.server.config.websocket,
-            request=slot.request,
-            subprotocol=slot.accept.subprotocol,
-            remote_address=remote_address,
-            extensions=slot.accept.extensions,
-            received=received,
-        )
+        connection, config = server_connection(slot.accept), self.server.config.websocket
+        details: dict[str, Any] = {
+            "request": slot.request,
+            "subprotocol": slot.accept.subprotocol,
+            "remote_address": remote_address,
+            "extensions": slot.accept.extensions,
+            "received": received,
+        }
+        if isinstance(self.stream, TLSStream):
+            return TLSWebSocket(self.stream.tls, self.stream.raw, connection, config, **details)
+        return WebSocket(self.stream, connection, config, **details)

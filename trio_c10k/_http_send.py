@@ -31,8 +31,9 @@ import h11
 import trio
 
 from ._config import Config
+from ._sockets import reset_on_close
 from ._threads import WorkerThreads
-from ._websocket import reset_on_close
+from ._tls_stream import TLSStream
 from ._wsgi import AppResponse, FileBody, Headers
 
 log = logging.getLogger("trio_c10k.http")
@@ -42,6 +43,8 @@ log = logging.getLogger("trio_c10k.http")
 #: the client reads it (nginx's lingering close, with a shorter bound than its 30 s)
 LINGER_TIME = 2.0
 LINGER_BYTES = 4 * 1024 * 1024
+#: bytes of a file read and encrypted at a time over TLS (no sendfile: the kernel does not encrypt)
+FILE_CHUNK = 256 * 1024
 #: bytes asked of the kernel per read while lingering
 LINGER_READ_SIZE = 65536
 _DISCONNECTS = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -79,6 +82,14 @@ class SenderOwner(Protocol):
         """True once shutdown began: no new request, ``Connection: close`` on answers."""
 
 
+def peer_label(address: object) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) as logs show a peer; "unix" for a Unix socket."""
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "unix"
+
+
 class ResponseWriter:
     """Writes the answers of one accepted socket (``HTTPConnection`` is the one subclass).
 
@@ -86,10 +97,12 @@ class ResponseWriter:
     """
 
     def __init__(
-        self, stream: trio.SocketStream, server: SenderOwner, conn: h11.Connection, client: str
+        self, stream: trio.SocketStream | TLSStream, server: SenderOwner, conn: h11.Connection, client: str
     ) -> None:
-        #: the accepted socket
+        #: the accepted socket, or the TLS stream over it
         self.stream = stream
+        #: the TLS state: what is written is encrypted with it first; None in plain text
+        self.tls = stream.tls if isinstance(stream, TLSStream) else None
         #: the owner: config, worker threads, whether it is closing
         self.server = server
         #: h11's state machine for this socket
@@ -133,7 +146,11 @@ class ResponseWriter:
                 os.close(file.fd)
 
     async def _send_file(self, file: FileBody) -> None:
-        """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step."""
+        """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step
+        (over TLS, read and encrypted a chunk at a time)."""
+        if self.tls is not None:
+            await self._send_file_tls(file)
+            return
         sock = self.stream.socket.fileno()
         offset, end = file.offset, file.offset + file.length
         try:
@@ -153,6 +170,17 @@ class ResponseWriter:
         except BaseException:
             self.conn.send_failed()
             raise
+
+    async def _send_file_tls(self, file: FileBody) -> None:
+        offset, end = file.offset, file.offset + file.length
+        while offset < end:
+            chunk = os.pread(file.fd, min(FILE_CHUNK, end - offset), offset)
+            if not chunk:
+                self.conn.send_failed()
+                raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
+            await self._write(chunk)
+            offset += len(chunk)
+            self.sent_bytes += len(chunk)
 
     def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
         trio.from_thread.run(
@@ -174,7 +202,10 @@ class ResponseWriter:
             raise _ClientGone from exc
 
     async def _write(self, *pieces: bytes) -> None:
-        """Send ``pieces`` in order with ``writev`` (no copy to join them)."""
+        """Send ``pieces`` in order with ``writev`` (no copy to join them; over TLS, the records
+        carrying them)."""
+        if self.tls is not None:
+            pieces = (self.tls.encrypt(b"".join(pieces)),)
         fd = self.stream.socket.fileno()
         buffers: list[bytes | memoryview] = list(pieces)
         sent = 0
@@ -238,7 +269,7 @@ class ResponseWriter:
             log.debug("%s: could not send the %d answer", self.client, status)
 
 
-async def linger(stream: trio.SocketStream, seconds: float, max_bytes: int) -> None:
+async def linger(stream: trio.abc.HalfCloseableStream, seconds: float, max_bytes: int) -> None:
     """A lingering close, after an error answer (nginx ``lingering_close``): shut our side,
     then read and drop what the client still sends, for at most ``seconds`` and
     ``max_bytes``. Closing with unread input makes the kernel send a reset, which can destroy

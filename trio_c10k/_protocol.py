@@ -370,6 +370,11 @@ class WebSocketProtocol:
         """A frame to send: queued (Rule 3)."""
         self._enqueue(frame)
 
+    def _append(self, frame: bytes) -> None:
+        """Queue ``frame`` after the backlog, whatever its size (the close frame of ``_fail``)."""
+        self._queue.append(frame)
+        self._queued += len(frame)
+
     def _wake(self) -> None:
         """The state changed (a message, room, the close): whoever waits looks again."""
         self._waiters.clear()
@@ -485,8 +490,7 @@ class WebSocketProtocol:
             if self._queued <= self._config.send_queue_size:
                 self._send_frame(frame)
             else:  # a full queue, which will be written first: the close frame goes after it
-                self._queue.append(frame)
-                self._queued += len(frame)
+                self._append(frame)
         self._mark_closed(code, reason)
 
     def _send_close(self, event: CloseConnection) -> None:

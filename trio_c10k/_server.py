@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from ._config import Bind, Config
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
-from ._http_send import linger
+from ._http_send import LINGER_BYTES, LINGER_TIME, linger, peer_label
 from ._threads import WorkerThreads, current_workers, open_worker_threads
+from ._tls_context import ServerContext
+from ._tls_stream import PlainHTTP, TLSStream, accept_tls
 from ._websocket import WebSocket
 from ._ws_tasks import keep_alive, serve_websocket
 
@@ -154,19 +157,23 @@ def _remove_stale_socket(path: str) -> None:
         pass
 
 
-def _address(listener: trio.SocketListener) -> str:
+def _address(listener: trio.SocketListener, scheme: str) -> str:
     name = listener.socket.getsockname()
     if listener.socket.family == socket.AF_UNIX:
         return f"unix:{name}"
     host, port = name[0], name[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class Server:
     """A running server, as ``serve()`` hands it to ``task_status.started()``."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], config: Config, listeners: list[trio.SocketListener]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        config: Config,
+        listeners: list[trio.SocketListener],
+        tls: ServerContext | None = None,
     ) -> None:
         #: the WSGI application
         self.app = app
@@ -184,6 +191,9 @@ class Server:
         self.closing = False
         #: requests answered so far
         self.requests = 0
+        #: the TLS server context holder (``.current``: the ``ssl.SSLContext`` new connections
+        #: use; ``reload()`` on SIGHUP), or None for plain TCP
+        self.tls = tls
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
@@ -244,7 +254,9 @@ class Server:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
                             accepting.start_soon(self._accept_loop, listener, handlers)
-                            log.info("Listening on %s", _address(listener))
+                            log.info(
+                                "Listening on %s", _address(listener, "http" if self.tls is None else "https")
+                            )
                         task_status.started(self)
                 for listener in self.listeners:
                     await trio.aclose_forcefully(listener)
@@ -317,7 +329,12 @@ class Server:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            upgrade = await HTTPConnection(stream, self).run()
+            served: trio.SocketStream | TLSStream | None = stream
+            if self.tls is not None and stream.socket.family != socket.AF_UNIX:  # TLS on TCP binds
+                served = await self._accept_tls(stream, self.tls.current)
+            if served is None:
+                return
+            upgrade = await HTTPConnection(served, self).run()
             if upgrade is not None:
                 ws, slot = upgrade
                 self.websockets.add(ws)
@@ -327,8 +344,13 @@ class Server:
                     await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
                 finally:
                     self.websockets.discard(ws)
-        except Exception:
-            log.exception("Unexpected error in a connection task")
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
+                # The peer was gone before its address was read (a client that closes right
+                # after the TLS handshake, a scanner): nothing to answer, nothing wrong here.
+                log.debug("A connection closed before it was served")
+            else:
+                log.exception("Unexpected error in a connection task")
         finally:
             await trio.aclose_forcefully(stream)
             self._connections -= 1
@@ -336,6 +358,17 @@ class Server:
                 self._full = False
             if self.closing and not self._connections:
                 self._drained.set()
+
+    async def _accept_tls(self, stream: trio.SocketStream, context: ssl.SSLContext) -> TLSStream | None:
+        """The TLS handshake of a new connection, within ``header_timeout`` (None: it failed,
+        stalled or was plain HTTP, which got its 400 and a lingering close)."""
+        sock = stream.socket
+        peer = peer_label(sock.getpeername()[:2] if sock.family != socket.AF_UNIX else None)
+        try:
+            return await accept_tls(stream, context, self.config.header_timeout, peer)
+        except PlainHTTP:
+            await linger(stream, LINGER_TIME, LINGER_BYTES)
+            return None
 
     async def _reject(self, stream: trio.SocketStream) -> None:
         self._rejected += 1
@@ -375,7 +408,7 @@ async def serve(
 
     Raises:
         OSError: an address cannot be bound.
-        ConfigError: a bind address is unusable.
+        ConfigError: a bind address is unusable, or a TLS file (``config.tls``) cannot be used.
 
     Resource handling: the listening sockets and every accepted connection are closed
     before ``serve()`` returns; a Unix socket file is removed.
@@ -384,5 +417,7 @@ async def serve(
     worker threads finish on their own). ``Server.shutdown()`` is the graceful way.
     """
     config = config or Config()
+    # Loaded before listening: a certificate that cannot be used stops the start.
+    tls = ServerContext(config.tls) if config.tls.enabled else None
     listeners = await open_listeners(config)
-    await Server(app, config, listeners)._run(task_status)
+    await Server(app, config, listeners, tls)._run(task_status)

@@ -30,11 +30,9 @@ and looks again when woken.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import socket
-import struct
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -44,38 +42,15 @@ from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
 from ._flusher import flusher
-from ._protocol import ABNORMAL, RECEIVE_SIZE, WebSocketProtocol
+from ._protocol import ABNORMAL, WebSocketProtocol
+from ._sockets import READ_SIZE, read_nowait, reset_on_close
 from ._threads import call_in_loop
+from ._tls import TLS
 
 log = logging.getLogger("trio_c10k.websocket")
 
 #: rounds a connection keeps coalescing after one in which it got several frames
 COALESCING_ROUNDS = 8
-#: SO_LINGER on, 0 seconds: close() then resets the connection instead of sending the rest
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
-
-
-def reset_on_close(sock: trio.socket.SocketType) -> None:
-    """Make closing ``sock`` a reset: the kernel drops what it still holds for the peer (as
-    nginx's ``reset_timedout_connection``), and a peer never takes a truncated frame or
-    response for a normal end. Does nothing once the socket is closed."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-
-
-def _read_nowait(fd: int) -> bytes | None:
-    """What the socket has (b"" at its end, or once reset by the peer), None if nothing yet.
-
-    A function of its own, not inlined in the reader: the traceback of the BlockingIOError
-    then holds this short-lived frame, not the reader coroutine's, which would otherwise keep
-    a frame object (200 bytes) for the life of every connection.
-    """
-    try:
-        return os.read(fd, RECEIVE_SIZE)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
 
 
 class WebSocket(WebSocketProtocol):
@@ -115,6 +90,9 @@ class WebSocket(WebSocketProtocol):
         "request",
         "subprotocol",
     )
+
+    #: what the socket has (see ``_read_nowait``); over TLS, the plaintext it completes
+    _read_nowait = staticmethod(read_nowait)
 
     def __init__(
         self,
@@ -250,7 +228,7 @@ class WebSocket(WebSocketProtocol):
         # A plain non-blocking read on the file descriptor, then ``wait_readable`` if there is
         # nothing yet: an idle reader is one task parked in epoll, with no stream machinery
         # and no cancel scope around it.
-        fd = self._fd
+        fd, read = self._fd, self._read_nowait
         waited = False  # whether the last read came after a wait (a checkpoint already)
         drained = False  # whether the last read took less than it asked: nothing more yet
         try:
@@ -270,14 +248,14 @@ class WebSocket(WebSocketProtocol):
                     self._tired = False
                     await trio.lowlevel.checkpoint()
                     continue
-                data = None if drained else _read_nowait(fd)
+                data = None if drained else read(fd)
                 if data is None:
                     await trio.lowlevel.wait_readable(fd)
                     waited, drained = True, False
                     continue
                 if not waited:  # a second read in a row: a peer that always has data must not starve others
                     await trio.lowlevel.checkpoint()
-                waited, drained = False, len(data) < RECEIVE_SIZE
+                waited, drained = False, len(data) < READ_SIZE
                 self._receive_data(data, trio.current_time())
         except trio.ClosedResourceError:
             pass  # the socket was closed under us: the connection is over
@@ -419,3 +397,45 @@ class WebSocket(WebSocketProtocol):
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class TLSWebSocket(WebSocket):
+    """A WebSocket over TLS, made as ``TLSWebSocket(tls, raw_stream, ...)``, the rest as for
+    ``WebSocket``. Every frame is encrypted as it is sent, then goes as in plain text: straight
+    to the socket, or queued as ciphertext for the flusher and the writer task, so records go
+    out in the order they were made; a broadcast builds its frame once and encrypts it per
+    member. Every read is decrypted."""
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLS, stream: trio.SocketStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(stream, *args, **kwargs)
+        # the TLS state the handshake left (``stream`` carries its ciphertext)
+        self._tls = tls
+
+    def _send_frame(self, frame: bytes) -> None:
+        WebSocket._send_frame(self, self._tls.encrypt(frame))
+
+    def _append(self, frame: bytes) -> None:
+        WebSocket._append(self, self._tls.encrypt(frame))
+
+    def _drop(self, why: str, keep_first: bool = False) -> None:
+        # Over TLS the backlog cannot be dropped and a close frame sent after it: records carry
+        # implicit sequence numbers, and the peer could not decrypt any record after a gap. The
+        # connection is reset instead (the close code says why, here).
+        log.warning("%s: %s; resetting the TLS connection", self._peer, why)
+        self._queue.clear()
+        self._queued = 0
+        self._stuck = True
+        reset_on_close(self._stream.socket)
+        self._mark_closed(CloseReason.POLICY_VIOLATION, "send queue full: the client reads too slowly")
+
+    def _read_nowait(self, fd: int) -> bytes | None:
+        data = read_nowait(fd)
+        if not data:
+            return data
+        try:
+            return self._tls.decrypt(data)
+        except ssl.SSLError as exc:
+            log.info("%s: TLS record refused (%s); connection lost", self._peer, exc.reason or exc)
+            return b""
