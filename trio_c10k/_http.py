@@ -31,8 +31,8 @@ from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
 from ._sockets import read_nowait
-from ._tls_stream import TLSStream
-from ._websocket import TLSWebSocket, WebSocket
+from ._tls_stream import TLSStream, TLSWebSocket
+from ._websocket import WebSocket
 from ._wsgi import (
     AppResponse,
     Environ,

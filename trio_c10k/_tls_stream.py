@@ -1,5 +1,5 @@
-"""TLS over a trio socket: the handshakes (server and client side) and ``TLSStream``, the
-stream the HTTP cycle and the client read and write plaintext through.
+"""TLS over a trio socket: the handshakes (server and client side), ``TLSStream``, the stream
+the HTTP cycle and the client read and write plaintext through, and ``TLSWebSocket``.
 
 Rule 1: the server's handshake is bounded by one deadline for the whole of it (the caller's
 ``header_timeout``); a client that stalls, fails the handshake or closes gets one INFO line,
@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 
 import trio
+from wsproto.frame_protocol import CloseReason
 
-from ._sockets import read_nowait
+from ._sockets import read_nowait, reset_on_close
 from ._tls import HANDSHAKE_RECORD, TLS
+from ._websocket import WebSocket
 
 log = logging.getLogger("trio_c10k.tls")
 
@@ -175,3 +178,45 @@ async def _not_tls(stream: trio.SocketStream, data: bytes, peer: str) -> None:
         raise PlainHTTP
     else:
         log.info("%s: not a TLS handshake (first byte 0x%02x); closed", peer, data[0])
+
+
+class TLSWebSocket(WebSocket):
+    """A WebSocket over TLS, made as ``TLSWebSocket(tls, raw_stream, ...)``, the rest as for
+    ``WebSocket``. Every frame is encrypted as it is sent, then goes as in plain text: straight
+    to the socket, or queued as ciphertext for the flusher and the writer task, so records go
+    out in the order they were made; a broadcast builds its frame once and encrypts it per
+    member. Every read is decrypted."""
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLS, stream: trio.SocketStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(stream, *args, **kwargs)
+        # the TLS state the handshake left (``stream`` carries its ciphertext)
+        self._tls = tls
+
+    def _send_frame(self, frame: bytes) -> None:
+        WebSocket._send_frame(self, self._tls.encrypt(frame))
+
+    def _append(self, frame: bytes) -> None:
+        WebSocket._append(self, self._tls.encrypt(frame))
+
+    def _drop(self, why: str, keep_first: bool = False) -> None:
+        # Over TLS the backlog cannot be dropped and a close frame sent after it: records carry
+        # implicit sequence numbers, and the peer could not decrypt any record after a gap. The
+        # connection is reset instead (the close code says why, here).
+        log.warning("%s: %s; resetting the TLS connection", self._peer, why)
+        self._queue.clear()
+        self._queued = 0
+        self._stuck = True
+        reset_on_close(self._stream.socket)
+        self._mark_closed(CloseReason.POLICY_VIOLATION, "send queue full: the client reads too slowly")
+
+    def _read_nowait(self, fd: int) -> bytes | None:
+        data = read_nowait(fd)
+        if not data:
+            return data
+        try:
+            return self._tls.decrypt(data)
+        except ssl.SSLError as exc:
+            log.info("%s: TLS record refused (%s); connection lost", self._peer, exc.reason or exc)
+            return b""

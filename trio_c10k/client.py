@@ -29,8 +29,8 @@ from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
 from ._exceptions import HandshakeRejected, lone_exception_unwrapped
-from ._tls_stream import TLSStream, connect_tls
-from ._websocket import TLSWebSocket, WebSocket
+from ._tls_stream import TLSStream, TLSWebSocket, connect_tls
+from ._websocket import WebSocket
 from ._ws_tasks import keep_alive
 
 #: the port of a URL that names none (RFC 6455 section 3)
