@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+
+# A background job of a non-interactive shell (``cmd &`` in a script, as a CI runner may start
+# the suite) has SIGINT ignored, and the processes the tests start would inherit that: a
+# ``manage.py runserver`` would then never see the Ctrl-C the tests send it. Python's own
+# handler here is reset to the default action in every child, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 os.environ["TRIO_C10K_TEST_DB"] = os.path.join(tempfile.mkdtemp(prefix="trio_c10k_tests_"), "db.sqlite3")
