@@ -10,6 +10,11 @@ answers) and ``PlainHTTP`` is raised, for the caller's lingering close.
 Rule 3: ``TLSStream`` keeps the raw stream (``raw``) and the ``TLS`` object (``tls``) in sight:
 the fast paths (``_http_send``'s ``writev``, the WebSocket's direct writes) encrypt with
 ``tls`` and write the ciphertext to ``raw``'s socket themselves, in the order encrypted.
+Rule 4: ``TLSWebSocket`` encrypts each frame as it is sent and then treats the record as the
+plain ``WebSocket`` treats a frame (direct write, one write per round, the writer task); a
+backlog it cannot send is not dropped before a close frame, as in plain text, but the
+connection is reset: TLS records carry implicit sequence numbers, and the peer could decrypt
+nothing after a gap.
 """
 
 from __future__ import annotations
