@@ -505,15 +505,16 @@ def require_browser() -> None:
 
 
 @contextlib.contextmanager
-def open_page() -> Iterator[tuple[Page, list[str]]]:
+def open_page(args: Iterable[str] = ()) -> Iterator[tuple[Page, list[str]]]:
     """A page of a fresh headless Chromium (blocking API), and the list its errors go to:
-    uncaught page errors and console messages of type "error" with their source URL."""
+    uncaught page errors and console messages of type "error" with their source URL. ``args``
+    go to Chromium after CHROMIUM_ARGS."""
     # Imported here, so that a missing Playwright fails in require_browser() with its message.
     from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *args], timeout=LAUNCH_TIMEOUT_MS
         )
         try:
             page = browser.new_page()

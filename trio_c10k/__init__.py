@@ -10,6 +10,7 @@ from ._django import database_sync_to_thread, websocket
 from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
 from ._fanout import Group, broadcast, send_message
 from ._server import Server, ServerStatistics, serve
+from ._tls_config import TLSConfig
 from ._websocket import WebSocket
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "HandshakeRejected",
     "Server",
     "ServerStatistics",
+    "TLSConfig",
     "TrioC10kError",
     "WebSocket",
     "WebSocketConfig",

@@ -3,6 +3,9 @@
 Rule 1: a bad option or an APP that cannot be imported prints one line and exits with 2,
 without a traceback; an address that cannot be bound exits with 1.
 Rule 2: SIGINT or SIGTERM starts a graceful shutdown (exit 0); a second one stops at once.
+With TLS, SIGHUP reloads the certificate and key (``ServerContext.reload``), and is ignored
+from the moment the options are read until serving begins (the files are read again then);
+without TLS it keeps its default action.
 Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server processes
 (``_workers``); it loads no application itself.
 Rule 4: an option that sets a ``Config`` field is generated from the field's ``option()``
@@ -29,6 +32,7 @@ import trio
 from ._config import Config, Option
 from ._exceptions import ConfigError
 from ._server import Server, serve
+from ._tls_context import server_context
 from ._workers import supervise
 
 log = logging.getLogger("trio_c10k.server")
@@ -237,12 +241,17 @@ def pin_to_one_cpu() -> int | None:
 
 
 async def _serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config, cpu: int | None) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    reload = (signal.SIGHUP,) if config.tls.enabled else ()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *reload) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, app, config, nursery.cancel_scope)
             if cpu is not None:
                 log.info("Running on CPU %d (--no-pin-cpu lets the kernel move threads)", cpu)
             async for signum in signals:
+                if signum == signal.SIGHUP and server.tls is not None:
+                    # It reads files: in a thread, so a slow disk does not stall connections.
+                    await trio.to_thread.run_sync(server.tls.reload)  # logs what came of it
+                    continue
                 name = signal.Signals(signum).name
                 if server.closing:
                     log.warning("%s again: stopping now", name)
@@ -287,6 +296,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         logging.getLogger("coredis").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
+        if config.tls.enabled:
+            # A renewal's SIGHUP while starting ends nothing (Rule 2); a certificate that
+            # cannot be used is reported now, before --workers starts anything.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            server_context(config.tls)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if args.workers > 1:

@@ -3,22 +3,21 @@
 Rule 1: nothing here imports trio or Django; a ``Config`` is a plain value.
 Rule 2: a bad value raises ``ConfigError`` (a ``ValueError``) when the ``Config`` is built,
 never later inside the event loop.
-Rule 3: a field the command line sets is declared with ``option()``: its flags, help, metavar
-and ``--help`` group live in the field's metadata, and ``_cli`` generates the option from them;
-no option of ``python -m trio_c10k`` that sets a field is written anywhere else.
+Rule 3: a field the command line sets is declared with ``option()`` (``_options``): its flags,
+help, metavar and ``--help`` group live in the field's metadata, and ``_cli`` generates the
+option from them; no option of ``python -m trio_c10k`` that sets a field is written anywhere else.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from ._exceptions import ConfigError
-
-_T = TypeVar("_T")
+from ._options import Option as Option  # re-exported: _cli reads it from here
+from ._options import option
+from ._tls_config import TLSConfig
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
 
@@ -110,46 +109,6 @@ def _seconds_or_none(text: str) -> float | None:
     except ValueError:
         raise ConfigError(f"{text!r} is not a number of seconds (0 for none)") from None
     return seconds or None
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """How ``python -m trio_c10k`` sets one field (``field.metadata["option"]``)."""
-
-    #: the option strings, as ``("-b", "--bind")``; the last one names the parsed value
-    flags: tuple[str, ...]
-    #: the ``--help`` text; ``(default: ...)`` is added after it, unless the field's default
-    #: is None: then the text says in words what None means
-    help: str
-    #: the value's placeholder in ``--help`` (None: the option's name in capitals)
-    metavar: str | None = None
-    #: the ``--help`` section (None: the main one)
-    group: str | None = None
-    #: text -> value, where the field's type (int, float, str, bool) does not say it; a
-    #: ``ConfigError`` it raises is reported as a bad value of this option
-    parse: Callable[[str], Any] | None = None
-    #: the option may be given several times, each adding one item to the field's tuple
-    #: (replacing the default)
-    repeat: bool = False
-
-    @property
-    def dest(self) -> str:
-        """The attribute of the parsed arguments holding the value (``--ws-ping-interval``:
-        ``ws_ping_interval``)."""
-        return self.flags[-1].lstrip("-").replace("-", "_")
-
-
-def option(
-    default: _T,
-    *flags: str,
-    help: str,
-    metavar: str | None = None,
-    group: str | None = None,
-    parse: Callable[[str], Any] | None = None,
-    repeat: bool = False,
-) -> _T:
-    """A dataclass field with this ``default``, set on the command line by ``flags``."""
-    return field(default=default, metadata={"option": Option(flags, help, metavar, group, parse, repeat)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +314,8 @@ class Config:
     )
     #: limits of WebSocket connections
     websocket: WebSocketConfig = WebSocketConfig()
+    #: the certificate and the rest of TLS (off unless ``tls.certfile`` is set)
+    tls: TLSConfig = TLSConfig()  # noqa: RUF009 (a frozen dataclass, as WebSocketConfig)
     #: Redis URL through which group broadcasts reach other processes and machines
     #: (``redis://host:port/db``, ``rediss://`` with TLS, ``unix:///path``); None: groups are
     #: per process

@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
 from ._http_send import LINGER_BYTES, LINGER_TIME, linger, peer_label
 from ._threads import WorkerThreads, current_workers, open_worker_threads
+from ._tls_context import ServerContext
 from ._tls_stream import PlainHTTP, TLSStream, accept_tls
 from ._websocket import WebSocket
 from ._ws_tasks import keep_alive, serve_websocket
@@ -155,19 +157,23 @@ def _remove_stale_socket(path: str) -> None:
         pass
 
 
-def _address(listener: trio.SocketListener) -> str:
+def _address(listener: trio.SocketListener, scheme: str) -> str:
     name = listener.socket.getsockname()
     if listener.socket.family == socket.AF_UNIX:
         return f"unix:{name}"
     host, port = name[0], name[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class Server:
     """A running server, as ``serve()`` hands it to ``task_status.started()``."""
 
     def __init__(
-        self, app: Callable[..., Iterable[bytes]], config: Config, listeners: list[trio.SocketListener]
+        self,
+        app: Callable[..., Iterable[bytes]],
+        config: Config,
+        listeners: list[trio.SocketListener],
+        tls: ServerContext | None = None,
     ) -> None:
         #: the WSGI application
         self.app = app
@@ -186,8 +192,8 @@ class Server:
         #: requests answered so far
         self.requests = 0
         #: the TLS server context holder (``.current``: the ``ssl.SSLContext`` new connections
-        #: use), or None for plain TCP
-        self.tls: Any = None
+        #: use; ``reload()`` on SIGHUP), or None for plain TCP
+        self.tls = tls
         self._max_connections = config.max_connections or default_max_connections()
         self._connections = 0
         self._rejected = 0
@@ -248,7 +254,9 @@ class Server:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
                             accepting.start_soon(self._accept_loop, listener, handlers)
-                            log.info("Listening on %s", _address(listener))
+                            log.info(
+                                "Listening on %s", _address(listener, "http" if self.tls is None else "https")
+                            )
                         task_status.started(self)
                 for listener in self.listeners:
                     await trio.aclose_forcefully(listener)
@@ -322,8 +330,8 @@ class Server:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             served: trio.SocketStream | TLSStream | None = stream
-            if self.tls is not None:
-                served = await self._accept_tls(stream)
+            if self.tls is not None and stream.socket.family != socket.AF_UNIX:  # TLS on TCP binds
+                served = await self._accept_tls(stream, self.tls.current)
             if served is None:
                 return
             upgrade = await HTTPConnection(served, self).run()
@@ -346,13 +354,13 @@ class Server:
             if self.closing and not self._connections:
                 self._drained.set()
 
-    async def _accept_tls(self, stream: trio.SocketStream) -> TLSStream | None:
+    async def _accept_tls(self, stream: trio.SocketStream, context: ssl.SSLContext) -> TLSStream | None:
         """The TLS handshake of a new connection, within ``header_timeout`` (None: it failed,
         stalled or was plain HTTP, which got its 400 and a lingering close)."""
         sock = stream.socket
         peer = peer_label(sock.getpeername()[:2] if sock.family != socket.AF_UNIX else None)
         try:
-            return await accept_tls(stream, self.tls.current, self.config.header_timeout, peer)
+            return await accept_tls(stream, context, self.config.header_timeout, peer)
         except PlainHTTP:
             await linger(stream, LINGER_TIME, LINGER_BYTES)
             return None
@@ -395,7 +403,7 @@ async def serve(
 
     Raises:
         OSError: an address cannot be bound.
-        ConfigError: a bind address is unusable.
+        ConfigError: a bind address is unusable, or a TLS file (``config.tls``) cannot be used.
 
     Resource handling: the listening sockets and every accepted connection are closed
     before ``serve()`` returns; a Unix socket file is removed.
@@ -404,5 +412,7 @@ async def serve(
     worker threads finish on their own). ``Server.shutdown()`` is the graceful way.
     """
     config = config or Config()
+    # Loaded before listening: a certificate that cannot be used stops the start.
+    tls = ServerContext(config.tls) if config.tls.enabled else None
     listeners = await open_listeners(config)
-    await Server(app, config, listeners)._run(task_status)
+    await Server(app, config, listeners, tls)._run(task_status)

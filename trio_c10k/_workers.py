@@ -11,6 +11,8 @@ Rule 3: SIGINT or SIGTERM to the parent sends SIGTERM to every child, which shut
 gracefully (WebSockets get 1001, requests in flight finish within ``--graceful-timeout``);
 the parent exits 0 once they are gone. A second signal kills the children. Children run in a
 session of their own, so a terminal's Ctrl-C reaches only the parent, which forwards it once.
+Rule 4: with TLS, SIGHUP to the parent is passed on to every child, which reloads its
+certificate and key; a child being restarted reads the files as it starts.
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def child_arguments(argv: Sequence[str], fds: Sequence[int]) -> list[str]:
 class Supervisor:
     """Starts the children, starts them again when they die, stops them on a signal."""
 
-    def __init__(self, command: list[str], fds: list[int], count: int) -> None:
+    def __init__(self, command: list[str], fds: list[int], count: int, *, forward_sighup: bool) -> None:
         self.command = command
         self.fds = fds
         self.count = count
+        #: pass SIGHUP on to the children (with TLS: they reload the certificate)
+        self.forward_sighup = forward_sighup
         #: True once a signal (or a child's usage error) began the shutdown
         self.stopping = False
         #: exit status for the parent
@@ -99,10 +103,15 @@ class Supervisor:
                 await trio.sleep(RESTART_DELAY)
 
     async def _forward_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        reload = (signal.SIGHUP,) if self.forward_sighup else ()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *reload) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not self.stopping:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: passing it on to the %d workers", len(self._running))
+                    for process in self._running.values():
+                        process.send_signal(signal.SIGHUP)
+                elif not self.stopping:
                     log.info("%s: stopping the %d workers gracefully", name, len(self._running))
                     self._stop(signal.SIGTERM)
                 else:
@@ -130,7 +139,7 @@ async def supervise(config: Config, argv: Sequence[str], count: int) -> int:
     listeners = await open_listeners(config)
     try:
         fds = [listener.socket.fileno() for listener in listeners]
-        supervisor = Supervisor(child_arguments(argv, fds), fds, count)
+        supervisor = Supervisor(child_arguments(argv, fds), fds, count, forward_sighup=config.tls.enabled)
         await supervisor.run()
         return supervisor.status
     finally:

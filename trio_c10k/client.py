@@ -5,14 +5,20 @@ Used by the project's tests and load commands; usable by anyone::
     async with open_websocket("ws://127.0.0.1:8000/test/echo/") as ws:
         ws.write_message("hello")
         print(await ws.read_message())
+
+``wss://`` URLs connect over TLS: the handshake is ``_tls_stream.connect_tls``'s, the HTTP
+upgrade goes through the ``TLSStream`` and the connection is a ``TLSWebSocket`` (each frame
+encrypted as it is sent), as on the server's side. ``ws://`` connections take none of that.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -23,8 +29,12 @@ from wsproto.utilities import generate_accept_token
 
 from ._config import WebSocketConfig
 from ._exceptions import HandshakeRejected, lone_exception_unwrapped
-from ._websocket import WebSocket
+from ._tls_stream import TLSStream, connect_tls
+from ._websocket import TLSWebSocket, WebSocket
 from ._ws_tasks import keep_alive
+
+#: the port of a URL that names none (RFC 6455 section 3)
+DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
 @asynccontextmanager
@@ -36,48 +46,69 @@ async def open_websocket(
     headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     config: WebSocketConfig | None = None,
     connect_timeout: float = 10,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[WebSocket]:
-    """Connect to a ``ws://`` URL and yield the open ``WebSocket``.
+    """Connect to a ``ws://`` or ``wss://`` URL and yield the open ``WebSocket``.
 
     Args:
-        url: ``ws://host[:port]/path[?query]``.
+        url: ``ws://host[:port]/path[?query]``, or ``wss://`` for TLS.
         subprotocols: offered in ``Sec-WebSocket-Protocol``; ``ws.subprotocol`` is the one
             the server chose.
         origin: sent as ``Origin`` (browsers always send one; other clients need not).
         headers: more request headers (cookies, authorization).
         config: limits (message size, send queue, pings); ``WebSocketConfig()`` by default.
-        connect_timeout: seconds for the TCP connection and the handshake together.
+        connect_timeout: seconds for the TCP connection and the handshakes (TLS, then
+            WebSocket) together.
+        ssl_context: for ``wss://`` only: the client ``ssl.SSLContext`` (which CAs to trust,
+            a client certificate); ``ssl.create_default_context()`` by default (the system's
+            CAs). The certificate must name the URL's host, which is also sent as SNI.
 
     Raises:
         HandshakeRejected: the server answered with plain HTTP instead of 101.
+        ssl.SSLError: the TLS handshake failed: ``ssl.SSLCertVerificationError`` (its
+            ``verify_message`` says why) for a certificate the context does not trust or that
+            does not name the host; another ``SSLError`` for a server that does not speak TLS
+            or refused ours (a client certificate). Raised as the stdlib raises it, as the
+            ``websockets`` client does: it is an ``OSError``, like a refused connection.
         OSError: the connection failed.
-        ValueError: the URL is not ``ws://``.
+        trio.BrokenResourceError: the server closed the connection during the TLS handshake.
+        trio.TooSlowError: the connection and handshakes took more than ``connect_timeout``.
+        ValueError: the URL is neither ``ws://`` nor ``wss://``, or ``ssl_context`` was given
+            with a ``ws://`` URL.
 
     Resource handling: leaving the block closes the connection with 1000 (1011 if the block
     raised), waiting up to ``config.close_timeout`` for the server's close frame.
     """
     parts = urlsplit(url)
-    if parts.scheme != "ws" or not parts.hostname:
-        raise ValueError(f"expected a ws://host/path URL, not {url!r}")
-    port = parts.port or 80
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"expected a ws://host/path or wss://host/path URL, not {url!r}")
+    if ssl_context is not None and parts.scheme == "ws":
+        raise ValueError(f"ssl_context is for wss:// URLs; {url!r} is not encrypted")
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     with trio.fail_after(connect_timeout):
         stream = await trio.open_tcp_stream(parts.hostname, port)
         try:
+            plaintext: trio.SocketStream | TLSStream = stream
+            if parts.scheme == "wss":
+                context = ssl_context or ssl.create_default_context()
+                plaintext = await connect_tls(stream, context, parts.hostname)
             connection, subprotocol, received = await _handshake(
-                stream, parts.netloc, target, subprotocols, origin, headers
+                plaintext, parts.netloc, target, subprotocols, origin, headers
             )
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-    ws = WebSocket(
-        stream,
-        connection,
-        config or WebSocketConfig(),
-        subprotocol=subprotocol,
-        remote_address=(parts.hostname, port),
-        received=received,
-    )
+    details: dict[str, Any] = {
+        "subprotocol": subprotocol,
+        "remote_address": (parts.hostname, port),
+        "received": received,
+    }
+    config = config or WebSocketConfig()
+    if isinstance(plaintext, TLSStream):
+        ws: WebSocket = TLSWebSocket(plaintext.tls, stream, connection, config, **details)
+    else:
+        ws = WebSocket(stream, connection, config, **details)
     try:
         # A lone exception from the block comes out as itself, not in an ExceptionGroup.
         with lone_exception_unwrapped():
@@ -97,7 +128,7 @@ async def open_websocket(
 
 
 async def _handshake(
-    stream: trio.SocketStream,
+    stream: trio.SocketStream | TLSStream,
     host: str,
     target: str,
     subprotocols: list[str] | tuple[str, ...],
@@ -143,7 +174,7 @@ async def _handshake(
     return Connection(ConnectionType.CLIENT), chosen, http.trailing_data[0]
 
 
-async def _body(http: h11.Connection, stream: trio.SocketStream) -> bytes:
+async def _body(http: h11.Connection, stream: trio.SocketStream | TLSStream) -> bytes:
     body = bytearray()
     while True:
         event = http.next_event()

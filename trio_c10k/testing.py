@@ -32,14 +32,36 @@ pytest-django's), so ``ALLOWED_HOSTS`` must accept ``127.0.0.1`` as for any requ
 answers from its own threads, with their own database connections: what a test writes must
 be committed to be seen (with pytest-django, ``transactional_db``, not ``db``, whose
 transaction hides the test's rows from every other connection).
+
+``tls=True`` serves HTTPS and ``wss://`` instead, with a throwaway certificate for
+``127.0.0.1`` and ``localhost`` signed by a throwaway CA (one per process, made by the
+``trustme`` package: ``pip install 'trio-c10k[testing]'``). The ``LiveServer`` hands the
+client side what it needs to trust it: ``ssl_context`` for Python clients (``site.websocket()``
+uses it), ``ca_cert_path`` for other programs, and ``spki_hash`` for Chromium, which takes no
+CA file but accepts a certificate by the hash of its public key::
+
+    with live_server_in_thread(tls=True) as site, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            args=[f"--ignore-certificate-errors-spki-list={site.spki_hash}"]
+        )
+        browser.new_page().goto(site.url + "/chat/lobby/")  # https://, and its wss://
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
 import contextlib
+import functools
+import hashlib
 import queue
+import shutil
+import ssl
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -52,6 +74,7 @@ from ._config import Bind, Config
 from ._django import database_sync_to_thread
 from ._exceptions import lone_exception_unwrapped
 from ._server import Server, serve
+from ._tls_config import TLSConfig
 from ._websocket import WebSocket
 from .client import open_websocket
 
@@ -71,18 +94,45 @@ _Headers = list[tuple[str, str]] | tuple[tuple[str, str], ...]
 _Running = tuple["LiveServer", trio.lowlevel.TrioToken, trio.Event]
 
 
+@dataclass(frozen=True)
+class _Certificate:
+    """The throwaway certificate of this process, and what each side needs of it."""
+
+    #: the server's side: the certificate and its key, as PEM files
+    tls: TLSConfig
+    #: a client context trusting the CA
+    client_context: ssl.SSLContext
+    #: the CA's certificate, PEM
+    ca_cert_path: Path
+    #: base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo
+    spki_hash: str
+
+
 class LiveServer:
     """A server running the site on 127.0.0.1, as the helpers of this module yield it."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, certificate: _Certificate | None = None) -> None:
         host, port = server.addresses[0][:2]
+        scheme = "" if certificate is None else "s"
         #: the running ``trio_c10k.Server`` (``config``, ``addresses``, ``statistics()``);
         #: from ``live_server_in_thread()`` it belongs to another thread: read it, do not call it
         self.server = server
-        #: ``http://127.0.0.1:PORT``, for HTTP clients and browsers
-        self.url = f"http://{host}:{port}"
-        #: ``ws://127.0.0.1:PORT``, for WebSocket clients
-        self.ws_url = f"ws://{host}:{port}"
+        #: ``http://127.0.0.1:PORT`` (``https://`` with ``tls=True``), for HTTP clients and browsers
+        self.url = f"http{scheme}://{host}:{port}"
+        #: ``ws://127.0.0.1:PORT`` (``wss://`` with ``tls=True``), for WebSocket clients
+        self.ws_url = f"ws{scheme}://{host}:{port}"
+        #: with ``tls=True``, a client ``ssl.SSLContext`` trusting the server's certificate (for
+        #: ``open_websocket(ssl_context=...)``, ``httpx``'s ``verify=``, ``urlopen(context=...)``);
+        #: None otherwise
+        self.ssl_context = None if certificate is None else certificate.client_context
+        #: with ``tls=True``, the PEM file of the CA that signed the server's certificate (for
+        #: ``curl --cacert``, ``SSL_CERT_FILE``, ``NODE_EXTRA_CA_CERTS``); None otherwise. It is
+        #: removed when the process exits.
+        self.ca_cert_path = None if certificate is None else certificate.ca_cert_path
+        #: with ``tls=True``, the base64 SHA-256 of the server certificate's public key, for
+        #: Chromium's ``--ignore-certificate-errors-spki-list`` (Chromium reads no CA file: it
+        #: then accepts this certificate, and no other that does not verify); None otherwise
+        self.spki_hash = None if certificate is None else certificate.spki_hash
 
     @contextlib.asynccontextmanager
     async def websocket(
@@ -111,6 +161,9 @@ class LiveServer:
             HandshakeRejected: the site answered with plain HTTP (a 403, a redirect, a 404).
             OSError: the server is not listening.
 
+        With ``tls=True`` the connection is ``wss://``, trusting the server's certificate
+        (``ssl_context``).
+
         Resource handling: leaving the block closes the connection with 1000 (1011 if the block
         raised), as ``trio_c10k.client.open_websocket()`` does; an exception from the block
         comes out as itself, not in an ``ExceptionGroup``.
@@ -122,7 +175,11 @@ class LiveServer:
             headers = _with_cookie(headers, await self.login(user))
         with lone_exception_unwrapped():
             async with open_websocket(
-                self.ws_url + path, subprotocols=subprotocols, origin=origin, headers=headers
+                self.ws_url + path,
+                subprotocols=subprotocols,
+                origin=origin,
+                headers=headers,
+                ssl_context=self.ssl_context,
             ) as ws:
                 yield ws
 
@@ -160,18 +217,21 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def open_live_server(
-    application: _Application | None = None, **config: Any
+    application: _Application | None = None, *, tls: bool = False, **config: Any
 ) -> AsyncIterator[LiveServer]:
     """Serve the site on 127.0.0.1 (a free port) in this trio run, for the block's duration.
 
     Args:
         application: the WSGI application; ``django.core.wsgi.get_wsgi_application()`` (the
             project's settings) by default.
+        tls: serve HTTPS and ``wss://`` with the process's throwaway certificate (see the
+            module's docstring and ``LiveServer.ssl_context``).
         **config: ``trio_c10k.Config`` fields to override (``threads=2``,
             ``websocket=WebSocketConfig(...)``); the bind address is fixed.
 
     Raises:
         ConfigError: a value in ``config`` is out of range.
+        ImportError: ``tls=True`` without the ``trustme`` package.
 
     Resource handling: leaving the block starts a graceful ``server.shutdown()`` (no new
     connections; requests in flight finish, open WebSockets are closed with 1001) and waits
@@ -185,12 +245,13 @@ async def open_live_server(
     Cancellation: cancelling the block cancels the server at once (no graceful part).
     """
     app = application if application is not None else get_wsgi_application()
-    server_config = _config(config)
+    certificate = _throwaway_certificate() if tls else None
+    server_config = _config(config if certificate is None else {**config, "tls": certificate.tls})
     with lone_exception_unwrapped():
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(serve, app, server_config)
             try:
-                yield LiveServer(server)
+                yield LiveServer(server, certificate)
             finally:
                 server.shutdown()
                 # The nursery waits for serve() to return until this deadline, then cancels it.
@@ -198,7 +259,9 @@ async def open_live_server(
 
 
 @contextlib.contextmanager
-def live_server_in_thread(application: _Application | None = None, **config: Any) -> Iterator[LiveServer]:
+def live_server_in_thread(
+    application: _Application | None = None, *, tls: bool = False, **config: Any
+) -> Iterator[LiveServer]:
     """``open_live_server()`` for sync code: the server runs its own ``trio.run`` in a thread.
 
     For browser tests driven by Playwright's or Selenium's sync API. Returns once the server
@@ -208,10 +271,12 @@ def live_server_in_thread(application: _Application | None = None, **config: Any
     Args:
         application: the WSGI application; ``django.core.wsgi.get_wsgi_application()`` by
             default (loaded in the calling thread, so that its errors are raised here).
+        tls: serve HTTPS and ``wss://``, as for ``open_live_server()``.
         **config: ``trio_c10k.Config`` fields to override, as for ``open_live_server()``.
 
     Raises:
         ConfigError: a value in ``config`` is out of range.
+        ImportError: ``tls=True`` without the ``trustme`` package.
         OSError: the server could not listen.
         RuntimeError: the server's thread did not end in time on exit.
 
@@ -221,12 +286,14 @@ def live_server_in_thread(application: _Application | None = None, **config: Any
     """
     app = application if application is not None else get_wsgi_application()
     _config(config)  # a ConfigError is raised here, in the caller's thread
+    if tls:
+        _throwaway_certificate()  # and an ImportError; the thread then finds it made
     started: queue.SimpleQueue[_Running | None] = queue.SimpleQueue()
     ended: list[outcome.Outcome[None]] = []
 
     async def serve_until_stopped() -> None:
         stop = trio.Event()
-        async with open_live_server(app, **config) as site:
+        async with open_live_server(app, tls=tls, **config) as site:
             started.put((site, trio.lowlevel.current_trio_token(), stop))
             await stop.wait()
 
@@ -254,6 +321,34 @@ def live_server_in_thread(application: _Application | None = None, **config: Any
 
 def _config(overrides: dict[str, Any]) -> Config:
     return Config(binds=(Bind(host="127.0.0.1", port=0),), **overrides)
+
+
+@functools.cache
+def _throwaway_certificate() -> _Certificate:
+    """A CA and a certificate it signed for 127.0.0.1 and localhost, made once per process."""
+    try:
+        import trustme  # only here: only TLS servers need it
+    except ImportError as exc:
+        raise ImportError(
+            "a live server with tls=True needs the trustme package: pip install 'trio-c10k[testing]'"
+        ) from exc
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    directory = Path(tempfile.mkdtemp(prefix="trio_c10k-testing-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    ca_cert_path = directory / "ca.pem"
+    authority.cert_pem.write_to_path(ca_cert_path)
+    issued.private_key_and_cert_chain_pem.write_to_path(directory / "server.pem")
+    server_tls = TLSConfig(certfile=str(directory / "server.pem"))
+    public_key = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes()).public_key()
+    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    spki_hash = base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+    return _Certificate(server_tls, client_context, ca_cert_path, spki_hash)
 
 
 def _session_cookie(user: AbstractBaseUser) -> str:

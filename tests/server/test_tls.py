@@ -7,21 +7,25 @@ library's client in a thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import ssl
+import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import trio
 import trio.testing
 import trustme
 from websockets.sync.client import connect as websockets_connect
+from wsproto.events import TextMessage
+from wsproto.frame_protocol import CloseReason
 
 from tests import views
-from tests.helpers import Client, connect, port_of, read_until_closed
-from trio_c10k import Server
+from tests.helpers import Client, RawWebSocket, connect, port_of, read_until_closed
+from trio_c10k import HandshakeRejected, Server, TLSConfig, WebSocketConfig
+from trio_c10k.client import _handshake
 
 from ..conftest import StartServer
 
@@ -32,11 +36,13 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+def certificate(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TLSConfig:
+    """The server's certificate for 127.0.0.1 and localhost, as PEM files, in a ``TLSConfig``."""
+    directory = tmp_path_factory.mktemp("tls")
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    issued.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    issued.private_key_pem.write_to_path(str(directory / "key.pem"))
+    return TLSConfig(certfile=str(directory / "cert.pem"), keyfile=str(directory / "key.pem"))
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +53,8 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-async def tls_server(start_server: StartServer, server_context: ssl.SSLContext) -> Server:
-    server = await start_server(header_timeout=1.0)
-    server.tls = SimpleNamespace(current=server_context)
-    return server
+async def tls_server(start_server: StartServer, certificate: TLSConfig) -> Server:
+    return await start_server(header_timeout=1.0, tls=certificate)
 
 
 async def https_client(server: Server, context: ssl.SSLContext) -> Client:
@@ -159,3 +163,128 @@ async def test_a_failed_handshake_is_one_info_line(
         or "TLS handshake failed" in records[0].getMessage()
     )
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def wss(server: Server, context: ssl.SSLContext, path: str, origin: str | None = None) -> RawWebSocket:
+    """A wsproto client over trio's ``SSLStream``, reading events one by one."""
+    stream = trio.SSLStream(await connect(server), context, server_hostname="127.0.0.1")
+    connection, _, received = await _handshake(stream, f"127.0.0.1:{port_of(server)}", path, (), origin, ())  # type: ignore[arg-type]
+    connection.receive_data(received)
+    return RawWebSocket(stream, connection)  # type: ignore[arg-type]  # any trio stream does
+
+
+async def test_the_handshake_request_is_secure(tls_server: Server, client_context: ssl.SSLContext) -> None:
+    raw = await wss(tls_server, client_context, "/t/ws/info/1/")
+    info = json.loads((await raw.next_event()).data)
+    assert info["scheme"] == "https"
+
+
+async def test_the_origin_check_compares_https_origins(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    own = f"https://127.0.0.1:{port_of(tls_server)}"
+    raw = await wss(tls_server, client_context, "/t/ws/hello/", origin=own)
+    assert (await raw.next_event()).data == "Hello!"
+    with pytest.raises(HandshakeRejected) as refused:  # the same host, in plain text: another origin
+        await wss(
+            tls_server, client_context, "/t/ws/hello/", origin=f"http://127.0.0.1:{port_of(tls_server)}"
+        )
+    assert refused.value.status == 403
+
+
+async def test_a_broadcast_reaches_every_tls_member(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    members = [await wss(tls_server, client_context, "/t/ws/relay/tls-room/") for _ in range(3)]
+    await trio.testing.wait_all_tasks_blocked()  # every handler has joined the group
+    for sender in members:
+        await sender.send(TextMessage(data=f"from {members.index(sender)}" * 100))
+        for member in members:  # one frame built once, encrypted for each member
+            assert (await member.next_event()).data == f"from {members.index(sender)}" * 100
+
+
+async def test_a_tls_client_that_does_not_read_is_reset(
+    start_server: StartServer,
+    certificate: TLSConfig,
+    client_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1)
+    server = await start_server(websocket=config, tls=certificate)
+    key = uuid.uuid4().hex
+    slow = await wss(server, client_context, f"/t/ws/flood/{key}/")  # never reads
+    fast = await wss(server, client_context, "/t/ws/echo/")
+    await trio.to_thread.run_sync(views.WS_EVENTS[key]["done"].wait, 10)
+    assert views.WS_EVENTS[key]["close_code"] is CloseReason.POLICY_VIOLATION
+    for i in range(100):  # the others are served as before
+        await fast.send(TextMessage(data=f"message {i}"))
+        assert (await fast.next_event()).data == f"message {i}"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.endswith("(the peer reads too slowly); resetting the TLS connection") for m in warnings)
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):  # a reset, not a close frame
+        await read_until_closed(slow.stream)  # type: ignore[arg-type]  # any trio stream does
+
+
+@pytest.fixture(scope="module")
+def client_certificate(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("client@example.com")
+
+
+@pytest.fixture
+async def mtls_server(
+    start_server: StartServer,
+    certificate: TLSConfig,
+    tmp_path: Path,
+    ca: trustme.CA,
+) -> Server:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    required = dataclasses.replace(certificate, ca_certs=str(ca_file), cert_reqs="required")
+    return await start_server(header_timeout=1.0, tls=required)
+
+
+async def test_a_client_certificate_is_required(
+    mtls_server: Server, ca: trustme.CA, client_context: ssl.SSLContext, client_certificate: trustme.LeafCert
+) -> None:
+    with_certificate = ssl.create_default_context()
+    ca.configure_trust(with_certificate)
+    client_certificate.configure_cert(with_certificate)
+    client = await https_client(mtls_server, with_certificate)
+    response, _ = await client.get("/t/hello/")
+    assert response.status_code == 200
+    await client.aclose()
+    without = await https_client(mtls_server, client_context)  # TLS 1.3: refused after the handshake
+    with pytest.raises(trio.BrokenResourceError):
+        await without.get("/t/hello/")
+
+
+async def test_a_certificate_from_another_ca_is_refused(mtls_server: Server, ca: trustme.CA) -> None:
+    stranger = ssl.create_default_context()
+    ca.configure_trust(stranger)
+    trustme.CA().issue_cert("client@example.com").configure_cert(stranger)
+    client = await https_client(mtls_server, stranger)
+    with pytest.raises(trio.BrokenResourceError):
+        await client.get("/t/hello/")
+
+
+async def test_a_reloaded_certificate_is_served_to_new_connections(
+    start_server: StartServer, ca: trustme.CA, tmp_path: Path, client_context: ssl.SSLContext
+) -> None:
+    def write(common_name: str) -> str:
+        issued = ca.issue_cert("127.0.0.1", common_name)
+        issued.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+        return issued.cert_chain_pems[0].bytes().decode()
+
+    first = write("first.example")
+    server = await start_server(tls=TLSConfig(certfile=str(tmp_path / "both.pem")))
+    before = await https_client(server, client_context)
+    second = write("second.example")
+    assert server.tls is not None
+    assert await trio.to_thread.run_sync(server.tls.reload)
+    after = await https_client(server, client_context)
+    served = [ssl.DER_cert_to_PEM_cert(c.stream.getpeercert(binary_form=True)) for c in (before, after)]  # type: ignore[attr-defined]
+    assert served == [first, second]
+    for client in (before, after):  # the open connection keeps its own certificate, and works
+        response, _ = await client.get("/t/hello/")
+        assert response.status_code == 200
+        await client.aclose()

@@ -14,6 +14,7 @@ extra); ``nox -s tests`` installs both. Without them the test fails and says wha
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,18 @@ class Visit:
     close: dict[str, Any]
     #: uncaught page errors, and console messages of type "error" with their source URL
     errors: list[str]
+    #: the URL of the page's socket
+    socket_url: str
+    #: whether the browser held the page for a secure context (https:// with a trusted certificate)
+    secure: bool
 
 
-def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
-    """Open the echo page, say each of MESSAGES, wait until the socket is closed (blocking)."""
+def chat_on_echo_page(url: str, screenshot: Path | None, args: Iterable[str] = ()) -> Visit:
+    """Open the echo page, say each of MESSAGES, wait until the socket is closed (blocking);
+    ``args`` go to Chromium."""
     from playwright.sync_api import expect
 
-    with open_page() as (page, errors):
+    with open_page(args) as (page, errors):
         page.goto(url)
         log = page.locator("#log p")
         expect(log).to_have_text(["Hello!"])
@@ -62,7 +68,8 @@ def chat_on_echo_page(url: str, screenshot: Path | None) -> Visit:
 
         if screenshot is not None:
             page.screenshot(path=screenshot)
-        return Visit(log.all_text_contents(), page.evaluate("window.closeEvent"), errors)
+        socket_url, secure = page.evaluate("[ws.url, window.isSecureContext]")
+        return Visit(log.all_text_contents(), page.evaluate("window.closeEvent"), errors, socket_url, secure)
 
 
 def test_echo_page_in_chromium(c10k_live_server: LiveServer) -> None:

@@ -243,6 +243,10 @@ async def test_the_config_options_of_python_m_trio_c10k_are_honoured(
         (["--bind", "127.0.0.1:0"], "unrecognized arguments: --bind"),
         (["--threads", "3"], "unrecognized arguments: --threads"),
         (["--graceful-timeout", "3"], "unrecognized arguments: --graceful-timeout"),
+        (
+            ["--ssl-certfile", "/nonexistent/cert.pem"],
+            "CommandError: --ssl-certfile /nonexistent/cert.pem: No such file or directory",
+        ),
     ],
 )
 def test_a_bad_or_left_out_config_option_stops_runserver(project: Path, args: list[str], error: str) -> None:

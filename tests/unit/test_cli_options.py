@@ -15,15 +15,21 @@ from typing import Any
 import pytest
 
 from tests.helpers import help_entries
-from trio_c10k import Bind, Config, WebSocketConfig
+from trio_c10k import Bind, Config, TLSConfig, WebSocketConfig
 from trio_c10k._cli import _add_option, build_parser, config_from_args, config_options
 from trio_c10k._config import Option, option
 from trio_c10k._server import FD_RESERVE
 
 ROOT = Path(__file__).parents[2]
-#: fields that no option sets: the nested WebSocket limits (set by their own options) and a
-#: value derived from another field
-NOT_OPTIONS = {"websocket", "trusted_proxies"}
+#: fields that no option sets: the nested WebSocket limits and TLS settings (set by their own
+#: options) and a value derived from another field
+NOT_OPTIONS = {"websocket", "tls", "trusted_proxies"}
+#: the nested configs, by the field of ``Config`` holding them
+NESTED = {"websocket": WebSocketConfig, "tls": TLSConfig}
+#: what a TLS option needs beside it (a certificate; client certificates need authorities):
+#: given before the option tested, and the fields it sets
+TLS_BASE_ARGS = ["--ssl-certfile", "cert.pem", "--ssl-cert-reqs", "optional", "--ssl-ca-certs", "ca.pem"]
+TLS_BASE = {"certfile": "cert.pem", "cert_reqs": "optional", "ca_certs": "ca.pem"}
 
 #: each field set by an option: the arguments, the field ("websocket." for WebSocketConfig)
 #: and the value they give it
@@ -58,14 +64,26 @@ ROUND_TRIPS: list[tuple[list[str], str, object]] = [
     (["--ws-ping-timeout", "5"], "websocket.ping_timeout", 5.0),
     (["--ws-close-timeout", "2"], "websocket.close_timeout", 2.0),
     (["--ws-compression"], "websocket.compression", True),
+    (["--ssl-certfile", "/etc/site/fullchain.pem"], "tls.certfile", "/etc/site/fullchain.pem"),
+    (["--ssl-keyfile", "/etc/site/privkey.pem"], "tls.keyfile", "/etc/site/privkey.pem"),
+    (["--ssl-keyfile-password", "s3cret"], "tls.keyfile_password", "s3cret"),
+    (["--ssl-ca-certs", "/etc/site/clients.pem"], "tls.ca_certs", "/etc/site/clients.pem"),
+    (["--ssl-cert-reqs", "2"], "tls.cert_reqs", "required"),
+    (["--ssl-ciphers", "ECDHE+AESGCM"], "tls.ciphers", "ECDHE+AESGCM"),
 ]
 
 
-def option_fields() -> dict[str, dataclasses.Field[Any]]:
-    """Every field declared with ``option()``, by name ("websocket." for WebSocketConfig)."""
+def all_fields() -> dict[str, dataclasses.Field[Any]]:
+    """Every field, by name ("websocket." for WebSocketConfig, "tls." for TLSConfig)."""
     fields = {field.name: field for field in dataclasses.fields(Config)}
-    fields |= {f"websocket.{field.name}": field for field in dataclasses.fields(WebSocketConfig)}
-    return {name: field for name, field in fields.items() if "option" in field.metadata}
+    for prefix, cls in NESTED.items():
+        fields |= {f"{prefix}.{field.name}": field for field in dataclasses.fields(cls)}
+    return fields
+
+
+def option_fields() -> dict[str, dataclasses.Field[Any]]:
+    """Every field declared with ``option()``, by name (as ``all_fields()``)."""
+    return {name: field for name, field in all_fields().items() if "option" in field.metadata}
 
 
 def parse(*args: str) -> Config:
@@ -73,16 +91,16 @@ def parse(*args: str) -> Config:
 
 
 def with_value(name: str, value: object) -> Config:
-    """``Config()`` with one field changed."""
+    """``Config()`` with one field changed (a TLS field: from ``TLS_BASE``)."""
     if name.startswith("websocket."):
         return Config(websocket=WebSocketConfig(**{name.removeprefix("websocket."): value}))
+    if name.startswith("tls."):
+        return Config(tls=TLSConfig(**(TLS_BASE | {name.removeprefix("tls."): value})))
     return Config(**{name: value})
 
 
 def test_every_field_has_an_option_or_is_listed_as_having_none() -> None:
-    names = {field.name for field in dataclasses.fields(Config)}
-    names |= {f"websocket.{field.name}" for field in dataclasses.fields(WebSocketConfig)}
-    assert names - set(option_fields()) == NOT_OPTIONS
+    assert set(all_fields()) - set(option_fields()) == NOT_OPTIONS
     assert all(isinstance(field.metadata["option"], Option) for field in option_fields().values())
 
 
@@ -94,7 +112,8 @@ def test_every_option_is_tested_below() -> None:
 def test_an_option_sets_its_field_and_only_it(args: list[str], name: str, value: object) -> None:
     declared = option_fields()[name].metadata["option"]
     assert args[0] in declared.flags or args[0] == "--no" + declared.flags[-1][1:]
-    assert parse(*args) == with_value(name, value)
+    base = TLS_BASE_ARGS if name.startswith("tls.") else []
+    assert parse(*base, *args) == with_value(name, value)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +161,10 @@ def test_help_states_each_dataclass_default() -> None:
         (["--threads", "x"], "argument --threads: invalid int value: 'x'"),
         (["--ws-send-timeout", "x"], "argument --ws-send-timeout: invalid float value: 'x'"),
         (["--access-log=1"], "argument --access-log/--no-access-log: ignored explicit argument '1'"),
+        (
+            ["--ssl-cert-reqs", "3"],
+            "argument --ssl-cert-reqs: '3': expected none, optional or required (or uvicorn's 0, 1, 2)",
+        ),
     ],
 )
 def test_a_value_that_does_not_parse_names_its_option(
@@ -151,6 +174,21 @@ def test_a_value_that_does_not_parse_names_its_option(
         build_parser().parse_args(["app", *args])
     assert exit_info.value.code == 2
     assert f"python -m trio_c10k: error: {error}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("none", "none"),
+        ("0", "none"),
+        ("Optional", "optional"),
+        ("1", "optional"),
+        ("required", "required"),
+        ("2", "required"),
+    ],
+)
+def test_cert_reqs_takes_a_name_or_uvicorns_number(text: str, name: str) -> None:
+    assert build_parser().parse_args(["app", "--ssl-cert-reqs", text]).ssl_cert_reqs == name
 
 
 @dataclasses.dataclass(frozen=True)

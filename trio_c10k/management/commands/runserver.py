@@ -35,6 +35,7 @@ from ..._cli import add_config_options, config_from_args
 from ..._config import Bind, Config
 from ..._exceptions import ConfigError
 from ..._server import serve
+from ..._tls_context import server_context
 
 if apps.is_installed("django.contrib.staticfiles"):
     from django.contrib.staticfiles.management.commands.runserver import Command as DjangoRunserver
@@ -117,6 +118,9 @@ class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hi
     def handle(self, *args: Any, **options: Any) -> None:
         try:  # checked here, before the autoreloader starts a thread
             config = config_from_args(argparse.Namespace(**options))
+            if config.tls.enabled:
+                server_context(config.tls)  # the certificate's files too
+                self.protocol = "https"  # in Django's "Starting development server at" line
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
         threads = config.threads if options["use_threading"] else NO_THREADING_THREADS
