@@ -263,6 +263,8 @@ def report(
         )
     if targets:
         lines += ["Targets for trio_c10k: " + "; ".join(targets) + ".", ""]
+    per_handshake = "; ".join(f"{label} {r['s_hs'] / r['hs'] * 1000:.2f} ms" for label, r in rows.items())
+    lines += [f"Server CPU per handshake (medians' ratio): {per_handshake}.", ""]
     if {"trio_c10k", "trio_c10k ws://"} <= rows.keys():
         tls_, plain = rows["trio_c10k"], rows["trio_c10k ws://"]
         lines += [
