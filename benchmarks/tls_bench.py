@@ -263,6 +263,13 @@ def report(
         )
     if targets:
         lines += ["Targets for trio_c10k: " + "; ".join(targets) + ".", ""]
+    if "websockets" in idle:
+        lines += [
+            "Most of websockets' memory per connection with TLS is asyncio's: its SSL protocol gives each "
+            "connection a 256 KiB buffer to decrypt into (`max_size` in asyncio/sslproto.py, Python 3.11+), "
+            "so read trio_c10k's figure against its own over ws:// (the C10k section) as well.",
+            "",
+        ]
     per_handshake = "; ".join(f"{label} {r['s_hs'] / r['hs'] * 1000:.2f} ms" for label, r in rows.items())
     lines += [f"Server CPU per handshake (medians' ratio): {per_handshake}.", ""]
     if {"trio_c10k", "trio_c10k ws://"} <= rows.keys():
