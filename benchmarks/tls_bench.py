@@ -112,7 +112,8 @@ def first_connection(url: str) -> str:
 
 
 def handshakes(url: str, args: argparse.Namespace, server_pid: int, cpu: int | None) -> dict[str, Any]:
-    """B: open ``args.handshakes`` connections, 50 in flight from 2 processes; then close them."""
+    """B: open ``--handshakes`` connections, ``--in-flight-handshakes`` at a time from 2
+    processes; then close them."""
     clients = Clients(url, 2, args.in_flight_handshakes, 30, False, cpu)
     try:
         half = [args.handshakes // 2 + (i < args.handshakes % 2) for i in range(2)]
@@ -130,7 +131,7 @@ def run_round(
     """A and B on a fresh server process."""
     port = free_port()
     cmd, path = echo_server_command(name, port, tls)
-    log = args.logdir / f"{label.replace(' ', '-').replace(':', '').replace('/', '')}-{tag}.log"
+    log = args.logdir / f"{name}-{'wss' if tls else 'ws'}-{tag}.log"
     # trio_c10k pins itself to one CPU (its --pin-cpu default); the peer is pinned likewise
     pin = None if name == "trio_c10k" else min(os.sched_getaffinity(0))
     proc = launch(cmd, log, {"PYTHONPATH": str(ROOT)}, pin)
