@@ -344,8 +344,13 @@ class Server:
                     await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
                 finally:
                     self.websockets.discard(ws)
-        except Exception:
-            log.exception("Unexpected error in a connection task")
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
+                # The peer was gone before its address was read (a client that closes right
+                # after the TLS handshake, a scanner): nothing to answer, nothing wrong here.
+                log.debug("A connection closed before it was served")
+            else:
+                log.exception("Unexpected error in a connection task")
         finally:
             await trio.aclose_forcefully(stream)
             self._connections -= 1

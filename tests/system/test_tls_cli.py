@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,19 @@ def write_certificate(ca: trustme.CA, directory: Path) -> tuple[str, str]:
     certificate.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
     key.write_bytes(leaf.private_key_pem.bytes())
     return str(certificate), str(key)
+
+
+def served_certificate(ca: trustme.CA, port: int) -> str:
+    """The certificate the server on ``port`` shows a new connection, PEM."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return ssl.DER_cert_to_PEM_cert(der)
 
 
 def cut_short(path: str) -> None:
@@ -73,10 +88,14 @@ def test_sighup_reloads_the_certificate_and_a_broken_one_keeps_the_old(
     certificate, key = write_certificate(ca, tmp_path)
     command = Supervised("--bind", "127.0.0.1:0", "--ssl-certfile", certificate, "--ssl-keyfile", key)
     supervised.append(command)
-    command.wait_for(r"trio_c10k\.server: Listening on")
+    port = int(command.wait_for(r"trio_c10k\.server: Listening on https://127\.0\.0\.1:(\d+)")[0][1])
+    first = served_certificate(ca, port)
+    assert first == Path(certificate).read_bytes().decode()
     write_certificate(ca, tmp_path)  # renewed
     os.kill(command.proc.pid, signal.SIGHUP)
     command.wait_for(RELOADED.format(worker="", path=re.escape(certificate)))
+    second = served_certificate(ca, port)  # a new connection gets the new certificate
+    assert second == Path(certificate).read_bytes().decode() != first
     cut_short(certificate)
     os.kill(command.proc.pid, signal.SIGHUP)
     reason = f"--ssl-certfile {certificate}: a certificate in it cannot be read (damaged, cut short?)"
