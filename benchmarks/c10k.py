@@ -115,9 +115,13 @@ def still_open(clients: Clients) -> tuple[int, int]:
     return sum(o["open"] for o in outs), sum(o["pings"] for o in outs)
 
 
-def start_server(name: str, logdir: Path, tag: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_server(
+    name: str, logdir: Path, tag: str, tls: tuple[Path, Path] | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start the echo server ``name``; ``tls``: its certificate and key, for ``wss://`` (see
+    ``echo_server_command``)."""
     port = free_port()
-    cmd, path = echo_server_command(name, port)
+    cmd, path = echo_server_command(name, port, tls)
     log = logdir / f"{name}-{tag}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
@@ -127,11 +131,13 @@ def start_server(name: str, logdir: Path, tag: str) -> tuple[subprocess.Popen[by
     except BaseException:
         stop(proc)
         raise
-    return proc, f"ws://127.0.0.1:{port}{path}", log
+    return proc, f"{'wss' if tls else 'ws'}://127.0.0.1:{port}{path}", log
 
 
-def measure(name: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
-    proc, url, log = start_server(name, logdir, "c10k")
+def measure(
+    name: str, args: argparse.Namespace, logdir: Path, tls: tuple[Path, Path] | None = None
+) -> dict[str, Any]:
+    proc, url, log = start_server(name, logdir, "c10k", tls)
     r: dict[str, Any] = {"fd_limit": open_file_limit(proc.pid)}
     try:
         time.sleep(0.5)

@@ -4,7 +4,9 @@
 
 ``Worker`` is one such process (standard library only): raw non-blocking sockets in one
 ``epoll`` loop, one precomputed handshake request, each answer read up to its blank line, its
-status line and ``Sec-WebSocket-Accept`` checked. It keeps ``--in-flight`` handshakes
+status line and ``Sec-WebSocket-Accept`` checked; for a ``wss://`` URL the TLS handshake comes
+first (benchmarks/lib/ws_client.py's ``TLSSocket``: TLS 1.3, the certificate checked against
+``SSL_CERT_FILE``), a failure counted with its reason. It keeps ``--in-flight`` handshakes
 outstanding, answers the servers' keep-alive pings, notices closes, and obeys one command per
 line on stdin (``open N T0``, ``count``, ``verify N``, ``close``, and those a subclass adds),
 answering each with one JSON line. ``Clients`` starts and drives such processes, from the
@@ -25,21 +27,22 @@ import os
 import resource
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from typing import Any
 
 from .common import BENCHMARKS
-from .ws_client import GUID, client_frame
+from .ws_client import GUID, TLSSocket, client_context, client_frame
 
 
 class Conn:
     __slots__ = ("buf", "expect", "sock", "started", "state")
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.state = "connecting"  # -> "handshake" -> "open" -> "closed"
+        self.sock: socket.socket | TLSSocket = sock
+        self.state = "connecting"  # (-> "tls") -> "handshake" -> "open" -> "closed"
         self.buf = b""
         self.started = time.monotonic()
         self.expect: bytes | None = None  # the echo awaited by "verify"
@@ -49,9 +52,11 @@ class Worker:
     """One client process: opens connections, keeps them open, answers pings, obeys stdin."""
 
     def __init__(self, url: str, in_flight: int, timeout: float, stop_on_failure: bool) -> None:
-        host_port, _, path = url.removeprefix("ws://").partition("/")
+        scheme, _, rest = url.partition("://")
+        host_port, _, path = rest.partition("/")
         host, _, port = host_port.partition(":")
-        self.addr = (host, int(port or 80))
+        self.addr = (host, int(port or (443 if scheme == "wss" else 80)))
+        self.context = client_context() if scheme == "wss" else None
         key = base64.b64encode(os.urandom(16))
         self.accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         self.request = (
@@ -119,17 +124,30 @@ class Worker:
         if conn is None:
             return
         if conn.state == "connecting":
+            assert isinstance(conn.sock, socket.socket)
             err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 self.fail(conn, f"connect: {errno.errorcode.get(err, err)}")
                 return
+            self.ep.modify(fd, select.EPOLLIN)
+            if self.context is not None:
+                conn.sock = TLSSocket(conn.sock, self.context, self.addr[0])
+                conn.state = "tls"
+        if conn.state == "tls":
+            assert isinstance(conn.sock, TLSSocket)
+            try:
+                if not conn.sock.do_handshake():
+                    return
+            except (ssl.SSLError, OSError) as exc:  # OSError: ConnectionError among them
+                self.fail(conn, f"TLS handshake: {getattr(exc, 'reason', None) or exc}")
+                return
+        if conn.state in ("connecting", "tls"):
             try:
                 conn.sock.send(self.request)  # ~200 bytes into an empty buffer: sent whole
             except OSError as exc:
                 self.fail(conn, f"send: {errno.errorcode.get(exc.errno or 0, exc)}")
                 return
             conn.state = "handshake"
-            self.ep.modify(fd, select.EPOLLIN)
             return
         try:
             data = conn.sock.recv(65536)

@@ -139,16 +139,18 @@ def example_site_database(logdir: Path) -> Path:
     return path
 
 
-def echo_server_command(name: str, port: int) -> tuple[list[str], str]:
-    """The command serving the echo ``name`` (one of ECHO_SERVERS), and the echo's URL path."""
+def echo_server_command(name: str, port: int, tls: tuple[Path, Path] | None = None) -> tuple[list[str], str]:
+    """The command serving the echo ``name`` (one of ECHO_SERVERS), and the echo's URL path;
+    ``tls``: (certificate, key) PEM files to serve ``wss://`` with (trio_c10k, websockets)."""
     py = sys.executable
+    options = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
     if name == "trio_c10k":
         cmd = [py, "-m", "trio_c10k", "example_site.wsgi", "--bind", f"127.0.0.1:{port}", "--no-access-log"]
-        return cmd, "/test/echo/"
-    if name == "trio-websocket":
+        return cmd + options, "/test/echo/"
+    if name == "trio-websocket" and not tls:
         return [py, str(BENCHMARKS / "peers" / "trio_websocket_echo.py"), str(port)], "/"
     if name == "websockets":
-        return [py, str(BENCHMARKS / "peers" / "websockets_echo.py"), str(port)], "/"
+        return [py, str(BENCHMARKS / "peers" / "websockets_echo.py"), str(port), *options], "/"
     raise ValueError(name)
 
 

@@ -4,6 +4,7 @@ other benchmarks use.
 
     python benchmarks/lib/ws_client.py echo ws://127.0.0.1:PORT/PATH --connections 50 --in-flight 16
     python benchmarks/lib/ws_client.py pingpong ws://127.0.0.1:PORT/PATH
+    SSL_CERT_FILE=ca.pem python benchmarks/lib/ws_client.py echo wss://127.0.0.1:PORT/PATH
 
 ``echo``: every connection keeps ``--in-flight`` text messages outstanding and sends a new
 one for each echo received (one ``epoll`` loop for all connections). ``pingpong``: one
@@ -16,6 +17,15 @@ are built once, so sending k messages is one slice of a precomputed byte string 
 ``send``, and checking the echoes of a whole ``recv`` is one byte-string comparison. Only
 when that comparison fails (a server ping, a fragmented or wrong echo) are frames parsed one
 by one; a wrong echo is counted as a mismatch and never stops the run.
+
+``wss://`` URLs: TLS 1.3 only, the server's certificate checked against the system's
+authorities or the PEM file ``SSL_CERT_FILE`` names (OpenSSL's variable:
+benchmarks/tls_bench.py points it at its throwaway authority, for this client and for
+benchmarks/lib/client_workers.py). ``TLSSocket`` stands in for the socket: an ``SSLObject``
+over memory BIOs, so that one ``recv`` of the kernel brings every record that arrived and they
+are decrypted in one go (a non-blocking ``SSLSocket`` reads one record per call, in two reads
+of the kernel), and each ``send`` is encrypted as one record. The echo loop is the same for
+both.
 
 Talks to the parent over stdin/stdout: prints ``ready`` once every connection is open, reads
 ``go T0 T1`` (``time.monotonic()`` values: the clock is system-wide), starts sending, counts
@@ -32,6 +42,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import sys
 import time
 from urllib.parse import urlsplit
@@ -40,6 +51,8 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: distinct messages per connection, cycled; at least the number in flight
 CYCLE = 256
 RECV_SIZE = 262144
+#: the most plaintext one TLS record carries (RFC 8446 section 5.1)
+TLS_RECORD = 16384
 
 
 def frame_header(opcode: int, length: int, masked: bool) -> bytes:
@@ -95,13 +108,116 @@ def parse_frames(buf: bytes) -> tuple[list[tuple[int, bool, bytes]], bytes]:
     return frames, buf[pos:]
 
 
-def connect(url: str, timeout: float = 20, extensions: str = "") -> tuple[socket.socket, bytes]:
+def client_context() -> ssl.SSLContext:
+    """The clients' TLS context: TLS 1.3 only, certificates checked (see the module's docstring)."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+class TLSSocket:
+    """A TCP socket speaking TLS, with the socket methods the clients use (see the module's
+    docstring). ``recv`` returns the plaintext of every record the kernel had, b"" at the end
+    of the stream, and raises ``BlockingIOError`` (non-blocking) when no plaintext came;
+    ``send`` encrypts all it is given and returns its length, waiting for the socket to drain
+    if the kernel's buffer is full (the benchmarks' writes are small: it does not happen)."""
+
+    __slots__ = ("incoming", "outgoing", "raw", "tls")
+
+    def __init__(self, raw: socket.socket, context: ssl.SSLContext, hostname: str) -> None:
+        self.raw = raw
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=hostname)
+
+    def do_handshake(self) -> bool:
+        """Advance the TLS handshake with what has arrived: True once it is complete, False if
+        a non-blocking socket has nothing more to read yet (call again when it is readable).
+
+        Raises:
+            ssl.SSLError: the handshake failed (the certificate, the version).
+            ConnectionError: the server closed the connection during it.
+        """
+        while True:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._send_out()
+                try:
+                    data = self.raw.recv(RECV_SIZE)
+                except BlockingIOError:
+                    return False
+                if not data:
+                    raise ConnectionError("closed during the TLS handshake") from None
+                self.incoming.write(data)
+                continue
+            self._send_out()
+            return True
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            data = self.raw.recv(size)
+            if not data:
+                return b""
+            self.incoming.write(data)
+            chunks = []
+            read = self.tls.read
+            try:
+                while chunk := read(TLS_RECORD):
+                    chunks.append(chunk)
+                return b"".join(chunks)  # b"": the server's close_notify
+            except ssl.SSLWantReadError:
+                pass
+            if chunks:
+                return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+            # Only records without plaintext (TLS 1.3 session tickets): read on.
+
+    def send(self, data: bytes) -> int:
+        self.tls.write(data)
+        self._send_out()
+        return len(data)
+
+    sendall = send
+
+    def _send_out(self) -> None:
+        out = self.outgoing.read()
+        while out:
+            try:
+                out = out[self.raw.send(out) :]
+            except BlockingIOError:
+                select.select([], [self.raw], [], 10)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.raw.setblocking(flag)
+
+    def settimeout(self, value: float | None) -> None:
+        self.raw.settimeout(value)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> TLSSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.raw.close()
+
+
+def connect(url: str, timeout: float = 20, extensions: str = "") -> tuple[socket.socket | TLSSocket, bytes]:
     """Open a WebSocket connection offering ``extensions`` (none by default; the server must
-    agree to them); returns the socket and the bytes received after the 101 answer."""
+    agree to them); returns the socket (a ``TLSSocket`` for ``wss://``) and the bytes received
+    after the 101 answer."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    tls = parts.scheme == "wss"
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80)
+    raw = socket.create_connection((host, port), timeout=timeout)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock: socket.socket | TLSSocket = raw
+    if tls:
+        sock = TLSSocket(raw, client_context(), host)
+        sock.do_handshake()
     key = base64.b64encode(os.urandom(16))
     sock.sendall(
         b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -142,7 +258,7 @@ class Conn:
         *("out", "payloads", "recvd", "sent", "sock", "stream"),
     )
 
-    def __init__(self, sock: socket.socket, rest: bytes, tag: str, size: int) -> None:
+    def __init__(self, sock: socket.socket | TLSSocket, rest: bytes, tag: str, size: int) -> None:
         self.sock, self.fd, self.buf = sock, sock.fileno(), rest
         self.payloads = payloads(tag, size)
         frames = [client_frame(0x1, p) for p in self.payloads]
@@ -338,7 +454,7 @@ def run_pingpong(args: argparse.Namespace) -> dict[str, float]:
     return result(mark0 or end, end, stats, stalled=0, unanswered=0)
 
 
-def pingpong_slow(sock: socket.socket, buf: bytes, expected: bytes, stats: Stats) -> bytes:
+def pingpong_slow(sock: socket.socket | TLSSocket, buf: bytes, expected: bytes, stats: Stats) -> bytes:
     """Read until one whole message arrived (answering pings); returns the unparsed rest."""
     parts: list[bytes] = []
     while True:
@@ -365,7 +481,7 @@ def pingpong_slow(sock: socket.socket, buf: bytes, expected: bytes, stats: Stats
         buf += data
 
 
-def close_all(socks: list[socket.socket], timeout: float = 3) -> None:
+def close_all(socks: list[socket.socket | TLSSocket], timeout: float = 3) -> None:
     """Close handshake: send a close frame on every socket, read until the server hangs up."""
     ep = select.epoll()
     for sock in socks:
@@ -430,7 +546,7 @@ def result(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["echo", "pingpong"])
-    parser.add_argument("url", help="ws://127.0.0.1:PORT/PATH of an echo server")
+    parser.add_argument("url", help="ws:// or wss://127.0.0.1:PORT/PATH of an echo server")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--in-flight", type=int, default=16, help="echo: messages outstanding per connection")
     parser.add_argument("--size", type=int, default=32, help="bytes per message (text)")

@@ -1,11 +1,17 @@
 """WebSocket echo server on the ``websockets`` library (asyncio), for benchmarks/websocket_bench.py.
 
     python benchmarks/peers/websockets_echo.py PORT [--compression] [--hello]
+        [--ssl-certfile PEM --ssl-keyfile PEM]
 
 Settings chosen to match trio_c10k's defaults: no compression (trio_c10k agrees to none
 unless --ws-compression), 1 MiB largest message, 16 messages queued before TCP back-pressure,
 a keep-alive ping every 20 s with a 20 s timeout (all but compression are also the library's
 defaults). Serves until killed.
+
+For benchmarks/tls_bench.py: ``--ssl-certfile`` and ``--ssl-keyfile`` (uvicorn's names, as
+trio_c10k's) serve ``wss://`` with an ``SSLContext`` set as trio_c10k sets its own: TLS 1.2 or
+newer, ALPN ``http/1.1``, renegotiation refused, the ``ssl`` module's defaults otherwise
+(session tickets on).
 
 For benchmarks/abuse.py: ``--compression`` agrees to permessage-deflate (the library's
 default), ``--hello`` answers a plain ``GET /hello/`` with ``Hello, world!`` (its ordinary
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -44,6 +51,15 @@ def hello(ws: ServerConnection, request: Request) -> Response | None:
     return None
 
 
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 async def main(args: argparse.Namespace) -> None:
     async with serve(
         handler,
@@ -55,6 +71,7 @@ async def main(args: argparse.Namespace) -> None:
         max_queue=16,
         ping_interval=20,
         ping_timeout=20,
+        ssl=tls_context(args.ssl_certfile, args.ssl_keyfile) if args.ssl_certfile else None,
     ) as server:
         await server.serve_forever()
 
@@ -64,4 +81,6 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--compression", action="store_true")
     parser.add_argument("--hello", action="store_true")
+    parser.add_argument("--ssl-certfile", help="serve wss:// with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", help="and this private key (PEM)")
     asyncio.run(main(parser.parse_args()))
