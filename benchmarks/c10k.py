@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from lib.common import (
     echo_server_command,
     free_port,
     log_trouble,
+    prepare,
     stop,
     update_results,
     versions,
@@ -334,15 +334,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=ECHO_SERVERS, help="servers to run (default: all)")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
-    if args.connections // 2 + 100 > hard:
-        raise SystemExit(
-            f"{args.connections} connections need an open-file limit over {args.connections // 2}"
-        )
-    for module in ("trio_websocket", "websockets"):
-        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
-            raise SystemExit(f"{module} is not installed: pip install -e '.[bench]'")
+    prepare(args.connections, ("trio_websocket", "websockets"), "pip install -e '.[bench]'")
     names = args.only or list(ECHO_SERVERS)
     logdir = Path(tempfile.mkdtemp(prefix="c10k-"))
     started = time.monotonic()

@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +64,7 @@ from lib.common import (
     free_port,
     launch,
     log_trouble,
+    prepare,
     stop,
     update_results,
     versions,
@@ -370,15 +369,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10000, help="idle wss:// connections (C; 0: skip)")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
-    if args.connections // 2 + 100 > hard:
-        raise SystemExit(
-            f"{args.connections} connections need an open-file limit over {args.connections // 2}"
-        )
-    for module in ("websockets", "trustme"):
-        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
-            raise SystemExit(f"{module} is not installed: pip install -e '.[bench]' trustme")
+    prepare(args.connections, ("websockets", "trustme"), "pip install -e '.[bench]' trustme")
     args.logdir = Path(tempfile.mkdtemp(prefix="tls-bench-"))
     chain, key, authority = certificate(args.logdir)
     os.environ["SSL_CERT_FILE"] = str(authority)  # the clients' trust (benchmarks/lib/ws_client.py)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -89,6 +90,22 @@ def _children(pid: int) -> list[int]:
         return []
     kids = [int(k) for k in text.split()]
     return kids + [g for k in kids for g in _children(k)]
+
+
+def prepare(connections: int, modules: tuple[str, ...], install: str) -> None:
+    """Raise the open-file limit to the hard one (the servers inherit it), check that it allows
+    ``connections`` (spread over two client processes), and that ``modules`` import.
+
+    Raises:
+        SystemExit: what is missing, and how to get it (``install``).
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if connections // 2 + 100 > hard:
+        raise SystemExit(f"{connections} connections need an open-file limit over {connections // 2}")
+    for module in modules:
+        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+            raise SystemExit(f"{module} is not installed: {install}")
 
 
 def update_results(section: str, text: str) -> None:
