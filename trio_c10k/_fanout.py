@@ -20,16 +20,24 @@ waits while a recipient's send queue is over half full, and a recipient still ov
 a recipient holds at most its ``send_queue_size`` plus a message or two.
 Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
 (``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
+Rule 8: in a process where no server runs (none started, or the one that ran is over: a
+management command, a task queue's worker, a shell), there are no members: ``broadcast`` and
+``send_message`` publish through the broker the process is configured with
+(``configured_broker``: the setting or environment variable ``TRIO_C10K_BROKER``) and return
+once Redis took the message (``_publisher``), or raise ``BrokerError`` when none is configured.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from threading import get_ident
 from typing import TYPE_CHECKING
 
 import trio
 
+from ._config import BROKER_SCHEMES
+from ._exceptions import BrokerError, ConfigError
 from ._frames import encode_frame
 from ._protocol import in_loop_thread
 from ._threads import call_in_loop
@@ -37,6 +45,7 @@ from ._websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
+    from ._publisher import Publisher
 
 
 class _Members(set[WebSocket]):
@@ -166,13 +175,28 @@ class Group:
         With a broker (``--broker``), the members held by other processes get it too, through
         Redis. Returns the number of members of this process it was sent to. See
         ``broadcast()``.
+
+        In a process where no server runs (a management command, a task queue's worker), it
+        publishes ``data`` through the broker configured by ``TRIO_C10K_BROKER`` (the Django
+        setting, else the environment variable) and returns once Redis took it, with the
+        number of server processes Redis handed it to. It then waits for Redis (at most 10 s):
+        in async code, ``await send_message()`` instead.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+            BrokerError: no server runs in this process, and no broker is configured, or
+                Redis did not take the message.
         """
-        # Without a loop yet (no server and no member in this process), there is no one to send to.
-        if _loop_token is not None and _loop_thread is not None and not in_loop_thread(_loop_thread):
+        token = _loop_token
+        if token is None or _loop_thread is None:  # no server (nor member) in this process
+            return _publisher().publish(self.name, _checked(data))
+        if not in_loop_thread(_loop_thread):
             try:
-                return call_in_loop(_loop_token, self.broadcast, data)
-            except trio.RunFinishedError:  # that loop is over, and its members with it
-                return 0
+                return call_in_loop(token, self.broadcast, data)
+            except trio.RunFinishedError:  # that server is over, and its members with it
+                return _publisher().publish(self.name, _checked(data))
+        if not _runs_in(token):  # the server's thread, after its loop ended
+            return _publisher().publish(self.name, _checked(data))
         sent = broadcast(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
@@ -186,15 +210,93 @@ class Group:
         With a broker (``--broker``), the message is then published once, as ``broadcast``
         does; the other processes hand it to their members without waiting (``broadcast``).
 
-        Returns:
-            The number of members of this process it was sent to.
+        In a process where no server runs, it publishes ``data`` through the broker, as
+        ``broadcast`` does there, from any trio or asyncio task: the task waits for Redis's
+        answer, its event loop does not.
 
-        Cancellation: if cancelled while it waits, the message is sent to no one.
+        Returns:
+            The number of members of this process it was sent to; in a process where no
+            server runs, the number of server processes Redis handed it to.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+            BrokerError: as ``broadcast``.
+
+        Cancellation: if cancelled while it waits for members, the message is sent to no one;
+        once handed to the broker (no server here), it is published all the same.
         """
+        token = _loop_token
+        if token is None or (not _runs_in(token) and _is_over(token)):  # no server here
+            return await _publisher().publish_async(self.name, _checked(data))
         sent = await send_message(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
         return sent
+
+
+def configured_broker() -> str | None:
+    """The broker of a process where no server runs (Rule 8): the Django setting
+    ``TRIO_C10K_BROKER`` when the process has Django settings, else the environment variable
+    ``TRIO_C10K_BROKER``; None when neither names one."""
+    from django.conf import settings
+
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        url: str | None = getattr(settings, "TRIO_C10K_BROKER", None)
+        if url:
+            return url
+    return os.environ.get("TRIO_C10K_BROKER") or None
+
+
+def _publisher() -> Publisher:
+    """The link to the broker of a process where no server runs (Rule 8)."""
+    url = configured_broker()
+    if url is None:
+        raise BrokerError(
+            "no server runs in this process, and no broker is configured to reach those that do: "
+            "set TRIO_C10K_BROKER (the Django setting, or the environment variable) to the "
+            "servers' broker URL"
+        )
+    if not url.startswith(BROKER_SCHEMES):
+        raise ConfigError(
+            f"TRIO_C10K_BROKER {url!r}: expected a Redis URL (redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
+        )
+    try:
+        from ._publisher import publisher
+    except ImportError as exc:
+        raise ConfigError(f"TRIO_C10K_BROKER needs coredis ({exc}): pip install 'trio-c10k[redis]'") from None
+    return publisher(url)
+
+
+def _runs_in(token: trio.lowlevel.TrioToken) -> bool:
+    """Whether the caller is a task of ``token``'s event loop."""
+    try:
+        return trio.lowlevel.current_trio_token() is token
+    except RuntimeError:  # no trio run in this thread (a thread, asyncio)
+        return False
+
+
+def _is_over(token: trio.lowlevel.TrioToken) -> bool:
+    """Whether ``token``'s event loop has ended."""
+    try:
+        token.run_sync_soon(_nothing)
+    except trio.RunFinishedError:
+        return True
+    return False
+
+
+def _nothing() -> None:
+    pass
+
+
+def _checked(data: str | bytes) -> str | bytes:
+    """``data``, if it is a message.
+
+    Raises:
+        TypeError: ``data`` is neither ``str`` nor bytes-like.
+    """
+    if not isinstance(data, str | bytes | bytearray | memoryview):
+        raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+    return data
 
 
 def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
