@@ -20,8 +20,8 @@ waits while a recipient's send queue is over half full, and a recipient still ov
 a recipient holds at most its ``send_queue_size`` plus a message or two.
 Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
 (``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
-Rule 8: in a process where no server runs (none started, or the one that ran is over: a
-management command, a task queue's worker, a shell), there are no members: ``broadcast`` and
+Rule 8: in a process where no server runs (none started, or the trio run of the one that ran
+is over: a management command, a task queue's worker, a shell), there are no members: ``broadcast`` and
 ``send_message`` publish through the broker the process is configured with
 (``configured_broker``: the setting or environment variable ``TRIO_C10K_BROKER``) and return
 once Redis took the message (``_publisher``), or raise ``BrokerError`` when none is configured.
@@ -86,6 +86,18 @@ def use_event_loop(token: trio.lowlevel.TrioToken, broker: RedisBroker | None = 
     to other processes (the server calls this as it starts, in that loop's thread)."""
     global _loop_token, _loop_thread, _broker
     _loop_token, _loop_thread, _broker = token, get_ident(), broker
+    trio.lowlevel.spawn_system_task(_forget_at_end, token)
+
+
+async def _forget_at_end(token: trio.lowlevel.TrioToken) -> None:
+    """When ``token``'s trio run ends, forget its loop and broker, unless another took their
+    place: the process then runs no server (Rule 8)."""
+    global _loop_token, _loop_thread, _broker
+    try:
+        await trio.sleep_forever()
+    finally:
+        if _loop_token is token:
+            _loop_token = _loop_thread = _broker = None
 
 
 def deliver(group: str, data: str | bytes) -> None:
@@ -148,7 +160,9 @@ class Group:
             return
         if ws.closed:
             return
-        _loop_token, _loop_thread = ws._token, ws._loop_thread
+        if _loop_token is not ws._token:  # a loop of members that no server of ours runs
+            _loop_token, _loop_thread = ws._token, ws._loop_thread
+            trio.lowlevel.spawn_system_task(_forget_at_end, ws._token)
         members = _members.get(self.name)
         if members is None:
             members = _members[self.name] = _Members(self.name)
@@ -189,14 +203,12 @@ class Group:
         """
         token = _loop_token
         if token is None or _loop_thread is None:  # no server (nor member) in this process
-            return _publisher().publish(self.name, _checked(data))
+            return _publish(self.name, data)
         if not in_loop_thread(_loop_thread):
             try:
                 return call_in_loop(token, self.broadcast, data)
             except trio.RunFinishedError:  # that server is over, and its members with it
-                return _publisher().publish(self.name, _checked(data))
-        if not _runs_in(token):  # the server's thread, after its loop ended
-            return _publisher().publish(self.name, _checked(data))
+                return _publish(self.name, data)
         sent = broadcast(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
@@ -225,9 +237,8 @@ class Group:
         Cancellation: if cancelled while it waits for members, the message is sent to no one;
         once handed to the broker (no server here), it is published all the same.
         """
-        token = _loop_token
-        if token is None or (not _runs_in(token) and _is_over(token)):  # no server here
-            return await _publisher().publish_async(self.name, _checked(data))
+        if _loop_token is None:  # no server (nor member) in this process
+            return await _publish_async(self.name, data)
         sent = await send_message(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
@@ -245,6 +256,19 @@ def configured_broker() -> str | None:
         if url:
             return url
     return os.environ.get("TRIO_C10K_BROKER") or None
+
+
+def _publish(group: str, data: str | bytes) -> int:
+    """A broadcast from a process where no server runs, published (Rule 8); the number of
+    subscribers Redis handed it to."""
+    data = _checked(data)  # a wrong type first: it is the caller's mistake either way
+    return _publisher().publish(group, data)
+
+
+async def _publish_async(group: str, data: str | bytes) -> int:
+    """``_publish``, awaited: the event loop runs meanwhile."""
+    data = _checked(data)
+    return await _publisher().publish_async(group, data)
 
 
 def _publisher() -> Publisher:
@@ -265,27 +289,6 @@ def _publisher() -> Publisher:
     except ImportError as exc:
         raise ConfigError(f"TRIO_C10K_BROKER needs coredis ({exc}): pip install 'trio-c10k[redis]'") from None
     return publisher(url)
-
-
-def _runs_in(token: trio.lowlevel.TrioToken) -> bool:
-    """Whether the caller is a task of ``token``'s event loop."""
-    try:
-        return trio.lowlevel.current_trio_token() is token
-    except RuntimeError:  # no trio run in this thread (a thread, asyncio)
-        return False
-
-
-def _is_over(token: trio.lowlevel.TrioToken) -> bool:
-    """Whether ``token``'s event loop has ended."""
-    try:
-        token.run_sync_soon(_nothing)
-    except trio.RunFinishedError:
-        return True
-    return False
-
-
-def _nothing() -> None:
-    pass
 
 
 def _checked(data: str | bytes) -> str | bytes:
