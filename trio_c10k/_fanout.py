@@ -20,11 +20,12 @@ waits while a recipient's send queue is over half full, and a recipient still ov
 a recipient holds at most its ``send_queue_size`` plus a message or two.
 Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
 (``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
-Rule 8: in a process where no server runs (none started, or the trio run of the one that ran
-is over: a management command, a task queue's worker, a shell), there are no members: ``broadcast`` and
-``send_message`` publish through the broker the process is configured with
-(``configured_broker``: the setting or environment variable ``TRIO_C10K_BROKER``) and return
-once Redis took the message (``_publisher``), or raise ``BrokerError`` when none is configured.
+Rule 8: in a process where no server runs (a management command, a task queue's worker, a
+shell; or the trio run of the server that ran is over, ``_forget_at_end``), there are no
+members: ``broadcast`` and ``send_message`` publish through the broker the process is
+configured with (``configured_broker``: the setting or environment variable
+``TRIO_C10K_BROKER``) and return once Redis took the message (``_publisher``), or raise
+``BrokerError`` when none is configured.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from django.test import override_settings
 
 from tests.helpers import ROOT, WORKERS_ENV, Supervised, free_port
 from tests.system.test_broker import TIMEOUT, Redis, start_server
-from trio_c10k import BrokerError, Group, WebSocket
+from trio_c10k import Bind, BrokerError, Config, Group, WebSocket, serve
 from trio_c10k._broker import channel_name, decode
 from trio_c10k._fanout import configured_broker
 from trio_c10k.client import open_websocket
@@ -221,6 +221,26 @@ async def test_without_a_broker_a_broadcast_raises(monkeypatch: pytest.MonkeyPat
         await group.send_message("x")
     with pytest.raises(TypeError, match="a message is str or bytes, not int"):
         group.broadcast(3)  # type: ignore[arg-type]
+
+
+def no_pages(environ: object, start_response: object) -> list[bytes]:
+    """A WSGI application for a server that is asked nothing."""
+    raise AssertionError("no request expected")
+
+
+def test_once_a_servers_run_is_over_its_thread_runs_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIO_C10K_BROKER", raising=False)
+
+    async def serve_a_while() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, no_pages, Config(binds=(Bind(host="127.0.0.1", port=0),)))
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve_a_while)
+    # In the thread its loop ran in, outside that loop: not a server's broadcast (it used to
+    # return 0, its members gone), a broadcast from a process that runs no server.
+    with pytest.raises(BrokerError, match="no broker is configured"):
+        Group(f"g-{uuid.uuid4().hex[:12]}").broadcast("x")
 
 
 def test_the_broker_is_the_setting_else_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
