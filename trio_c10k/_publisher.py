@@ -126,7 +126,7 @@ class Publisher:
                 ) as group:
                     # (a connection lost while idle ends here too, with no request to fail)
                     if request is not None:
-                        problem = "; ".join(str(exc) or type(exc).__name__ for exc in _leaves(group))
+                        problem = "; ".join(_reason(exc) for exc in _leaves(group))
                         request[1].set_exception(
                             BrokerError(f"Redis at {self.shown} did not take the broadcast: {problem}")
                         )
@@ -136,6 +136,12 @@ class Publisher:
             for _, answer in [*([request] if request else []), *_drained(receive)]:
                 if not answer.done():
                     answer.set_exception(BrokerError(f"the link to the broker at {self.shown} is closed"))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"no answer within {PUBLISH_TIMEOUT:g} s"
+    return str(exc) or type(exc).__name__
 
 
 def _drained(receive: trio.MemoryReceiveChannel[_Request]) -> list[_Request]:

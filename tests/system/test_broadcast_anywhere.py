@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -210,6 +211,35 @@ def test_a_long_lived_process_publishes_again_once_redis_is_back(redis: Redis) -
         assert broadcast("after") == "0\n"
         _, errors = worker.communicate(timeout=TIMEOUT)  # end of input: the program ends
     assert (worker.returncode, errors) == (0, "")  # the link closed at exit, quietly
+
+
+def test_a_broadcast_waits_for_redis_a_bounded_time() -> None:
+    # A "Redis" that accepts connections and never answers; the bound shortened to 0.5 s.
+    program = (
+        "import time, trio_c10k._publisher as publisher\n"
+        "from trio_c10k import BrokerError, Group\n"
+        "publisher.PUBLISH_TIMEOUT = 0.5\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    Group('g').broadcast('x')\n"
+        "except BrokerError as exc:\n"
+        "    print(time.monotonic() - start, exc)\n"
+    )
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=ROOT,
+            env={**without_broker(), "TRIO_C10K_BROKER": url},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            check=False,
+        )
+    assert (result.returncode, result.stderr) == (0, "")
+    waited, message = result.stdout.split(" ", 1)
+    assert 0.5 <= float(waited) < TIMEOUT  # the bound, not for ever
+    assert message.startswith(f"Redis at {url} did not take the broadcast: "), message
 
 
 async def test_without_a_broker_a_broadcast_raises(monkeypatch: pytest.MonkeyPatch) -> None:
