@@ -8,8 +8,9 @@ order they came. It connects at the first broadcast, again at the next one after
 and closes at the interpreter's exit; a forked child (a task queue's worker) opens its own.
 Rule 2: a broadcast returns once Redis answered, with what ``PUBLISH`` says: the number of
 subscribers it went to, one per server process with the broker. It waits at most
-``PUBLISH_TIMEOUT`` seconds: Redis unreachable or slower than that is a ``BrokerError`` for
-that broadcast (nothing is queued for later), and the next broadcast tries again.
+``PUBLISH_TIMEOUT`` seconds from the call, time behind other threads' broadcasts included:
+Redis unreachable or slower than that is a ``BrokerError`` for that broadcast (nothing is
+kept for later), and the next broadcast tries again.
 Rule 3: what is published is what a server's broker publishes (``_broker.encode`` on
 ``channel_name``), with an origin of its own: every server delivers it to its members.
 """
@@ -33,7 +34,9 @@ from ._exceptions import BrokerError
 #: seconds a broadcast waits for Redis to answer, connecting included
 PUBLISH_TIMEOUT = 10.0
 
-_Request = tuple[bytes, Future[int]]
+#: a broadcast to publish, the caller's answer, and the time (``trio.current_time()``) by which
+#: Redis must have taken it
+_Request = tuple[bytes, Future[int], float]
 
 
 class Publisher:
@@ -69,7 +72,7 @@ class Publisher:
         """
         answer: Future[int] = Future()
         try:
-            self._token.run_sync_soon(self._enqueue, (encode(self._origin, group, data), answer))
+            self._token.run_sync_soon(self._enqueue, encode(self._origin, group, data), answer)
         except trio.RunFinishedError:
             raise BrokerError(f"the link to the broker at {self.shown} is closed") from None
         return answer.result()
@@ -87,11 +90,11 @@ class Publisher:
             return
         self._thread.join(PUBLISH_TIMEOUT)
 
-    def _enqueue(self, request: _Request) -> None:
+    def _enqueue(self, payload: bytes, answer: Future[int]) -> None:
         try:
-            self._send.send_nowait(request)
+            self._send.send_nowait((payload, answer, trio.current_time() + PUBLISH_TIMEOUT))
         except trio.ClosedResourceError:
-            request[1].set_exception(BrokerError(f"the link to the broker at {self.shown} is closed"))
+            answer.set_exception(BrokerError(f"the link to the broker at {self.shown} is closed"))
 
     async def _serve(self, ready: threading.Event) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -110,8 +113,8 @@ class Publisher:
                 try:
                     async with client:
                         while request is not None:
-                            payload, answer = request
-                            with trio.fail_after(PUBLISH_TIMEOUT):
+                            payload, answer, deadline = request
+                            with trio.fail_at(deadline):  # waiting behind others included
                                 answer.set_result(await client.publish(self._channel, payload))
                             request = None
                             try:
@@ -133,7 +136,7 @@ class Publisher:
                         request = None
         finally:
             self._send.close()
-            for _, answer in [*([request] if request else []), *_drained(receive)]:
+            for _, answer, _ in [*([request] if request else []), *_drained(receive)]:
                 if not answer.done():
                     answer.set_exception(BrokerError(f"the link to the broker at {self.shown} is closed"))
 
