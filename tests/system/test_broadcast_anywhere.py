@@ -263,6 +263,41 @@ def test_a_broadcast_waits_for_redis_a_bounded_time() -> None:
         assert message.startswith(f"Redis at {url} did not take the broadcast: "), message
 
 
+#: ``python -c FORKING GROUP``: broadcasts, forks a child that broadcasts (as a task queue's
+#: prefork worker does after its parent's first broadcast), then broadcasts again
+FORKING = """
+import os, sys
+from trio_c10k import Group
+
+print("parent", Group(sys.argv[1]).broadcast("before"), flush=True)
+child = os.fork()
+if child == 0:
+    print("child", Group(sys.argv[1]).broadcast("from the child"), flush=True)
+    sys.exit(0)
+os.waitpid(child, 0)
+print("parent", Group(sys.argv[1]).broadcast("after"), flush=True)
+"""
+
+
+async def test_a_forked_child_opens_a_link_of_its_own(redis: Redis, supervised: list[Supervised]) -> None:
+    port = start_server(supervised, redis)
+    supervised[-1].wait_for(r"trio_c10k\.broker: Broker: subscribed")
+    name = f"g-{uuid.uuid4().hex[:12]}"
+    with trio.fail_after(TIMEOUT * 2):
+        async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/relay/{name}/") as member:
+            result = await trio.run_process(
+                [sys.executable, "-c", FORKING, name],
+                cwd=ROOT,
+                env={**without_broker(), "TRIO_C10K_BROKER": redis.url},
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr.decode()
+            assert result.stdout == b"parent 1\nchild 1\nparent 1\n"
+            assert [await member.read_message() for _ in range(3)] == ["before", "from the child", "after"]
+
+
 async def test_without_a_broker_a_broadcast_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIO_C10K_BROKER", raising=False)
     group = Group(f"g-{uuid.uuid4().hex[:12]}")
