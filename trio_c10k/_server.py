@@ -344,6 +344,8 @@ class Server:
                     await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
                 finally:
                     self.websockets.discard(ws)
+            if isinstance(served, TLSStream):
+                served.close_notify_nowait()
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
                 # The peer was gone before its address was read (a client that closes right
