@@ -7,8 +7,10 @@ Django's registry (``run_checks``), as ``manage.py check`` runs them.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from django.test.utils import override_settings
 
 from trio_c10k._checks import origin_entry_problem
 
+ROOT = Path(__file__).parents[2]
 SECRET = "s3cret-pw"
 
 
@@ -295,3 +298,12 @@ def test_the_origin_check_off_is_a_deployment_warning() -> None:
     assert "cross-site WebSocket hijacking" in message.msg
     with override_settings(TRIO_C10K_CHECK_ORIGIN=True):
         assert trio_c10k_checks(deploy=True) == []
+
+
+def test_every_check_id_is_documented_with_its_hint() -> None:
+    source = (ROOT / "trio_c10k" / "_checks.py").read_text()
+    documented = (ROOT / "docs" / "checks.md").read_text()
+    found = re.findall(r'id="(trio_c10k\.[EW]\d{3})"', source)
+    assert found == sorted(found)
+    for id in found:
+        assert re.search(rf"^\| `{re.escape(id)}` \| .+ \| .+ \|$", documented, re.MULTILINE), id
