@@ -227,6 +227,8 @@ def check_broker_url(url: str) -> None:
     Raises:
         ConfigError: the URL (shown without its password) is not one the client can use.
     """
+    if not isinstance(url, str):  # the Django setting may be anything
+        raise ConfigError(f"broker: expected a Redis URL, a string, not a {type(url).__name__}")
     shown = redacted(url)
     if not url.startswith(BROKER_SCHEMES):
         raise ConfigError(

@@ -94,3 +94,8 @@ def test_a_broker_without_the_redis_client_names_it_and_the_extra(
     assert message.endswith("): pip install 'trio-c10k[redis]'")
     assert missing in message
     assert "s3cret" not in message
+
+
+def test_a_broker_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^broker: expected a Redis URL, a string, not a list$"):
+        Config(broker=["redis://127.0.0.1:6379/0"])  # type: ignore[arg-type]  # a Django setting
