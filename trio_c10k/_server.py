@@ -137,10 +137,8 @@ def _open_broker(url: str, deliver: Callable[[str, str | bytes], object]) -> Red
     try:
         from ._broker import RedisBroker
     except ImportError as exc:  # coredis, or one of its own dependencies (anyio...)
-        raise ConfigError(
-            f"--broker needs the Redis client coredis, which cannot be imported here ({exc}): "
-            "pip install 'trio-c10k[redis]'"
-        ) from None
+        message = f"--broker needs the Redis client coredis, which cannot be imported here ({exc})"
+        raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
     return RedisBroker(url, deliver)
 
 
