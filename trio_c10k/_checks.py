@@ -36,6 +36,11 @@ SETTINGS: dict[str, tuple[type, ...]] = {
     "TRIO_C10K_BROKER": (str, type(None)),
     "TRIO_C10K_CHECK_ORIGIN": (bool,),
 }
+#: how each is written (E002's hint)
+_TYPE_HINTS = {
+    "TRIO_C10K_BROKER": "A Redis URL as a string: TRIO_C10K_BROKER = 'redis://127.0.0.1:6379/0'.",
+    "TRIO_C10K_CHECK_ORIGIN": "True (the default) or False, without quotes.",
+}
 #: the port a browser leaves out of an ``Origin``, by scheme
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -81,12 +86,6 @@ def check_setting_types(app_configs: Sequence[Any] | None = None, **kwargs: Any)
                 )
             )
     return messages
-
-
-_TYPE_HINTS = {
-    "TRIO_C10K_BROKER": "A Redis URL as a string: TRIO_C10K_BROKER = 'redis://127.0.0.1:6379/0'.",
-    "TRIO_C10K_CHECK_ORIGIN": "True (the default) or False, without quotes.",
-}
 
 
 def check_broker(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
