@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._config import BROKER_SCHEMES
+from ._config import check_broker_url
 from ._exceptions import BrokerError, ConfigError
 from ._frames import encode_frame
 from ._protocol import in_loop_thread
@@ -254,7 +254,7 @@ def configured_broker() -> str | None:
 
     if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
         url: str | None = getattr(settings, "TRIO_C10K_BROKER", None)
-        if url:
+        if url:  # (not a string: ``_publisher`` says so)
             return url
     return os.environ.get("TRIO_C10K_BROKER") or None
 
@@ -281,14 +281,15 @@ def _publisher() -> Publisher:
             "set TRIO_C10K_BROKER (the Django setting, or the environment variable) to the "
             "servers' broker URL"
         )
-    if not url.startswith(BROKER_SCHEMES):
-        raise ConfigError(
-            f"TRIO_C10K_BROKER {url!r}: expected a Redis URL (redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
-        )
+    try:
+        check_broker_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"TRIO_C10K_BROKER: {exc}") from None
     try:
         from ._publisher import publisher
-    except ImportError as exc:
-        raise ConfigError(f"TRIO_C10K_BROKER needs coredis ({exc}): pip install 'trio-c10k[redis]'") from None
+    except ImportError as exc:  # coredis, or one of its own dependencies (anyio...)
+        message = f"TRIO_C10K_BROKER needs the Redis client coredis, which cannot be imported here ({exc})"
+        raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
     return publisher(url)
 
 

@@ -28,7 +28,8 @@ import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
-from ._broker import _ORIGIN_SIZE, _leaves, channel_name, checked_url, encode, redacted
+from ._broker import _ORIGIN_SIZE, _leaves, channel_name, checked_url, encode
+from ._config import redacted
 from ._exceptions import BrokerError
 
 #: seconds a broadcast waits for Redis to answer, connecting included

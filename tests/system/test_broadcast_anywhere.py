@@ -23,7 +23,7 @@ from django.test import override_settings
 
 from tests.helpers import ROOT, WORKERS_ENV, Supervised, free_port
 from tests.system.test_broker import TIMEOUT, Redis, start_server
-from trio_c10k import Bind, BrokerError, Config, Group, WebSocket, serve
+from trio_c10k import Bind, BrokerError, Config, ConfigError, Group, WebSocket, serve
 from trio_c10k._broker import channel_name, decode
 from trio_c10k._fanout import configured_broker
 from trio_c10k.client import open_websocket
@@ -338,6 +338,12 @@ def test_the_broker_is_the_setting_else_the_environment_variable(monkeypatch: py
         assert configured_broker() == "redis://from-settings/2"
     with override_settings(TRIO_C10K_BROKER=None):
         assert configured_broker() == "redis://from-env/1"
-    monkeypatch.setenv("TRIO_C10K_BROKER", "http://not-redis/")
-    with pytest.raises(ValueError, match="TRIO_C10K_BROKER 'http://not-redis/': expected a Redis URL"):
+    monkeypatch.setenv("TRIO_C10K_BROKER", "http://:s3cret@not-redis/")
+    with pytest.raises(ConfigError) as raised:
+        Group("g").broadcast("x")
+    assert str(raised.value) == (
+        "TRIO_C10K_BROKER: broker 'http://:***@not-redis/': expected a Redis URL "
+        "(redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
+    )
+    with override_settings(TRIO_C10K_BROKER=6379), pytest.raises(ConfigError, match="a string, not a int"):
         Group("g").broadcast("x")
