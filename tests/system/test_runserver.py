@@ -237,18 +237,6 @@ async def test_nostatic_and_noreload_are_honoured(
     assert (await get(port, "/static/app/hello.txt")).status_code == 404
 
 
-async def test_ctrl_c_without_the_reloader_exits_cleanly(
-    project: Path, runserver: list[tuple[subprocess.Popen[str], int]]
-) -> None:
-    proc, port = start(project, "--noreload")
-    runserver.append((proc, port))  # stopped and shown by the fixture if this test fails
-    assert (await get(port, "/")).text == "version 1"
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=30)  # a bound for a busy machine; it takes about 1 s
-    assert proc.returncode == 0, output
-    assert "Traceback" not in output
-
-
 def test_a_port_in_use_is_reported_the_django_way(project: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -128,9 +128,9 @@ class ServerControl:
     """The server of a reloaded child process as its main thread sees it (Rule 2): the server
     runs in Django's thread, the signals and the reload come to the main thread."""
 
-    def __init__(self, graceful_timeout: float) -> None:
-        #: seconds requests in flight get (``Config.graceful_timeout``)
-        self.graceful_timeout = graceful_timeout
+    def __init__(self) -> None:
+        #: seconds requests in flight get (``Config.graceful_timeout``, set by ``serve()``)
+        self.graceful_timeout = GRACEFUL_TIMEOUT
         #: True once a signal or a reload began the shutdown
         self.stopping = False
         #: the server, its event loop and the scope that cancels it, once it listens
@@ -140,6 +140,7 @@ class ServerControl:
 
     def serve(self, app: Callable[..., Iterable[bytes]], config: Config) -> None:
         """Serve in this thread (Django's) until a shutdown from the main thread is over."""
+        self.graceful_timeout = config.graceful_timeout
         try:
             trio.run(self._serve, app, config)
         finally:
@@ -251,7 +252,7 @@ class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hi
             raise CommandError(str(exc)) from None
         threads = config.threads if options["use_threading"] else NO_THREADING_THREADS
         #: how this process's main thread stops the server under the autoreloader
-        self.control = ServerControl(config.graceful_timeout)
+        self.control = ServerControl()
         attributes = {"threads": threads, "config": config, "control": self.control}
         self.server_cls = type("DevelopmentServer", (DevelopmentServer,), attributes)
         super().handle(*args, **options)
