@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -73,6 +74,10 @@ GRACEFUL_TIMEOUT = 3.0
 STOP_MARGIN = 2.0
 #: the exit status by which Django's reloaded child asks its parent for a new one
 RELOAD_STATUS = 3
+#: seconds between two looks at the signals while the main thread waits for the server: Python
+#: runs a handler in the main thread, which sees a signal another thread took (the kernel
+#: picks any) only when its wait returns
+SIGNAL_CHECK_INTERVAL = 0.1
 
 
 class DevelopmentServer:
@@ -133,6 +138,8 @@ class ServerControl:
         self.graceful_timeout = GRACEFUL_TIMEOUT
         #: True once a signal or a reload began the shutdown
         self.stopping = False
+        #: SIGINTs received: the second one stops at once
+        self._interrupts = 0
         #: the server, its event loop and the scope that cancels it, once it listens
         self._running: tuple[Server, trio.lowlevel.TrioToken, trio.CancelScope] | None = None
         #: set when the server's thread is done with the event loop
@@ -158,11 +165,15 @@ class ServerControl:
         signal.signal(signal.SIGTERM, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        # A Ctrl-C reaches the reloader too, which passes it on as SIGTERM: this process gets
+        # SIGINT and SIGTERM, in either order (each thread takes signals when it is scheduled).
+        # So a SIGTERM during the shutdown is that copy, and only a second SIGINT stops at once.
+        self._interrupts += signum == signal.SIGINT
         if not self.stopping:
             self.shut_down(signal.Signals(signum).name)
             raise KeyboardInterrupt  # ends Django's reloader loop; Command.run then waits
-        log.warning("SIGINT again: stopping now")  # SIGTERM is ignored by now
-        if self._running is not None:
+        if self._interrupts > 1 and self._running is not None:
+            log.warning("SIGINT again: stopping now")
             self._call(self._running[2].cancel)
 
     def shut_down(self, reason: str) -> None:
@@ -172,9 +183,6 @@ class ServerControl:
         if self.stopping:
             return
         self.stopping = True
-        # A SIGTERM from now on is the reloader's parent passing the first signal on. Ignored,
-        # not handled: Python resets its handlers as the process exits, but not SIG_IGN.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self._running is not None:
             timeout = self.graceful_timeout
             log.info("%s: shutting down, in-flight requests have %g s to finish", reason, timeout)
@@ -185,7 +193,12 @@ class ServerControl:
         and ``STOP_MARGIN`` at most)."""
         self.shut_down(reason)
         if self._running is not None:
-            self._ended.wait(self.graceful_timeout + STOP_MARGIN)
+            deadline = time.monotonic() + self.graceful_timeout + STOP_MARGIN
+            while not self._ended.wait(SIGNAL_CHECK_INTERVAL) and time.monotonic() < deadline:
+                pass  # the handlers of the signals that came meanwhile run here
+        # The reloader's copy of the first signal may come yet: ignored, not handled, as
+        # Python resets its handlers while the process exits (but not SIG_IGN).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def _call(self, fn: Callable[[], object]) -> None:
         """Have the server's event loop call ``fn`` soon (nothing if it is over)."""
