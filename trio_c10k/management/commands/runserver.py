@@ -23,7 +23,8 @@ reloaded child process, whose main thread (Django's file watcher) takes the sign
 reload's ``SystemExit(3)``, has the server's event loop shut down and waits for it
 (``ServerControl``); the reloader's parent process passes SIGINT and SIGTERM on to the child as
 SIGTERM and waits for it, where Django's kills it (``restart_on_changes``). A Ctrl-C in a
-terminal reaches both: the child ignores a SIGTERM that comes while it shuts down.
+terminal reaches both, so the child gets SIGINT and that SIGTERM, in either order: the first
+starts the shutdown, a SIGTERM during it is ignored, and only a second SIGINT stops at once.
 """
 
 from __future__ import annotations
@@ -234,15 +235,18 @@ def restart_on_changes() -> int:
 
 
 def _log_to_console() -> None:
-    """Show the server's log (one line per request, as Django's own server prints) unless
-    the project's LOGGING already sends the ``trio_c10k`` loggers somewhere."""
+    """Show the server's log from INFO up (one line per request, as Django's own server
+    prints; a level the project's LOGGING gives ``trio_c10k`` stays), on the console unless
+    that LOGGING already sends the ``trio_c10k`` loggers somewhere: to handlers of its own,
+    or of the root logger, which would print each line a second time."""
     logger = logging.getLogger("trio_c10k")
-    if logger.handlers:
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if logger.hasHandlers():
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%d/%b/%Y %H:%M:%S"))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hints
