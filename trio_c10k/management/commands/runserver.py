@@ -169,7 +169,8 @@ class ServerControl:
         # A Ctrl-C reaches the reloader too, which passes it on as SIGTERM: this process gets
         # SIGINT and SIGTERM, in either order (each thread takes signals when it is scheduled).
         # So a SIGTERM during the shutdown is that copy, and only a second SIGINT stops at once.
-        self._interrupts += signum == signal.SIGINT
+        if signum == signal.SIGINT:
+            self._interrupts += 1
         if not self.stopping:
             self.shut_down(signal.Signals(signum).name)
             raise KeyboardInterrupt  # ends Django's reloader loop; Command.run then waits
