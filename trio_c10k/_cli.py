@@ -31,6 +31,7 @@ import trio
 
 from ._config import Config, Option
 from ._exceptions import ConfigError
+from ._fanout import configured_broker
 from ._server import Server, serve
 from ._tls_context import server_context
 from ._workers import supervise
@@ -313,8 +314,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if args.workers > 1:
             _run_and_exit(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
-        if config.broker is None and (setting := django_setting("TRIO_C10K_BROKER")):
-            config = dataclasses.replace(config, broker=setting)
+        if config.broker is None and (url := configured_broker()):  # the setting, else the variable
+            config = dataclasses.replace(config, broker=url)
     except ConfigError as exc:
         parser.error(str(exc))
     tune_garbage_collector()
@@ -349,14 +350,6 @@ def _not_printed_yet(record: logging.LogRecord) -> bool:
                 return False
         logger = logger.parent if logger.propagate else None
     return True
-
-
-def django_setting(name: str) -> str | None:
-    """A Django setting of the loaded application, if it is a configured Django site."""
-    settings = sys.modules.get("django.conf")
-    if settings is None or not settings.settings.configured:
-        return None
-    return getattr(settings.settings, name, None)
 
 
 def _run_and_exit(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:

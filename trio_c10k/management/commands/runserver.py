@@ -51,7 +51,8 @@ from django.utils import autoreload
 from ..._cli import add_config_options, config_from_args, serve_until_stopped
 from ..._config import Bind, Config
 from ..._exceptions import ConfigError
-from ..._server import Server, serve
+from ..._fanout import configured_broker
+from ..._server import Server, broker_class, serve
 from ..._tls_context import server_context
 
 if apps.is_installed("django.contrib.staticfiles"):
@@ -119,7 +120,6 @@ class DevelopmentServer:
             self.config,
             binds=(Bind(fd=self.socket.fileno()),),
             threads=self.threads,
-            broker=self.config.broker or getattr(settings, "TRIO_C10K_BROKER", None) or None,  # "": none
         )
         if threading.current_thread() is not threading.main_thread():  # under the autoreloader
             self.control.serve(self.app, config)
@@ -263,6 +263,10 @@ class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hi
     def handle(self, *args: Any, **options: Any) -> None:
         try:  # checked here, before the autoreloader starts a thread
             config = config_from_args(argparse.Namespace(**options))
+            # --broker, else TRIO_C10K_BROKER (the setting, else the environment variable)
+            config = dataclasses.replace(config, broker=config.broker or configured_broker())
+            if config.broker is not None:
+                broker_class()  # the Redis client is installed
             if config.tls.enabled:
                 server_context(config.tls)  # the certificate's files too
                 self.protocol = "https"  # in Django's "Starting development server at" line
