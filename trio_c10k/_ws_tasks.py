@@ -29,11 +29,12 @@ from ._websocket import WebSocket
 log = logging.getLogger("trio_c10k.websocket")
 
 
-#: connections the keep-alive task looks at in one step, at most: a look at a connection that
-#: is not due costs ~0.1 us, so a step's looks stay well under a millisecond
-LOOKS_PER_STEP = 512
+#: connections the keep-alive task looks at in one step: a sweep has one step per this many
+#: connections, evenly spaced. In the steady state about a fifth of those looked at are due
+#: (each is pinged once per ``ping_interval`` and a bit, and looked at four times), some 25.
+LOOKS_PER_STEP = 128
 #: pings (or 1011 closes) the keep-alive task sends in one step, at most. A ping costs ~10 us
-#: here and its pong ~30 us in the reader (a wake-up, a read, a re-arm): the pongs of one step
+#: here and its pong ~20 us in the reader (a wake-up, a read, a re-arm): the pongs of one step
 #: come back together, so this bounds the loop's longest turn the keep-alive causes.
 PINGS_PER_STEP = 32
 
@@ -46,8 +47,10 @@ class Sweep:
     and lasts ``period`` (a quarter of ``min(ping_interval, ping_timeout)``); the next starts
     when it is over and ``period`` has passed since it started. Its steps are spread evenly
     over the period, ``LOOKS_PER_STEP`` connections each, so the pings that fall due spread
-    over it too; a step also stops after ``PINGS_PER_STEP`` pings, and the rest wait for the
-    next step, due at once.
+    over it too. A step also stops after ``PINGS_PER_STEP`` pings, and the next comes a
+    quarter of the spacing later (``PINGS_PER_STEP / LOOKS_PER_STEP`` of it): pings never go
+    out faster than one per connection per period, so a sweep where every connection is due
+    (all connected at once) lasts two periods at most.
     """
 
     def __init__(self, config: WebSocketConfig) -> None:
@@ -66,7 +69,7 @@ class Sweep:
     def step(self, websockets: Collection[WebSocketProtocol], now: float) -> float:
         """Look at the connections due by ``now``: ping those silent for ``ping_interval``,
         close those that did not answer within ``ping_timeout`` (``_keep_alive``). Returns when
-        to step next (``now`` if pings were left over)."""
+        to step next."""
         snapshot = self._snapshot
         if self._looked >= len(snapshot):
             if now < self._started + self.period:
@@ -85,8 +88,8 @@ class Sweep:
             if (ws._pinged_at is not None or ws._heard <= heard_since) and ws._keep_alive(now):
                 pings += 1
         self._looked = looked
-        if looked < target:
-            return now
+        if looked < target:  # pings left over: the rest a fraction of the spacing later
+            return now + self._spacing * PINGS_PER_STEP / LOOKS_PER_STEP
         self._steps = steps
         if looked >= len(snapshot):
             self._snapshot = []  # no connection is kept alive by the snapshot
@@ -101,7 +104,8 @@ async def keep_alive(websockets: Collection[WebSocketProtocol], config: WebSocke
     One task for every connection instead of a timer per connection, stepping as ``Sweep``
     says: each connection is looked at once per ``period`` (a quarter of the shorter of the
     two), so a ping goes out between ``ping_interval`` and about half as long again after the
-    peer fell silent, and no step of the event loop sends more than ``PINGS_PER_STEP``.
+    peer fell silent (twice as long at worst, when every connection falls due at once), and
+    no step of the event loop sends more than ``PINGS_PER_STEP``.
     ``websockets`` may change meanwhile. Returns at once if pings are off
     (``ping_interval=None``).
     """
@@ -109,12 +113,7 @@ async def keep_alive(websockets: Collection[WebSocketProtocol], config: WebSocke
         return
     sweep = Sweep(config)
     while True:
-        now = trio.current_time()
-        when = sweep.step(websockets, now)
-        if when > now:
-            await trio.sleep_until(when)
-        else:
-            await trio.lowlevel.checkpoint()
+        await trio.sleep_until(sweep.step(websockets, trio.current_time()))
 
 
 async def serve_websocket(
