@@ -56,7 +56,11 @@ from lib.ws_client import client_frame, connect, parse_frames
 #: how often the probe sends its message, in seconds
 PROBE_EVERY = 0.01
 #: the servers of a run: (row name, server, pings on)
-SERVERS = (("trio_c10k", "trio_c10k", True), ("trio_c10k, pings off", "trio_c10k", False), ("websockets", "websockets", True))
+SERVERS = (
+    ("trio_c10k", "trio_c10k", True),
+    ("trio_c10k, pings off", "trio_c10k", False),
+    ("websockets", "websockets", True),
+)
 
 
 def probe(url: str, seconds: float) -> None:
@@ -196,15 +200,19 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         f"{versions()}. The whole run took {seconds:.0f} s.",
         "",
         "| server | connections held | pings per connection per interval | echo round trip p50 / p99 / max "
-        "(ms) | over 10 ms / over 100 ms (of) | server CPU per connection per interval | server CPU (cores) |",
+        "(ms) | over 10 ms / over 100 ms (of) | server CPU (cores) | server CPU per connection per "
+        "interval (beyond pings off) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    base = runs.get("trio_c10k, pings off")
     for row, r in runs.items():
         s = summary(row, r, args)
+        extra = None if base is None else s["cpu_per_conn"] - summary(row, base, args)["cpu_per_conn"]
+        beyond = "" if extra is None else f" ({extra:.1f} us)"
         lines.append(
             f"| {row} | {r['held']:,} of {args.connections:,} | {s['pings_per_conn']:.2f} "
             f"| {s['p50']:.2f} / {s['p99']:.2f} / {s['max']:.1f} | {s['over_10']} / {s['over_100']} "
-            f"({s['count']}) | {s['cpu_per_conn']:.1f} us | {s['cores']:.3f} |"
+            f"({s['count']}) | {s['cores']:.3f} | {s['cpu_per_conn']:.1f} us{beyond} |"
         )
     trouble = sum(r["log_trouble"] for r in runs.values())
     failed = sum(r["failed"] for r in runs.values())

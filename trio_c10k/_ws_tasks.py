@@ -113,7 +113,8 @@ async def keep_alive(websockets: Collection[WebSocketProtocol], config: WebSocke
         return
     sweep = Sweep(config)
     while True:
-        await trio.sleep_until(sweep.step(websockets, trio.current_time()))
+        when = sweep.step(websockets, trio.current_time())
+        await trio.sleep_until(when)
 
 
 async def serve_websocket(
