@@ -220,11 +220,13 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         "",
         "A round trip is timed by the client from before its write to after the echo's read; the "
         "longest is the longest time the server's event loop spent elsewhere (here: on pings and "
-        "pongs). trio_c10k pings a connection once it has been silent for the interval and sends at "
-        "most 32 pings per step of its loop, spread over the interval; the websockets server pings "
-        "every connection every interval from a task of its own. Server CPU is user + system time "
-        "from /proc/PID/stat over the probe's window, divided by the connections and by the "
-        "intervals in the window; the pings-off row is what the probe alone costs.",
+        "pongs), or the server or the client waited for a CPU: the pings-off row is that floor on this "
+        f"machine (load average {args.load} as the run began). trio_c10k pings a connection once it has "
+        "been silent for the interval; the pings that fall due are spread over a quarter of the "
+        "interval, at most 32 per step of its event loop. The websockets server pings every connection "
+        "every interval, from a task per connection. Server CPU is user + system time from "
+        "/proc/PID/stat over the probe's window, divided by the connections and by the intervals in "
+        "the window; in brackets, less the pings-off row's (the probe's own cost).",
         "",
         f"Handshakes that failed: {failed}. Warnings, errors and tracebacks in the server logs: {trouble}.",
     ]
@@ -246,6 +248,7 @@ def main() -> None:
         probe(args.probe, args.seconds)
         return
     prepare(args.connections, ("websockets",), "pip install -e '.[bench]'")
+    args.load = Path("/proc/loadavg").read_text().split()[0]
     logdir = Path(tempfile.mkdtemp(prefix="keepalive-"))
     started = time.monotonic()
     runs = {}
