@@ -72,7 +72,7 @@ ABNORMAL = CloseReason.ABNORMAL_CLOSURE
 #: the payload of a keep-alive ping, and the whole ping frame as a server sends it (unmasked)
 KEEPALIVE = b"keepalive"
 KEEPALIVE_PING = bytes((0x89, len(KEEPALIVE))) + KEEPALIVE
-#: the first byte of a pong frame (FIN, opcode 10, no reserved bit), answered by nothing
+#: the first byte of a pong frame (FIN, opcode 10, no reserved bit); a pong needs no answer
 PONG = 0x8A
 
 

@@ -31,10 +31,10 @@ log = logging.getLogger("trio_c10k.websocket")
 
 #: connections the keep-alive task looks at in one step: a sweep has one step per this many
 #: connections, evenly spaced. In the steady state about a fifth of those looked at are due
-#: (each is pinged once per ``ping_interval`` and a bit, and looked at four times), some 25.
+#: (each is pinged once per ``ping_interval`` and a bit, and looked at four times): about 20.
 LOOKS_PER_STEP = 128
 #: pings (or 1011 closes) the keep-alive task sends in one step, at most. A ping costs ~10 us
-#: here and its pong ~20 us in the reader (a wake-up, a read, a re-arm): the pongs of one step
+#: here and its pong ~25 us in the reader (a wake-up, a read, a re-arm): the pongs of one step
 #: come back together, so this bounds the loop's longest turn the keep-alive causes.
 PINGS_PER_STEP = 32
 
