@@ -184,6 +184,8 @@ class RedisBroker:
         self._max_backoff = SENTINEL_MAX_BACKOFF if _is_sentinel(url) else MAX_BACKOFF
         #: ``HOST:PORT`` of the primary the sentinels named last (Rule 4)
         self._primary: str | None = None
+        #: the publishing task had a connection before (whatever the subscribing one had)
+        self._published_before = False
 
     def publish(self, group: str, data: str | bytes) -> None:
         """Queue a broadcast for the other processes; never blocks (Rule 3)."""
@@ -252,8 +254,9 @@ class RedisBroker:
 
     async def _publish_queued(self, client: coredis.Redis[bytes]) -> None:
         await client.ping()
-        if not self._reachable:
-            self._drop_queued()  # broadcast while Redis was away: lost (Rule 2), not sent late
+        if self._published_before:  # a new connection, so the last one broke:
+            self._drop_queued()  # what was broadcast meanwhile is lost (Rule 2), not sent late
+        self._published_before = True
         self._connected(client)
         async for payload in self._receive:
             await client.publish(self.channel, payload)
