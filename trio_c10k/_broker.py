@@ -10,8 +10,10 @@ broadcast (fine for the few processes of one site; a very large deployment would
 channel per group).
 Rule 2: Redis pub/sub delivers at most once. While a process cannot reach Redis, what it
 broadcasts reaches only its own members, and what others broadcast does not reach it: those
-messages are lost, not replayed. The outage is logged once (WARNING), the connection is tried
-again after 0.1 s, doubling up to ``MAX_BACKOFF``, and the recovery is logged (INFO).
+messages are lost, not replayed, and what waited to be published when the publishing link
+broke, or while it was down, is dropped, not sent late. The outage is logged once (WARNING),
+the connection is tried again after 0.1 s, doubling up to ``MAX_BACKOFF``, and the recovery
+is logged (INFO).
 Rule 3: a broadcast never waits for Redis: messages to publish wait in a bounded queue
 (``PUBLISH_QUEUE``) for the publishing task. When it is full, or Redis is unreachable, new
 messages are dropped, and the drop is logged once per episode.
@@ -19,8 +21,9 @@ Rule 4: with a ``redis+sentinel://`` URL, each connection (``open_client``) firs
 sentinels, in the URL's order, for the current primary of the service, and checks that the
 server it reaches says it is the primary (``ROLE``). A lost connection is tried again as in
 Rule 2, asking the sentinels again each time, with the wait capped at
-``SENTINEL_MAX_BACKOFF``: once they have promoted a replica, the fan-out resumes within that
-time. A primary other than the last one is logged (INFO) with its address.
+``SENTINEL_MAX_BACKOFF``: once they have promoted a replica, each link is back within that
+time (and the time to ask and connect). The first primary, and each new one, is logged
+(INFO) with its address.
 """
 
 from __future__ import annotations
