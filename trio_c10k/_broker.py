@@ -131,8 +131,9 @@ async def open_client(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
 def primary_of(client: coredis.Redis[bytes]) -> str | None:
     """``HOST:PORT`` of the primary a sentinel client reached last; None for other clients."""
     pool = client.connection_pool
-    location = getattr(pool, "location", None) if isinstance(pool, coredis.SentinelConnectionPool) else None
-    return str(location) if location is not None else None
+    if isinstance(pool, coredis.SentinelConnectionPool) and pool.location is not None:
+        return str(pool.location)
+    return None
 
 
 def encode(origin: bytes, group: str, data: str | bytes) -> bytes:
