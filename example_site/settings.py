@@ -1,18 +1,21 @@
 """Settings of the example site: Django's defaults, trio_c10k, and the echo, chat and Game of Life
 apps (example_site/echo/, chat/, life/).
 
-DEBUG is off unless the DJANGO_DEBUG environment variable is "1", so that what is measured
-and tested is what production runs.
+DEBUG follows the DJANGO_DEBUG environment variable ("1" or "0"). Unset, it is on under
+``manage.py runserver`` only (Django's debug pages, static files: development on 127.0.0.1)
+and off otherwise, so that what ``python -m trio_c10k``, the tests and the benchmarks run,
+measure and test is what production runs.
 """
 
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 
 # Only for this demo; a real site reads its secret from the environment.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-site-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+DEBUG = os.environ.get("DJANGO_DEBUG", "1" if sys.argv[1:2] == ["runserver"] else "0") == "1"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
 
 INSTALLED_APPS = [

@@ -312,13 +312,14 @@ def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
 
 
 class Supervised:
-    """A running ``--workers`` command and what its log said so far."""
+    """A running ``python -m trio_c10k`` (``--workers`` or not) and what its log said so far;
+    ``env``: environment variables set on top of the tests' ones."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trio_c10k", "tests.wsgi", "--no-access-log", *args],
             cwd=ROOT,
-            env=WORKERS_ENV,
+            env={**WORKERS_ENV, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -29,6 +29,8 @@ import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
+from ._config import redacted
+
 log = logging.getLogger("trio_c10k.broker")
 
 #: the Redis channel of the processes using database N is this, followed by N
@@ -49,15 +51,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
-
-
-def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (for logs)."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def checked_url(url: str) -> str:
@@ -119,7 +112,7 @@ class RedisBroker:
         #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``), as
         #: used (``checked_url``)
         self.url = checked_url(url)
-        #: the URL as logged: without its password
+        #: the URL as logged: without its password (every log line shows this one)
         self.shown = redacted(url)
         #: the pub/sub channel, shared by the processes using the same database
         self.channel = channel_name(url)

@@ -283,13 +283,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    worker = os.environ.get("TRIO_C10K_WORKER")  # set by the supervisor of --workers
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s [%(levelname)s] "
-        + (f"worker {worker} " if worker is not None else "")
-        + "%(name)s: %(message)s",
-    )
+    log_to_stderr(args.log_level, os.environ.get("TRIO_C10K_WORKER"))  # set by the supervisor of --workers
     if args.log_level != "debug":
         # The Redis client logs each lost connection at INFO, again and again during an
         # outage; the broker says it once (trio_c10k.broker), at WARNING.
@@ -313,6 +307,35 @@ def main(argv: list[str] | None = None) -> NoReturn:
     tune_garbage_collector()
     cpu = pin_to_one_cpu() if args.pin_cpu else None
     _run_and_exit(parser, _serve_until_stopped, app, config, cpu)
+
+
+def log_to_stderr(level: str, worker: str | None) -> None:
+    """Print the log at ``level`` and above to stderr (the root logger's handler, so the
+    application's records too), each line once: a record that a console handler on its way
+    to the root printed already (Django's ``console`` handler prints ``django`` records
+    under ``DEBUG``, a project's ``LOGGING`` may add its own) is not printed again."""
+    prefix = f"worker {worker} " if worker is not None else ""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [%(levelname)s] {prefix}%(name)s: %(message)s"))
+    handler.addFilter(_not_printed_yet)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def _not_printed_yet(record: logging.LogRecord) -> bool:
+    """Whether no handler between ``record``'s logger and the root wrote it to the console."""
+    consoles = (sys.stderr, sys.stdout)
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.root:
+        for handler in logger.handlers:
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and handler.stream in consoles
+                and record.levelno >= handler.level
+                and handler.filter(record)
+            ):
+                return False
+        logger = logger.parent if logger.propagate else None
+    return True
 
 
 def django_setting(name: str) -> str | None:

@@ -86,7 +86,7 @@ def _upgrade(
     result = check_upgrade(request.META, subprotocols, compression=bool(slot and slot.compression))
     if isinstance(result, Rejection):
         log.info("%s %s: %d %s", request.method, request.path, result.status, result.reason)
-        return _plain(result.status, result.reason, result.headers)
+        return _plain(result.status, result.reason, result.headers, logged=True)
     if not isinstance(slot, UpgradeSlot):
         return _plain(
             500,
@@ -96,7 +96,7 @@ def _upgrade(
     origin = request.META.get("HTTP_ORIGIN")
     if getattr(settings, "TRIO_C10K_CHECK_ORIGIN", True) and not _origin_verified(request, origin):
         log.warning("%s: WebSocket from foreign origin %r refused (403)", request.path, origin)
-        return _plain(403, f"WebSocket connections from origin {origin!r} are not allowed")
+        return _plain(403, f"WebSocket connections from origin {origin!r} are not allowed", logged=True)
     _keep_for_handler(request)
     slot.handler, slot.args, slot.kwargs, slot.request, slot.accept = handler, args, kwargs, request, result
     response = HttpResponse(status=101)
@@ -208,8 +208,13 @@ def _with_fresh_connections(fn: Callable[P, R], *args: P.args, **kwargs: P.kwarg
         close_old_connections()
 
 
-def _plain(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+def _plain(
+    status: int, reason: str, headers: tuple[tuple[str, str], ...] = (), *, logged: bool = False
+) -> HttpResponse:
+    """A plain-text answer; ``logged``: this module logged it, with its reason, so Django's
+    handler does not log it again (its ``log_response`` skips a response marked so)."""
     response = HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
     for name, value in headers:
         response[name] = value
+    response._has_been_logged = logged
     return response

@@ -92,8 +92,9 @@ def _open_broker(url: str, deliver: Callable[[str, str | bytes], object]) -> Red
     """The Redis broker; its client library is imported only when a broker is configured."""
     try:
         from ._broker import RedisBroker
-    except ImportError as exc:
-        raise ConfigError(f"--broker needs coredis ({exc}): pip install 'trio-c10k[redis]'") from None
+    except ImportError as exc:  # coredis, or one of its own dependencies (anyio...)
+        message = f"--broker needs the Redis client coredis, which cannot be imported here ({exc})"
+        raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
     return RedisBroker(url, deliver)
 
 
@@ -284,6 +285,8 @@ class Server:
                     await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
                 finally:
                     self.websockets.discard(ws)
+            if isinstance(served, TLSStream):
+                served.close_notify_nowait()
         except Exception as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
                 # The peer was gone before its address was read (a client that closes right

@@ -30,6 +30,14 @@ def reset_on_close(sock: trio.socket.SocketType) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
 
 
+def resets_on_close(sock: trio.socket.SocketType) -> bool:
+    """Whether closing ``sock`` will reset the connection (``reset_on_close`` was called)."""
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(_RESET_ON_CLOSE)) == _RESET_ON_CLOSE
+    except OSError:
+        return True  # closed already: nothing more may be written
+
+
 def read_nowait(fd: int) -> bytes | None:
     """What the socket has (b"" at its end, or once reset by the peer), None if nothing yet.
 

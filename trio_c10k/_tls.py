@@ -13,6 +13,9 @@ waits inside the ``SSLObject``: the rest of a partial record waits in the incomi
 next bytes. None means no plaintext yet; b"" that the peer ended TLS (close_notify).
 Rule 3: a broken record or handshake raises ``ssl.SSLError`` (an ``OSError``), which the I/O
 layers treat as a lost connection.
+Rule 4: our side of TLS ends with the close_notify alert (``close_notify``), sent after the last
+record of data, never after a record cut short; the peer's is not waited for (RFC 8446 section
+6.1 allows closing at once).
 """
 
 from __future__ import annotations
@@ -77,10 +80,21 @@ class TLS:
                 break
             except ssl.SSLZeroReturnError:
                 return b"".join(chunks) or b""
-            if not chunk:
-                break
+            if not chunk:  # the peer's close_notify (the stdlib reads it as b"")
+                return b"".join(chunks) or b""
             chunks.append(chunk)
         return b"".join(chunks) if chunks else None
+
+    def close_notify(self) -> bytes:
+        """The records ending TLS on our side (Rule 4): the close_notify alert, after any the
+        TLS layer still had to send; b"" if TLS has ended already or is broken."""
+        try:
+            self._ssl.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the alert is written; the peer's answer is not awaited
+        except ssl.SSLError:
+            return b""
+        return self._outgoing.read()
 
     def data_to_send(self) -> bytes:
         """The records waiting to be sent (the handshake's, session tickets)."""

@@ -15,18 +15,23 @@ plain ``WebSocket`` treats a frame (direct write, one write per round, the write
 backlog it cannot send is not dropped before a close frame, as in plain text, but the
 connection is reset: TLS records carry implicit sequence numbers, and the peer could decrypt
 nothing after a gap.
+Rule 5: a connection that ends cleanly (HTTP or WebSocket) sends the close_notify alert before
+the socket is closed (``TLSStream.close_notify_nowait``, and ``send_eof`` before a lingering
+close), so a client reading to the end sees TLS end, not a truncation; one being reset after a
+write cut short does not (the alert would follow a partial record).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from typing import Any
 
 import trio
 from wsproto.frame_protocol import CloseReason
 
-from ._sockets import read_nowait, reset_on_close
+from ._sockets import read_nowait, reset_on_close, resets_on_close
 from ._tls import HANDSHAKE_RECORD, TLS
 from ._websocket import WebSocket
 
@@ -107,9 +112,25 @@ class TLSStream(trio.abc.HalfCloseableStream):
         await self.raw.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        """Shut the sending side of the TCP connection (no close_notify: HTTP/1.1 frames its
-        messages itself, RFC 9112 section 9.8)."""
+        """End TLS (the close_notify alert), then shut the sending side of the TCP connection."""
+        await self.raw.send_all(self.tls.close_notify())
         await self.raw.send_eof()
+
+    def close_notify_nowait(self) -> None:
+        """Send the close_notify alert before the socket is closed (Rule 5), if the kernel takes
+        it at once: a peer that reads nothing does not hold the close up. Nothing if the
+        connection is to be reset; reset if the alert went out cut short."""
+        if resets_on_close(self.socket):
+            return
+        alert = self.tls.close_notify()
+        if not alert:  # sent before a lingering close already, or TLS is broken
+            return
+        try:
+            sent = os.write(self.socket.fileno(), alert)
+        except OSError:  # the peer is gone, or the kernel's buffer is full: closed without it
+            return
+        if sent < len(alert):
+            reset_on_close(self.socket)
 
     async def aclose(self) -> None:
         await self.raw.aclose()

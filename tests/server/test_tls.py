@@ -19,7 +19,7 @@ import trio
 import trio.testing
 import trustme
 from websockets.sync.client import connect as websockets_connect
-from wsproto.events import TextMessage
+from wsproto.events import CloseConnection, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from tests import views
@@ -288,3 +288,33 @@ async def test_a_reloaded_certificate_is_served_to_new_connections(
         response, _ = await client.get("/t/hello/")
         assert response.status_code == 200
         await client.aclose()
+
+
+async def test_a_response_ends_with_close_notify(tls_server: Server, client_context: ssl.SSLContext) -> None:
+    # Not https_compatible: the client's TLS layer refuses a connection closed without the
+    # close_notify alert as a truncation.
+    stream = trio.SSLStream(await connect(tls_server), client_context, server_hostname="127.0.0.1")
+    await stream.send_all(b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    response = await read_until_closed(stream)  # type: ignore[arg-type]  # any trio stream does
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(b"Hello, world!\n")
+
+
+async def test_an_error_answer_ends_with_close_notify(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    stream = trio.SSLStream(await connect(tls_server), client_context, server_hostname="127.0.0.1")
+    await stream.send_all(b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX\x01: y\r\n\r\n")
+    response = await read_until_closed(stream)  # type: ignore[arg-type]  # any trio stream does
+    assert response.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_a_closed_wss_connection_ends_with_close_notify(
+    tls_server: Server, client_context: ssl.SSLContext
+) -> None:
+    raw = await wss(tls_server, client_context, "/t/ws/echo/")
+    await raw.send(TextMessage(data="last"))
+    assert (await raw.next_event()).data == "last"
+    await raw.send(CloseConnection(code=CloseReason.NORMAL_CLOSURE))
+    assert (await raw.next_event()).code == CloseReason.NORMAL_CLOSURE
+    assert await read_until_closed(raw.stream) == b""  # then TLS ends, not a truncation

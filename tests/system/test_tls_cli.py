@@ -6,17 +6,22 @@ Each test runs the command line in a real subprocess with throwaway certificates
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import selectors
 import signal
 import socket
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.helpers import Supervised, free_port
+from tests.helpers import ROOT, WORKERS_ENV, WORKERS_START_TIMEOUT, Supervised, free_port
 from tests.system.test_cli import APP, assert_one_line_error, run_cli
 
 RELOADED = r"\[INFO\] {worker}trio_c10k\.tls: TLS certificate reloaded from {path}\n"
@@ -134,3 +139,47 @@ def test_the_supervisor_passes_sighup_on_to_every_worker(
     assert command.stop() == 0
     assert "Traceback" not in command.log
     assert "starting it again" not in command.log  # no worker was killed by the signal
+
+
+def test_runserver_serves_https_with_the_same_options(ca: trustme.CA, tmp_path: Path) -> None:
+    certificate, key = write_certificate(ca, tmp_path)
+    port = free_port()
+    tls_options = ["--ssl-certfile", certificate, "--ssl-keyfile", key]
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", *tls_options],
+        cwd=ROOT,
+        env=WORKERS_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        started = f"Starting development server at https://127.0.0.1:{port}/"
+        output = ""
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + WORKERS_START_TIMEOUT
+            while started not in output:
+                ready = selector.select(max(deadline - time.monotonic(), 0))
+                chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+                if not chunk:
+                    pytest.fail(f"{started!r} never came; output:\n{output}")
+                output += chunk.decode(errors="replace")
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"GET /t/environ/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(body)["wsgi.url_scheme"] == "https"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)

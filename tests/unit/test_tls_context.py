@@ -19,6 +19,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from trio_c10k import Config, ConfigError, TLSConfig
+from trio_c10k._tls import TLS
 from trio_c10k._tls_context import ServerContext, server_context
 
 PASSWORD = "correct horse"
@@ -448,3 +449,23 @@ def test_a_reload_from_broken_files_keeps_the_old_context_and_logs_why(
     ]
     client, _ = handshake(holder.current, client_context(ca))
     assert client.getpeercert(binary_form=True) == der(leaf)
+
+
+def test_close_notify_ends_tls_after_the_last_record(
+    ca: trustme.CA, leaf: trustme.LeafCert, files: Files
+) -> None:
+    context = server_context(TLSConfig(certfile=files.certificate(leaf), keyfile=files.key(leaf)))
+    server, client = (
+        TLS(context, server_side=True),
+        TLS(client_context(ca), server_side=False, server_hostname="localhost"),
+    )
+    data = b""
+    while not client.handshake(data):  # the handshake in memory, records passed by hand
+        server.handshake(client.data_to_send())
+        data = server.data_to_send()
+    server.handshake(client.data_to_send())
+    assert client.decrypt(server.encrypt(b"last bytes")) == b"last bytes"
+    alert = server.close_notify()
+    assert alert
+    assert client.decrypt(alert) == b""
+    assert server.close_notify() == b""  # sent once

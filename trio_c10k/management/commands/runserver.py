@@ -94,15 +94,18 @@ class DevelopmentServer:
 
 
 def _log_to_console() -> None:
-    """Show the server's log (one line per request, as Django's own server prints) unless
-    the project's LOGGING already sends the ``trio_c10k`` loggers somewhere."""
+    """Show the server's log from INFO up (one line per request, as Django's own server
+    prints; a level the project's LOGGING gives ``trio_c10k`` stays), on the console unless
+    that LOGGING already sends the ``trio_c10k`` loggers somewhere: to handlers of its own,
+    or of the root logger, which would print each line a second time."""
     logger = logging.getLogger("trio_c10k")
-    if logger.handlers:
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if logger.hasHandlers():
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%d/%b/%Y %H:%M:%S"))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 class Command(DjangoRunserver):  # type: ignore[misc]  # Django ships no type hints
