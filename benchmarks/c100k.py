@@ -255,7 +255,7 @@ def measure_workers(
             r["rss_parent"] = rss_of([proc.pid])
             r["per_worker"] = [sockets(pid) - base[pid] for pid in pids]
             r["worker_rss"] = [rss_of([pid]) for pid in pids]
-            r["held"], _ = c10k.still_open(clients)
+            r["held"], r["pings"] = c10k.still_open(clients)
             print(
                 f"held {r['held']}; per worker {r['per_worker']}; RSS {r['rss_before'] // 1024} -> "
                 f"{r['rss_after'] // 1024} MB",
@@ -302,6 +302,7 @@ def report(
     pace = w["rate_last_tenth"] / w["rate_first_tenth"]
     ratio = p50 / single["p50"]
     shares = w["per_worker"]
+    spread = (args.connections * (1 / args.workers) * (1 - 1 / args.workers)) ** 0.5  # binomial
     met = {
         f"{args.connections:,} held": w["held"] == args.connections,
         "handshakes/s over the last tenth within 10% of the first": abs(pace - 1) <= 0.10,
@@ -342,10 +343,16 @@ def report(
         + f" (last tenth / first tenth {pace:.2f}; {kb_total:.1f} KB per connection; broadcast p50 "
         f"{ratio:.1f}x).",
         "",
+        f"While opening: the supervisor and workers used {w['server_cpu_opening']:.2f} cores, the client "
+        f"processes {w['client_cpu'] / w['seconds']:.2f} cores, of the machine's {os.cpu_count()}; the "
+        f"clients answered {w['pings']:,} keep-alive pings meanwhile (the server pings a connection "
+        f"silent for 20 s, `--ws-ping-interval`: with every connection idle, 1/20 of those held each "
+        f"second).",
+        "",
         f"Connections per worker: its sockets (/proc/PID/fd) once all were open, less those it had "
         f"before; the kernel hashes each connection to one worker's listening socket (`SO_REUSEPORT`), "
-        f"so the shares differ by chance only (expected {args.connections // args.workers:,} each, give "
-        f"or take {int((args.connections / args.workers) ** 0.5):,}). The most one process held at once: "
+        f"so the shares differ by chance only (expected {args.connections // args.workers:,} each, with "
+        f"a standard deviation of {spread:,.0f}). The most one process held at once: "
         f"{most['held']:,} (a fresh single-process server, connections opened until it refused one: its "
         f"`--max-connections` defaults to the open-file limit, 20,000, less 100; first failures "
         f"{', '.join(f'{k} x{v}' for k, v in list(most['errors'].items())[:2]) or 'none'}).",
