@@ -217,7 +217,7 @@ def measure_workers(
     log = logdir / "workers.log"
     proc = broadcast.start_server("trio_c10k", port, log, ["--workers", str(args.workers), "--broker", url])
     pids: list[int] = []
-    r: dict[str, Any] = {}
+    r: dict[str, Any] = {"load": [os.getloadavg()[0]]}
     try:
         wait_for_workers(log, args.workers, proc)
         pids = worker_pids(proc.pid)
@@ -251,6 +251,7 @@ def measure_workers(
                 flush=True,
             )
             time.sleep(2)
+            r["load"].append(os.getloadavg()[0])
             r["rss_after"] = rss_of(everyone)
             r["rss_parent"] = rss_of([proc.pid])
             r["per_worker"] = [sockets(pid) - base[pid] for pid in pids]
@@ -317,7 +318,9 @@ def report(
         f"(example_site's chat room, one `redis-server`), opened from {args.client_processes} client "
         f"processes (127.0.0.2-{args.client_processes + 1}), {args.in_flight} handshakes in flight; "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-        f"{versions()}. The whole run took {seconds:.0f} s.",
+        f"{versions()}. The whole run took {seconds:.0f} s; the machine's load average (1 min) was "
+        f"{w['load'][0]:.1f} at its start and {w['load'][1]:.1f} once the connections were open (other "
+        "processes' share of the cores).",
         "",
         "| held | time to open | handshakes/s (all / first tenth / last tenth) | connections per worker "
         "| RSS supervisor + workers, before / after | KB per connection (all RSS / growth) |",
