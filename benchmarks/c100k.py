@@ -215,7 +215,10 @@ def measure_workers(
 ) -> dict[str, Any]:
     port = free_port()
     log = logdir / "workers.log"
-    proc = broadcast.start_server("trio_c10k", port, log, ["--workers", str(args.workers), "--broker", url])
+    options = ["--workers", str(args.workers), "--broker", url]
+    if args.ws_ping_interval is not None:
+        options += ["--ws-ping-interval", args.ws_ping_interval]
+    proc = broadcast.start_server("trio_c10k", port, log, options)
     pids: list[int] = []
     r: dict[str, Any] = {"load": [os.getloadavg()[0]]}
     try:
@@ -316,7 +319,9 @@ def report(
         f"`flock /tmp/bench.lock python benchmarks/c100k.py` - {args.connections:,} WebSocket connections "
         f"to `python -m trio_c10k example_site.wsgi --workers {args.workers} --broker redis://...` "
         f"(example_site's chat room, one `redis-server`), opened from {args.client_processes} client "
-        f"processes (127.0.0.2-{args.client_processes + 1}), {args.in_flight} handshakes in flight; "
+        f"processes (127.0.0.2-{args.client_processes + 1}), {args.in_flight} handshakes in flight"
+        + (f", `--ws-ping-interval {args.ws_ping_interval}`" if args.ws_ping_interval is not None else "")
+        + "; "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
         f"{versions()}. The whole run took {seconds:.0f} s; the machine's load average (1 min) was "
         f"{w['load'][0]:.1f} at its start and {w['load'][1]:.1f} once the connections were open (other "
@@ -404,6 +409,10 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=120, help="handshakes outstanding at a time")
     parser.add_argument("--rounds", type=int, default=7, help="broadcasts timed per setup")
     parser.add_argument("--time-limit", type=int, default=900, help="seconds before the run gives up")
+    parser.add_argument(
+        "--ws-ping-interval",
+        help="passed on to the workers (0: no keep-alive pings; default: the server's, 20 s)",
+    )
     parser.add_argument("--no-probe", action="store_true", help="skip the most held by one process")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from trio_c10k import Bind, Config
+from trio_c10k import Bind, Config, _listeners
 from trio_c10k._exceptions import ConfigError
 from trio_c10k._listeners import REUSE_PORT, is_shared, open_listeners, open_shared_sockets
 
@@ -76,3 +76,16 @@ async def test_a_bound_socket_without_so_reuseport_is_refused() -> None:
         sock.bind(("127.0.0.1", 0))
         with pytest.raises(ConfigError, match="is not a listening socket"):
             await open_listeners(Config(binds=(Bind(fd=os.dup(sock.fileno())),)))
+
+
+async def test_without_so_reuseport_a_tcp_bind_is_one_listening_socket_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Elsewhere than Linux the workers inherit the supervisor's listening socket."""
+    monkeypatch.setattr(_listeners, "REUSE_PORT", False)
+    (shared,) = await open_shared_sockets(Config(binds=(Bind(host="127.0.0.1", port=0),)))
+    with shared:
+        assert not is_shared(shared)
+        listener = await open_beside(shared)
+        assert listener.socket.getsockname() == shared.getsockname()
+        await listener.aclose()
