@@ -7,7 +7,7 @@ from wsproto.frame_protocol import CloseReason
 
 from ._config import Bind, Config, WebSocketConfig
 from ._django import database_sync_to_thread, websocket
-from ._exceptions import ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
+from ._exceptions import BrokerError, ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
 from ._fanout import Group, broadcast, send_message
 from ._server import Server, ServerStatistics, serve
 from ._tls_config import TLSConfig
@@ -15,6 +15,7 @@ from ._websocket import WebSocket
 
 __all__ = [
     "Bind",
+    "BrokerError",
     "CloseReason",
     "Config",
     "ConfigError",

@@ -24,13 +24,14 @@ import os
 import signal
 import sys
 import typing
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import trio
 
 from ._config import Config, Option
 from ._exceptions import ConfigError
+from ._fanout import configured_broker
 from ._server import Server, serve
 from ._tls_context import server_context
 from ._workers import supervise
@@ -104,20 +105,31 @@ def config_options(cls: type[Any] = Config) -> Iterator[tuple[Option, Any, type[
             yield from config_options(type(field.default))
 
 
-def add_config_options(parser: argparse.ArgumentParser, *, leave_out: Collection[str] = ()) -> None:
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    *,
+    leave_out: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Add the option of each field declared with ``option()`` (``config_options``), but those
-    whose ``dest`` is in ``leave_out``, each in its ``--help`` group."""
+    whose ``dest`` is in ``leave_out``, each in its ``--help`` group. ``defaults`` (by ``dest``)
+    gives a field another default than its own (``runserver``'s ``--graceful-timeout``)."""
     groups: dict[str | None, argparse._ActionsContainer] = {None: parser}
+    defaults = defaults or {}
     for option, default, kind in config_options():
         if option.dest not in leave_out:
             if option.group not in groups:
                 groups[option.group] = parser.add_argument_group(option.group)
-            _add_option(groups[option.group], option, default, kind)
+            own = option.dest in defaults
+            _add_option(groups[option.group], option, defaults.get(option.dest, default), kind, own)
 
 
-def _add_option(group: argparse._ActionsContainer, option: Option, default: Any, kind: type[Any]) -> None:
+def _add_option(
+    group: argparse._ActionsContainer, option: Option, default: Any, kind: type[Any], own: bool = False
+) -> None:
     """Add ``option`` to ``group``. An option not given leaves the field at its default
-    (argparse sets no attribute for it), which the help states."""
+    (argparse sets no attribute for it), or sets it to ``default`` if that is the command's
+    ``own``; the help states it."""
     if default is None:
         text = option.help  # it says what None means
     else:
@@ -125,7 +137,7 @@ def _add_option(group: argparse._ActionsContainer, option: Option, default: Any,
         text = f"{option.help} (default: {shown})"
     kwargs: dict[str, Any] = {
         "dest": option.dest,
-        "default": argparse.SUPPRESS,
+        "default": default if own else argparse.SUPPRESS,
         "help": text.replace("%", "%%"),
     }
     if kind is bool:
@@ -240,7 +252,9 @@ def pin_to_one_cpu() -> int | None:
     return cpu
 
 
-async def _serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config, cpu: int | None) -> None:
+async def serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config, cpu: int | None) -> None:
+    """Serve until SIGINT or SIGTERM ends a graceful shutdown, or a second one stops it at once
+    (Rule 2); with TLS, SIGHUP reloads the certificate. Runs in the main thread (the signals)."""
     reload = (signal.SIGHUP,) if config.tls.enabled else ()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *reload) as signals:
         async with trio.open_nursery() as nursery:
@@ -300,13 +314,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if args.workers > 1:
             _run_and_exit(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
-        if config.broker is None and (setting := django_setting("TRIO_C10K_BROKER")):
-            config = dataclasses.replace(config, broker=setting)
+        if config.broker is None and (url := configured_broker()):  # the setting, else the variable
+            config = dataclasses.replace(config, broker=url)
     except ConfigError as exc:
         parser.error(str(exc))
     tune_garbage_collector()
     cpu = pin_to_one_cpu() if args.pin_cpu else None
-    _run_and_exit(parser, _serve_until_stopped, app, config, cpu)
+    _run_and_exit(parser, serve_until_stopped, app, config, cpu)
 
 
 def log_to_stderr(level: str, worker: str | None) -> None:
@@ -336,14 +350,6 @@ def _not_printed_yet(record: logging.LogRecord) -> bool:
                 return False
         logger = logger.parent if logger.propagate else None
     return True
-
-
-def django_setting(name: str) -> str | None:
-    """A Django setting of the loaded application, if it is a configured Django site."""
-    settings = sys.modules.get("django.conf")
-    if settings is None or not settings.settings.configured:
-        return None
-    return getattr(settings.settings, name, None)
 
 
 def _run_and_exit(parser: argparse.ArgumentParser, fn: Callable[..., Any], *args: Any) -> NoReturn:

@@ -382,7 +382,8 @@ class Config:
         "--broker",
         metavar="URL",
         help="Redis URL (redis://HOST:PORT/DB) through which group broadcasts reach the members "
-        "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, "
+        "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, else the "
+        "environment variable TRIO_C10K_BROKER, "
         "else none: groups are per process)",
     )
     #: parsed form of ``forwarded_allow_ips`` (None: every peer is trusted)

@@ -3,6 +3,7 @@
 ::
 
     TrioC10kError
+    ├── BrokerError: a group broadcast from a process that runs no server was not published
     ├── ConfigError (also a ValueError): a bad option or setting
     ├── ConnectionClosed: writing to a WebSocket that is closing or closed
     └── HandshakeRejected: the server answered a WebSocket client's handshake with plain HTTP
@@ -20,6 +21,13 @@ from collections.abc import Iterator
 
 class TrioC10kError(Exception):
     """Base class of every exception trio_c10k raises."""
+
+
+class BrokerError(TrioC10kError):
+    """A group broadcast from a process that runs no server (a management command, a task
+    queue's worker, a shell) was not published: no broker is configured (the Django setting or
+    environment variable ``TRIO_C10K_BROKER``), or Redis did not take it in time. The message
+    says which."""
 
 
 class ConfigError(TrioC10kError, ValueError):

@@ -20,16 +20,25 @@ waits while a recipient's send queue is over half full, and a recipient still ov
 a recipient holds at most its ``send_queue_size`` plus a message or two.
 Rule 7: the registry stands below the WebSocket: a socket knows the member sets it is in
 (``WebSocket._groups``), never a ``Group``; ``_websocket`` never imports this module.
+Rule 8: in a process where no server runs (a management command, a task queue's worker, a
+shell; or the trio run of the server that ran is over, ``_forget_at_end``), there are no
+members: ``broadcast`` and ``send_message`` publish through the broker the process is
+configured with (``configured_broker``: the setting or environment variable
+``TRIO_C10K_BROKER``) and return once Redis took the message (``_publisher``), or raise
+``BrokerError`` when none is configured.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from threading import get_ident
 from typing import TYPE_CHECKING
 
 import trio
 
+from ._config import check_broker_url
+from ._exceptions import BrokerError, ConfigError
 from ._frames import encode_frame
 from ._protocol import in_loop_thread
 from ._threads import call_in_loop
@@ -37,6 +46,7 @@ from ._websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
+    from ._publisher import Publisher
 
 
 class _Members(set[WebSocket]):
@@ -77,6 +87,18 @@ def use_event_loop(token: trio.lowlevel.TrioToken, broker: RedisBroker | None = 
     to other processes (the server calls this as it starts, in that loop's thread)."""
     global _loop_token, _loop_thread, _broker
     _loop_token, _loop_thread, _broker = token, get_ident(), broker
+    trio.lowlevel.spawn_system_task(_forget_at_end, token)
+
+
+async def _forget_at_end(token: trio.lowlevel.TrioToken) -> None:
+    """When ``token``'s trio run ends, forget its loop and broker, unless another took their
+    place: the process then runs no server (Rule 8)."""
+    global _loop_token, _loop_thread, _broker
+    try:
+        await trio.sleep_forever()
+    finally:
+        if _loop_token is token:
+            _loop_token = _loop_thread = _broker = None
 
 
 def deliver(group: str, data: str | bytes) -> None:
@@ -139,7 +161,9 @@ class Group:
             return
         if ws.closed:
             return
-        _loop_token, _loop_thread = ws._token, ws._loop_thread
+        if _loop_token is not ws._token:  # a loop of members that no server of ours runs
+            _loop_token, _loop_thread = ws._token, ws._loop_thread
+            trio.lowlevel.spawn_system_task(_forget_at_end, ws._token)
         members = _members.get(self.name)
         if members is None:
             members = _members[self.name] = _Members(self.name)
@@ -166,13 +190,26 @@ class Group:
         With a broker (``--broker``), the members held by other processes get it too, through
         Redis. Returns the number of members of this process it was sent to. See
         ``broadcast()``.
+
+        In a process where no server runs (a management command, a task queue's worker), it
+        publishes ``data`` through the broker configured by ``TRIO_C10K_BROKER`` (the Django
+        setting, else the environment variable) and returns once Redis took it, with the
+        number of server processes Redis handed it to. It then waits for Redis (at most 10 s):
+        in async code, ``await send_message()`` instead.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+            BrokerError: no server runs in this process, and no broker is configured, or
+                Redis did not take the message.
         """
-        # Without a loop yet (no server and no member in this process), there is no one to send to.
-        if _loop_token is not None and _loop_thread is not None and not in_loop_thread(_loop_thread):
+        token = _loop_token
+        if token is None or _loop_thread is None:  # no server (nor member) in this process
+            return _publish(self.name, data)
+        if not in_loop_thread(_loop_thread):
             try:
-                return call_in_loop(_loop_token, self.broadcast, data)
-            except trio.RunFinishedError:  # that loop is over, and its members with it
-                return 0
+                return call_in_loop(token, self.broadcast, data)
+            except trio.RunFinishedError:  # that server is over, and its members with it
+                return _publish(self.name, data)
         sent = broadcast(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
@@ -186,15 +223,85 @@ class Group:
         With a broker (``--broker``), the message is then published once, as ``broadcast``
         does; the other processes hand it to their members without waiting (``broadcast``).
 
-        Returns:
-            The number of members of this process it was sent to.
+        In a process where no server runs, it publishes ``data`` through the broker, as
+        ``broadcast`` does there, from any trio or asyncio task: the task waits for Redis's
+        answer, its event loop does not.
 
-        Cancellation: if cancelled while it waits, the message is sent to no one.
+        Returns:
+            The number of members of this process it was sent to; in a process where no
+            server runs, the number of server processes Redis handed it to.
+
+        Raises:
+            TypeError: ``data`` is neither ``str`` nor bytes-like.
+            BrokerError: as ``broadcast``.
+
+        Cancellation: if cancelled while it waits for members, the message is sent to no one;
+        once handed to the broker (no server here), it is published all the same.
         """
+        if _loop_token is None:  # no server (nor member) in this process
+            return await _publish_async(self.name, data)
         sent = await send_message(_members.get(self.name, ()), data)
         if _broker is not None:
             _broker.publish(self.name, data)
         return sent
+
+
+def configured_broker() -> str | None:
+    """The broker of a process where no server runs (Rule 8): the Django setting
+    ``TRIO_C10K_BROKER`` when the process has Django settings, else the environment variable
+    ``TRIO_C10K_BROKER``; None when neither names one."""
+    from django.conf import settings
+
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        url: str | None = getattr(settings, "TRIO_C10K_BROKER", None)
+        if url:  # (not a string: ``_publisher`` says so)
+            return url
+    return os.environ.get("TRIO_C10K_BROKER") or None
+
+
+def _publish(group: str, data: str | bytes) -> int:
+    """A broadcast from a process where no server runs, published (Rule 8); the number of
+    subscribers Redis handed it to."""
+    data = _checked(data)  # a wrong type first: it is the caller's mistake either way
+    return _publisher().publish(group, data)
+
+
+async def _publish_async(group: str, data: str | bytes) -> int:
+    """``_publish``, awaited: the event loop runs meanwhile."""
+    data = _checked(data)
+    return await _publisher().publish_async(group, data)
+
+
+def _publisher() -> Publisher:
+    """The link to the broker of a process where no server runs (Rule 8)."""
+    url = configured_broker()
+    if url is None:
+        raise BrokerError(
+            "no server runs in this process, and no broker is configured to reach those that do: "
+            "set TRIO_C10K_BROKER (the Django setting, or the environment variable) to the "
+            "servers' broker URL"
+        )
+    try:
+        check_broker_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"TRIO_C10K_BROKER: {exc}") from None
+    try:
+        from ._publisher import publisher
+    except ImportError as exc:  # coredis, or one of its own dependencies (anyio...)
+        message = f"TRIO_C10K_BROKER needs the Redis client coredis, which cannot be imported here ({exc})"
+        raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
+    return publisher(url)
+
+
+def _checked(data: str | bytes) -> str | bytes:
+    """``data``, if it is a message.
+
+    Raises:
+        TypeError: ``data`` is neither ``str`` nor bytes-like.
+    """
+    if not isinstance(data, str | bytes | bytearray | memoryview):
+        raise TypeError(f"a message is str or bytes, not {type(data).__name__}")
+    return data
 
 
 def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:

@@ -88,14 +88,19 @@ def default_max_connections() -> int:
     return max(1, soft - FD_RESERVE)
 
 
-def _open_broker(url: str, deliver: Callable[[str, str | bytes], object]) -> RedisBroker:
-    """The Redis broker; its client library is imported only when a broker is configured."""
+def broker_class() -> type[RedisBroker]:
+    """The Redis broker's class; its client library is imported only when a broker is
+    configured.
+
+    Raises:
+        ConfigError: the Redis client coredis cannot be imported, with how to install it.
+    """
     try:
         from ._broker import RedisBroker
     except ImportError as exc:  # coredis, or one of its own dependencies (anyio...)
         message = f"--broker needs the Redis client coredis, which cannot be imported here ({exc})"
         raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
-    return RedisBroker(url, deliver)
+    return RedisBroker
 
 
 def _address(listener: trio.SocketListener, scheme: str) -> str:
@@ -185,7 +190,7 @@ class Server:
             ):
                 self._handlers = handlers
                 current_workers.set(self.workers)  # for database_sync_to_thread in handlers
-                broker = _open_broker(self.config.broker, deliver) if self.config.broker else None
+                broker = broker_class()(self.config.broker, deliver) if self.config.broker else None
                 use_event_loop(trio.lowlevel.current_trio_token(), broker)  # for Group calls
                 if broker is not None:
                     handlers.start_soon(broker.run)

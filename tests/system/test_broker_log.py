@@ -11,17 +11,24 @@ from __future__ import annotations
 import signal
 import socket
 
+import pytest
+
 from tests.helpers import Supervised
 
 PASSWORD = "s3cret-pw"
 
 
-def test_no_log_line_shows_the_redis_password() -> None:
+@pytest.mark.parametrize("given_by", ["--broker", "the environment variable"])
+def test_no_log_line_shows_the_redis_password(given_by: str) -> None:
     with socket.socket() as refusing:  # bound, never listening: connections are refused
         refusing.bind(("127.0.0.1", 0))
         port = refusing.getsockname()[1]
         url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0?password={PASSWORD}"
-        server = Supervised("--bind", "127.0.0.1:0", "--broker", url, "--log-level", "debug")
+        if given_by == "--broker":
+            server = Supervised("--bind", "127.0.0.1:0", "--broker", url, "--log-level", "debug")
+        else:  # the tests' settings set no TRIO_C10K_BROKER
+            env = {"TRIO_C10K_BROKER": url}
+            server = Supervised("--bind", "127.0.0.1:0", "--log-level", "debug", env=env)
         try:
             server.wait_for(r"unreachable while (publishing|subscribing)")
         finally:

@@ -3,20 +3,22 @@
 Each test writes a small project to a temporary directory (a view, a ``@websocket`` echo, a
 static file), starts ``manage.py runserver`` in a subprocess of its own session, and talks to
 it over real sockets. The subprocess (the autoreloader and its child) is stopped by signalling
-its process group.
+its process group, as Ctrl-C in a terminal signals the foreground process group.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,9 @@ import trio
 from trio_c10k.client import open_websocket
 
 ROOT = Path(__file__).resolve().parents[2]
+#: seconds a runserver process gets to start (twice: the reloader, then its child) on a busy
+#: machine, and to stop
+START_TIMEOUT = 30
 
 SETTINGS = """
     SECRET_KEY = "runserver-test"
@@ -49,9 +54,11 @@ URLS = """
 
     from app import views
 
-    urlpatterns = [path("", views.page), path("echo/", views.echo)]
+    urlpatterns = [path("", views.page), path("echo/", views.echo), path("slow/", views.slow)]
 """
 VIEWS = """
+    import time
+
     from django.http import HttpResponse
 
     from trio_c10k import websocket
@@ -59,6 +66,12 @@ VIEWS = """
 
     def page(request):
         return HttpResponse("{answer}")
+
+
+    def slow(request):
+        print("slow view started", flush=True)
+        time.sleep(60)
+        return HttpResponse("slow")
 
 
     @websocket
@@ -106,7 +119,7 @@ def project(tmp_path: Path) -> Path:
 
 def start(project: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)]), "PYTHONUNBUFFERED": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *args],
@@ -135,6 +148,34 @@ def runserver(project: Path) -> Iterator[list[tuple[subprocess.Popen[str], int]]
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
         print(output)  # shown by pytest when the test failed
+
+
+class Output:
+    """What a runserver process printed so far, read as it comes (its stdout and stderr)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.text = ""
+        self._fd = proc.stdout.fileno()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+
+    def wait_for(self, pattern: str, count: int = 1) -> None:
+        """Read until ``pattern`` matched ``count`` times (within ``START_TIMEOUT``)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(re.findall(pattern, self.text)) < count:
+            remaining = deadline - time.monotonic()
+            chunk = os.read(self._fd, 65536) if remaining > 0 and self._selector.select(remaining) else b""
+            if not chunk:
+                pytest.fail(f"{pattern!r} x{count} never came; output:\n{self.text}")
+            self.text += chunk.decode(errors="replace")
+
+    def until_exit(self) -> int:
+        """Read the rest of the output until the process (the reloader too) exits; its status."""
+        rest, _ = self.proc.communicate(timeout=START_TIMEOUT)
+        self.text += rest
+        return self.proc.returncode
 
 
 async def get(port: int, path: str) -> httpx.Response:
@@ -196,18 +237,6 @@ async def test_nostatic_and_noreload_are_honoured(
     assert (await get(port, "/static/app/hello.txt")).status_code == 404
 
 
-async def test_ctrl_c_without_the_reloader_exits_cleanly(
-    project: Path, runserver: list[tuple[subprocess.Popen[str], int]]
-) -> None:
-    proc, port = start(project, "--noreload")
-    runserver.append((proc, port))  # stopped and shown by the fixture if this test fails
-    assert (await get(port, "/")).text == "version 1"
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=30)  # a bound for a busy machine; it takes about 1 s
-    assert proc.returncode == 0, output
-    assert "Traceback" not in output
-
-
 def test_a_port_in_use_is_reported_the_django_way(project: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -245,7 +274,7 @@ async def test_the_config_options_of_python_m_trio_c10k_are_honoured(
         (["--max-header-size", "10"], "CommandError: max_header_size must be at least 1024 bytes"),
         (["--bind", "127.0.0.1:0"], "unrecognized arguments: --bind"),
         (["--threads", "3"], "unrecognized arguments: --threads"),
-        (["--graceful-timeout", "3"], "unrecognized arguments: --graceful-timeout"),
+        (["--graceful-timeout", "0"], "CommandError: graceful_timeout must be a positive number of seconds"),
         (
             ["--ssl-certfile", "/nonexistent/cert.pem"],
             "CommandError: --ssl-certfile /nonexistent/cert.pem: No such file or directory",
@@ -266,3 +295,108 @@ def test_a_bad_or_left_out_config_option_stops_runserver(project: Path, args: li
     assert result.returncode != 0
     assert error in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def echo_then_closed(port: int, stop: Callable[[], object]) -> int | None:
+    """Open a WebSocket to the echo handler, check it echoes, call ``stop()``; the close code
+    the server closed it with."""
+    with trio.fail_after(START_TIMEOUT):
+        async with open_websocket(f"ws://127.0.0.1:{port}/echo/") as ws:
+            ws.write_message("before")
+            assert await ws.read_message() == "before"
+            stop()
+            assert await ws.read_message() is None  # until the server closes
+            return ws.close_code
+
+
+@pytest.mark.parametrize(
+    ("args", "signum", "target"),
+    [
+        pytest.param(["--noreload"], signal.SIGINT, "group", id="noreload-SIGINT"),
+        pytest.param(["--noreload"], signal.SIGTERM, "group", id="noreload-SIGTERM"),
+        # Ctrl-C in a terminal: the reloader and its child both get SIGINT.
+        pytest.param([], signal.SIGINT, "group", id="reloader-SIGINT-group"),
+        # kill PID (a container's stop, a script): only the reloader gets it.
+        pytest.param([], signal.SIGTERM, "parent", id="reloader-SIGTERM-parent"),
+        pytest.param([], signal.SIGINT, "parent", id="reloader-SIGINT-parent"),
+        # A process manager that signals the whole group.
+        pytest.param([], signal.SIGTERM, "group", id="reloader-SIGTERM-group"),
+    ],
+)
+async def test_a_signal_closes_websockets_with_1001_and_exits_cleanly(
+    project: Path,
+    runserver: list[tuple[subprocess.Popen[str], int]],
+    args: list[str],
+    signum: signal.Signals,
+    target: str,
+) -> None:
+    proc, port = start(project, *args)
+    runserver.append((proc, port))  # stopped by the fixture if this test fails
+    output = Output(proc)
+    output.wait_for("Listening on")
+
+    def stop() -> None:
+        if target == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+
+    code = await echo_then_closed(port, stop)
+    assert code == 1001, output.text
+    assert output.until_exit() == 0, output.text
+    # Under the reloader, the child gets the reloader's copy (SIGTERM), and the signal itself
+    # if it went to the group, in either order: the first one is named.
+    shown = signum.name if args else "(SIGINT|SIGTERM)"
+    assert re.search(f"{shown}: shutting down, in-flight requests have 3 s to finish", output.text)
+    assert "Traceback" not in output.text
+
+
+async def test_a_second_ctrl_c_stops_at_once_under_the_reloader(
+    project: Path, runserver: list[tuple[subprocess.Popen[str], int]]
+) -> None:
+    proc, port = start(project, "--graceful-timeout", "60")  # longer than the test waits
+    runserver.append((proc, port))
+    output = Output(proc)
+    output.wait_for("Listening on")
+
+    async def slow_request() -> None:  # in flight until the second Ctrl-C cancels it
+        with pytest.raises(httpx.TransportError):
+            async with httpx.AsyncClient(timeout=None) as client:
+                await client.get(f"http://127.0.0.1:{port}/slow/")
+
+    with trio.fail_after(START_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_request)
+            await trio.to_thread.run_sync(output.wait_for, "slow view started")
+            os.killpg(proc.pid, signal.SIGINT)
+            await trio.to_thread.run_sync(output.wait_for, "shutting down")
+            os.killpg(proc.pid, signal.SIGINT)
+            assert await trio.to_thread.run_sync(output.until_exit) == 0, output.text
+    assert "SIGINT again: stopping now" in output.text
+    assert "Traceback" not in output.text
+
+
+async def test_a_reload_closes_websockets_with_1001_before_the_restart(
+    project: Path, runserver: list[tuple[subprocess.Popen[str], int]]
+) -> None:
+    proc, port = start(project)
+    runserver.append((proc, port))
+    output = Output(proc)
+    output.wait_for("Listening on")
+    views = project / "app" / "views.py"
+    views.write_text(textwrap.dedent(VIEWS.format(answer="version 2")).lstrip())
+    with trio.fail_after(START_TIMEOUT):
+        async with open_websocket(f"ws://127.0.0.1:{port}/echo/") as ws:
+            # As in test_editing_a_view_restarts_the_server_with_the_new_code: the reloader's
+            # first look at the file logs nothing, so each round moves the modification time
+            # on again, and waits a poll interval and more for the close.
+            for round_ in itertools.count(1):
+                later = time.time() + 2 + round_
+                os.utime(views, (later, later))
+                with trio.move_on_after(2):
+                    assert await ws.read_message() is None
+                    break
+            assert ws.close_code == 1001, output.text
+    assert (await get(port, "/")).text == "version 2"
+    output.wait_for("Reloading: shutting down")
+    assert "Traceback" not in output.text

@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from trio_c10k import Config, ConfigError
 from trio_c10k._config import check_broker_url, redacted
-from trio_c10k._server import _open_broker
+from trio_c10k._server import broker_class
+from trio_c10k.management.commands.runserver import DjangoRunserver
 
 
 @pytest.mark.parametrize(
@@ -88,12 +91,27 @@ def test_a_broker_without_the_redis_client_names_it_and_the_extra(
     monkeypatch.setitem(sys.modules, missing, None)  # an import of it raises ImportError
     monkeypatch.delitem(sys.modules, "trio_c10k._broker", raising=False)
     with pytest.raises(ConfigError) as caught:
-        _open_broker("redis://:s3cret@127.0.0.1:6379/0", lambda group, data: None)
+        broker_class()
     message = str(caught.value)
     assert message.startswith("--broker needs the Redis client coredis, which cannot be imported here (")
     assert message.endswith("): pip install 'trio-c10k[redis]'")
     assert missing in message
-    assert "s3cret" not in message
+
+
+def test_runserver_with_a_broker_and_without_the_redis_client_stops_before_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "coredis", None)
+    monkeypatch.delitem(sys.modules, "trio_c10k._broker", raising=False)
+
+    def serve(*args: object, **options: object) -> None:
+        raise AssertionError("runserver went on to serve")
+
+    monkeypatch.setattr(DjangoRunserver, "handle", serve)
+    with pytest.raises(
+        CommandError, match=r"^--broker needs the Redis client coredis, which cannot be imported"
+    ):
+        call_command("runserver", "--noreload", "--broker", "redis://127.0.0.1:6379/0")
 
 
 def test_a_broker_that_is_not_a_string_is_refused() -> None:

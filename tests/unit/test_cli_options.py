@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import help_entries
 from trio_c10k import Bind, Config, TLSConfig, WebSocketConfig
-from trio_c10k._cli import _add_option, build_parser, config_from_args, config_options
+from trio_c10k._cli import _add_option, add_config_options, build_parser, config_from_args, config_options
 from trio_c10k._config import Option, option
 from trio_c10k._server import FD_RESERVE
 
@@ -147,6 +147,18 @@ def test_help_states_each_dataclass_default() -> None:
         expected = declared.help if default is None else f"{declared.help} (default: {shown})"
         assert entries[declared.flags[-1]] == "".join(expected.split()), name
     assert entries["--max-connections"].endswith(f"minus{FD_RESERVE})")
+
+
+def test_a_default_of_the_commands_own_sets_the_field_and_is_shown() -> None:
+    # manage.py runserver's --graceful-timeout
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, leave_out=("bind",), defaults={"graceful_timeout": 3.0})
+    assert config_from_args(parser.parse_args([])) == Config(graceful_timeout=3.0)
+    given = config_from_args(parser.parse_args(["--graceful-timeout", "7"]))
+    assert given == Config(graceful_timeout=7.0)
+    entries = {flag: "".join(text.split()) for flag, text in help_entries(parser.format_help()).items()}
+    assert entries["--graceful-timeout"].endswith("(default:3.0)")
+    assert entries["--keep-alive-timeout"].endswith("(default:5.0)")  # the others keep theirs
 
 
 @pytest.mark.parametrize(
