@@ -11,8 +11,8 @@ starts on a free port (no persistence). In one run:
    connection joins example_site's chat room ``/chat/bench/ws/`` (each handshake goes through
    Django's URLconf and middleware, each join reads the room's history from SQLite in a worker
    thread). ``--connections`` are opened from client processes (benchmarks/lib/client_workers.py,
-   each holding fewer than 20,000, each from its own source address 127.0.0.x: one address has
-   about 28,000 ephemeral ports), ``--in-flight`` handshakes outstanding at a time: the time,
+   each holding fewer than 20,000, each from its own source address 127.0.0.x, and fewer than
+   ``PORTS_PER_SOURCE``), ``--in-flight`` handshakes outstanding at a time: the time,
    the handshakes per second over the first and the last tenth, the connections each worker
    holds (its sockets, /proc/PID/fd), and the RSS of the supervisor and its workers (not the
    clients') before and after, per connection.
@@ -61,6 +61,12 @@ from scale_out_bench import start_redis
 SINGLE_MEMBERS = 10_000
 #: broadcasts before the timed ones, until one reaches every member (they join as they connect)
 WARM_UP_ATTEMPTS = 5
+#: connections from one source address to the server's address and port, at most: Linux
+#: gives connect() the even ones of its ~28,000 ephemeral ports first (the odd ones are left to
+#: bind()), and past those (~14,100) each connect() scans them all before taking an odd one:
+#: a 36,000-connection run from 2 addresses slowed from ~300 to ~45 handshakes/s per worker
+#: there, the workers idle
+PORTS_PER_SOURCE = 14_000
 #: seconds a worker is given to stop after SIGTERM (with thousands of WebSockets to close)
 STOP_TIMEOUT = 60
 
@@ -405,7 +411,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=100_000, help="connections over the workers")
     parser.add_argument("--workers", type=int, default=6, help="server processes (each under 19,900)")
-    parser.add_argument("--client-processes", type=int, default=7, help="each under 19,900 connections")
+    parser.add_argument(
+        "--client-processes", type=int, default=8, help=f"each under {PORTS_PER_SOURCE:,} connections"
+    )
     parser.add_argument("--in-flight", type=int, default=120, help="handshakes outstanding at a time")
     parser.add_argument("--rounds", type=int, default=7, help="broadcasts timed per setup")
     parser.add_argument("--time-limit", type=int, default=900, help="seconds before the run gives up")
@@ -418,10 +426,14 @@ def main() -> None:
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    for what, count in (("client process", args.client_processes), ("worker", args.workers)):
-        if args.connections / count > hard - 200:
+    limits = (
+        ("client process", args.client_processes, PORTS_PER_SOURCE),
+        ("worker", args.workers, hard - 200),
+    )
+    for what, count, most in limits:
+        if args.connections / count > most:
             raise SystemExit(
-                f"{args.connections} connections need more than {count} {what}es (open-file limit {hard})"
+                f"{args.connections} connections need more than {count} {what}es (each at most {most:,})"
             )
 
     def give_up(_signum: int, _frame: types.FrameType | None) -> None:
