@@ -40,7 +40,8 @@ class Bind:
     port: int | None = None
     #: filesystem path of a Unix domain socket
     path: str | None = None
-    #: an already-listening socket inherited from the parent process
+    #: a socket inherited from the parent process: listening, or bound with SO_REUSEPORT for a
+    #: listening socket of this process beside it (``--workers``, see ``_listeners``)
     fd: int | None = None
 
     def __post_init__(self) -> None:
