@@ -160,7 +160,8 @@ class HTTPConnection(ResponseWriter):
             self.is_head = event.method == b"HEAD"
             # h11 bounds a head that arrives in pieces; one that arrives whole in a single
             # read is measured here (the line, and each field as "name: value\r\n").
-            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            fields = event.headers.raw_items()  # a list: faster to go through than the Sequence
+            size = len(event.method) + len(event.target) + sum([len(n) + len(v) + 4 for n, v in fields])
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             check_request(event)
@@ -238,14 +239,14 @@ class HTTPConnection(ResponseWriter):
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
+        event = self.conn.next_event()
+        if type(event) is h11.EndOfMessage:  # no body (a GET, an upgrade)
+            return empty_body(), 0
         limit = self.server.config.max_body_size
-        for name, value in request.headers:
-            if name == b"content-length" and int(value) > limit:
+        for name, value in request.headers.raw_items():
+            if name.lower() == b"content-length" and int(value) > limit:
                 await self._send_error(413, f"Request body larger than {limit} bytes")
                 return None
-        event = self.conn.next_event()
-        if type(event) is h11.EndOfMessage:
-            return empty_body(), 0
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed by the caller
         try:
             length = await self._receive_body(event, body)
