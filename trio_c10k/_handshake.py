@@ -188,8 +188,8 @@ _NOT_IN_101 = frozenset({b"content-length", b"content-type", b"transfer-encoding
 
 def switching_protocols(headers: list[tuple[bytes, bytes]]) -> bytes:
     """The head of the 101 answer: ``HTTP/1.1 101 Switching Protocols`` and ``headers`` (the
-    application's, from ``Accept.headers`` through Django and its middleware), but
-    Content-Length, Content-Type and Transfer-Encoding.
+    handshake's, ``Accept.headers``, then those of the application's 101 response: what
+    Django's middleware added), but Content-Length, Content-Type and Transfer-Encoding.
 
     Raises:
         ValueError: a name is not a token, or a value holds CR, LF or NUL (a header injection;

@@ -319,7 +319,8 @@ class HTTPConnection(ResponseWriter):
             response = await call_application(server.app, environ, self._stream_from_thread, server.workers)
             if response.status == 101 and slot is not None and slot.accept is not None:
                 # h11 is dropped from here on: the 101 is not its business (``_handshake`` Rule 3)
-                await self._write(switching_protocols(response.headers))
+                handshake = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in slot.accept.headers]
+                await self._write(switching_protocols(handshake + response.headers))
                 switched = True
             elif response.streamed:
                 await self._write(self.conn.send(h11.EndOfMessage()))
