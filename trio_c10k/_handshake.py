@@ -180,8 +180,8 @@ def _same_domain(host: str, pattern: str) -> bool:
     return bool(pattern) and host == pattern
 
 
-#: RFC 9110 section 5.1: a field name is a token
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+#: field lines as RFC 9110 section 5 allows them: a token, ": ", a value without CR, LF or NUL
+_FIELD_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\0]*\r\n)*")
 # A 101 has no body (RFC 9110 section 15.2): the application's framing headers are dropped.
 _NOT_IN_101 = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
 
@@ -195,15 +195,12 @@ def switching_protocols(headers: list[tuple[bytes, bytes]]) -> bytes:
         ValueError: a name is not a token, or a value holds CR, LF or NUL (a header injection;
             h11 refuses the same).
     """
-    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
-    for name, value in headers:
-        if name.lower() in _NOT_IN_101:
-            continue
-        if not _TOKEN.fullmatch(name) or b"\r" in value or b"\n" in value or b"\0" in value:
-            raise ValueError(f"invalid header in the 101 answer: {name!r}: {value!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    kept = [name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in _NOT_IN_101]
+    fields = b"".join(kept)
+    # One line per field: a CRLF inside a name or value would make a line of its own.
+    if fields.count(b"\n") != len(kept) or not _FIELD_LINES.fullmatch(fields):
+        raise ValueError(f"invalid header in the 101 answer: {headers!r}")
+    return b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n"
 
 
 def server_connection(accept: Accept) -> Connection:

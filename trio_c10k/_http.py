@@ -23,7 +23,6 @@ registration. Only a head that is not all there waits, under ``keep_alive_timeou
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -98,9 +97,11 @@ class HTTPConnection(ResponseWriter):
     def __init__(self, stream: trio.SocketStream | TLSStream, server: Owner) -> None:
         config = server.config
         sock = stream.socket
-        inet = sock.family != socket.AF_UNIX
-        client = sock.getpeername()[:2] if inet else None
-        local = sock.getsockname()[:2] if inet else None
+        # A tuple for TCP, a path (str) for a Unix socket: no look at ``sock.family`` (an enum
+        # conversion on every access).
+        peer = sock.getpeername()
+        client = peer[:2] if isinstance(peer, tuple) else None
+        local = sock.getsockname()[:2] if client is not None else None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
         super().__init__(stream, server, conn, peer_label(client))
         #: the peer's (host, port), None for a Unix socket

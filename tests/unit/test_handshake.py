@@ -167,6 +167,8 @@ def test_switching_protocols_head_is_byte_exact() -> None:
     [
         (b"X-Evil", b"a\r\nSet-Cookie: x=1"),
         (b"X-Evil", b"a\nb"),
+        (b"X-Evil", b"a\rb"),
+        (b"X-Evil: a\r\nSet-Cookie", b"x=1"),
         (b"X-Evil", b"a\x00b"),
         (b"X Evil", b"a"),
         (b"X-Evil:", b"a"),
