@@ -99,10 +99,9 @@ def _upgrade(
         return _plain(403, f"WebSocket connections from origin {origin!r} are not allowed", logged=True)
     _keep_for_handler(request)
     slot.handler, slot.args, slot.kwargs, slot.request, slot.accept = handler, args, kwargs, request, result
-    response = HttpResponse(status=101)
-    for name, value in result.headers:
-        response[name] = value
-    return response
+    # The handshake's own headers (``result.headers``) are the server's to add to the 101:
+    # the response carries only what middleware adds.
+    return HttpResponse(status=101)
 
 
 def _origin_verified(request: HttpRequest, origin: str | None) -> bool:

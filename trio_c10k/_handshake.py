@@ -5,12 +5,18 @@ with plain sync tests.
 Rule 2: a request that is not an acceptable upgrade gives a ``Rejection`` (status, reason,
 headers) that the caller answers as plain HTTP; an acceptable one gives an ``Accept`` with
 everything the 101 answer and the ``wsproto`` connection need.
+Rule 3: the 101 answer's head is built here (``switching_protocols``), not by h11: the server
+drops h11 once the protocol is switched, and h11's response machinery (an event object,
+every header through its regular expressions, its state machine) cost more than the rest of
+the event loop's share of a handshake. The same checks stand: each name a token, no CR, LF
+or NUL in a value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -172,6 +178,29 @@ def _same_domain(host: str, pattern: str) -> bool:
     if pattern.startswith("."):
         return host == pattern[1:] or host.endswith(pattern)
     return bool(pattern) and host == pattern
+
+
+#: field lines as RFC 9110 section 5 allows them: a token, ": ", a value without CR, LF or NUL
+_FIELD_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\0]*\r\n)*")
+# A 101 has no body (RFC 9110 section 15.2): the application's framing headers are dropped.
+_NOT_IN_101 = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
+
+
+def switching_protocols(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The head of the 101 answer: ``HTTP/1.1 101 Switching Protocols`` and ``headers`` (the
+    handshake's, ``Accept.headers``, then those of the application's 101 response: what
+    Django's middleware added), but Content-Length, Content-Type and Transfer-Encoding.
+
+    Raises:
+        ValueError: a name is not a token, or a value holds CR, LF or NUL (a header injection;
+            h11 refuses the same).
+    """
+    kept = [name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in _NOT_IN_101]
+    fields = b"".join(kept)
+    # One line per field: a CRLF inside a name or value would make a line of its own.
+    if fields.count(b"\n") != len(kept) or not _FIELD_LINES.fullmatch(fields):
+        raise ValueError(f"invalid header in the 101 answer: {headers!r}")
+    return b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n"
 
 
 def server_connection(accept: Accept) -> Connection:

@@ -13,12 +13,16 @@ logged once: client errors at INFO, application errors at ERROR (``_http_send``,
 Rule 4: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
 bytes pass ``check_head`` before h11 parses them, the parsed request ``check_request``, and a
 chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
+Rule 5: a new connection's first request is usually in the socket's buffer by the time its
+task runs (the client sent it right after connecting): it is read with a plain non-blocking
+read, and when the head is whole it is served without a timer, a cancel scope or an epoll
+registration. Only a head that is not all there waits, under ``keep_alive_timeout`` then
+``header_timeout`` as before.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -27,14 +31,13 @@ from typing import IO, Any, Protocol
 import h11
 import trio
 
-from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection
+from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection, switching_protocols
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
 from ._sockets import read_nowait
 from ._tls_stream import TLSStream, TLSWebSocket
 from ._websocket import WebSocket
 from ._wsgi import (
-    AppResponse,
     Environ,
     apply_proxy_headers,
     build_environ,
@@ -57,8 +60,6 @@ SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
 #: so a form or a JSON body stays in memory while thousands of slow uploads cost 64 KiB each
 #: (nginx's client_body_buffer_size is 8-16 KiB; below one read, most bodies would hit the disk)
 SPOOL_SIZE = RECEIVE_SIZE
-# A 101 has no body (RFC 9110 section 15.2): Django's framing headers are dropped from it.
-_NOT_IN_101 = {b"content-length", b"content-type", b"transfer-encoding"}
 
 
 class Owner(SenderOwner, Protocol):
@@ -96,9 +97,11 @@ class HTTPConnection(ResponseWriter):
     def __init__(self, stream: trio.SocketStream | TLSStream, server: Owner) -> None:
         config = server.config
         sock = stream.socket
-        inet = sock.family != socket.AF_UNIX
-        client = sock.getpeername()[:2] if inet else None
-        local = sock.getsockname()[:2] if inet else None
+        # A tuple for TCP, a path (str) for a Unix socket: no look at ``sock.family`` (an enum
+        # conversion on every access).
+        peer = sock.getpeername()
+        client = peer[:2] if isinstance(peer, tuple) else None
+        local = sock.getsockname()[:2] if client is not None else None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
         super().__init__(stream, server, conn, peer_label(client))
         #: the peer's (host, port), None for a Unix socket
@@ -158,7 +161,8 @@ class HTTPConnection(ResponseWriter):
             self.is_head = event.method == b"HEAD"
             # h11 bounds a head that arrives in pieces; one that arrives whole in a single
             # read is measured here (the line, and each field as "name: value\r\n").
-            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            fields = event.headers.raw_items()  # a list: faster to go through than the Sequence
+            size = len(event.method) + len(event.target) + sum([len(n) + len(v) + 4 for n, v in fields])
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             check_request(event)
@@ -194,6 +198,17 @@ class HTTPConnection(ResponseWriter):
             elif conn.their_http_version is not None:
                 return None, None
             idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
+        elif not begun and conn.their_http_version is None and self.tls is None:
+            # Rule 5: a new connection's first request is read without a wait if it is here.
+            data = read_nowait(self.stream.socket.fileno())
+            if data is not None:
+                conn.receive_data(data)
+                head += data
+                begun = bool(data)
+                if (end := head_end(head)) >= 0:  # whole: checked (Rule 4), then parsed
+                    chunked = check_head(bytes(head[:end]))
+                    if (event := conn.next_event()) is not h11.NEED_DATA:
+                        return event, chunked  # type: ignore[return-value]  # a Request
         # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
         # header timeout for the whole head, against slow-header (slowloris) clients.
         with trio.move_on_after(config.header_timeout if begun else idle_timeout) as scope:
@@ -225,14 +240,14 @@ class HTTPConnection(ResponseWriter):
 
     async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
+        event = self.conn.next_event()
+        if type(event) is h11.EndOfMessage:  # no body (a GET, an upgrade)
+            return empty_body(), 0
         limit = self.server.config.max_body_size
-        for name, value in request.headers:
-            if name == b"content-length" and int(value) > limit:
+        for name, value in request.headers.raw_items():
+            if name.lower() == b"content-length" and int(value) > limit:
                 await self._send_error(413, f"Request body larger than {limit} bytes")
                 return None
-        event = self.conn.next_event()
-        if type(event) is h11.EndOfMessage:
-            return empty_body(), 0
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed by the caller
         try:
             length = await self._receive_body(event, body)
@@ -298,12 +313,16 @@ class HTTPConnection(ResponseWriter):
         self.head_sent = False
         self.sent_bytes = 0
         slot = None
+        switched = False
         if "HTTP_UPGRADE" in environ:
             slot = environ[UPGRADE_SLOT] = UpgradeSlot(compression=server.config.websocket.compression)
         try:
             response = await call_application(server.app, environ, self._stream_from_thread, server.workers)
             if response.status == 101 and slot is not None and slot.accept is not None:
-                await self._write(self._switch_protocols(response))
+                # h11 is dropped from here on: the 101 is not its business (``_handshake`` Rule 3)
+                handshake = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in slot.accept.headers]
+                await self._write(switching_protocols(handshake + response.headers))
+                switched = True
             elif response.streamed:
                 await self._write(self.conn.send(h11.EndOfMessage()))
             else:
@@ -335,19 +354,13 @@ class HTTPConnection(ResponseWriter):
                 self.sent_bytes,
                 (time.perf_counter() - started) * 1000,
             )
-        if self.conn.our_state is h11.SWITCHED_PROTOCOL:
+        if switched:
             assert slot is not None
             environ.pop(UPGRADE_SLOT)
             self.upgrade = (self._websocket(slot, environ), slot)
             slot.request = slot.accept = None  # the WebSocket holds what is needed
             return False
         return self.conn.our_state is h11.DONE and not server.closing
-
-    def _switch_protocols(self, response: AppResponse) -> bytes:
-        headers = [(k, v) for k, v in response.headers if k.lower() not in _NOT_IN_101]
-        return self.conn.send(
-            h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
-        )
 
     def _websocket(self, slot: UpgradeSlot, environ: Environ) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""

@@ -228,7 +228,9 @@ class WebSocket(WebSocketProtocol):
         # and no cancel scope around it.
         fd, read = self._fd, self._read_nowait
         waited = False  # whether the last read came after a wait (a checkpoint already)
-        drained = False  # whether the last read took less than it asked: nothing more yet
+        # Whether the last read took less than it asked: nothing more yet. True to begin with:
+        # the peer has not had the 101 yet, and what it sent with its handshake is ``_unparsed``.
+        drained = True
         try:
             while True:
                 # What is not parsed yet first: the bytes that came with the handshake may

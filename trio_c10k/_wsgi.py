@@ -127,7 +127,8 @@ def build_environ(base: Environ, request: h11.Request, body: IO[bytes], length: 
     environ["wsgi.input"] = body
     if length:
         environ["CONTENT_LENGTH"] = str(length)
-    for name, value in request.headers:
+    for raw_name, value in request.headers.raw_items():  # a list: faster than the Sequence
+        name = raw_name.lower()
         key = _KEYS.get(name) or _SPECIAL.get(name)
         if key is None:
             if b"_" in name:

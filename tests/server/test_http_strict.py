@@ -6,12 +6,15 @@ state out. Every case here is one h11 alone lets through (or answers with a vagu
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
+import trio.testing
 from django.core.handlers.wsgi import WSGIRequest
 
 import trio_c10k._http_send
-from tests.helpers import StartServer, connect, read_until_closed
+from tests.helpers import StartServer, _opened, connect, port_of, read_until_closed
 from trio_c10k import Server
 
 
@@ -204,6 +207,49 @@ async def test_refused_with_one_answer_then_closed(
     assert status == status_line
     assert reason in body
     assert body.count(b"\n") == 1  # one line of reason, and nothing after the refused request
+
+
+def connected_with(server: Server, data: bytes) -> trio.SocketStream:
+    """A connection whose first bytes are in the server's socket buffer before the server's
+    connection task first runs: connect and send happen here, with no checkpoint between."""
+    sock = socket.create_connection(("127.0.0.1", port_of(server)))
+    sock.sendall(data)
+    sock.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    _opened.append(stream)
+    return stream
+
+
+@pytest.mark.parametrize(("request_bytes", "status_line", "reason"), CASES)
+async def test_a_head_already_received_on_accept_is_checked_the_same(
+    server: Server, request_bytes: bytes, status_line: bytes, reason: bytes
+) -> None:
+    # The first request is read without waiting when it is there (``_http`` Rule 5): the same
+    # checks, the same answer.
+    stream = connected_with(server, request_bytes)
+    status, body = split_answer(await read_until_closed(stream))
+    assert status == status_line
+    assert reason in body
+    assert body.count(b"\n") == 1
+
+
+async def test_a_head_partly_received_on_accept_is_awaited_then_served(server: Server) -> None:
+    stream = connected_with(server, b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0")
+    with trio.fail_after(10):
+        await trio.testing.wait_all_tasks_blocked()  # the server read the first part
+    await stream.send_all(b".0.1\r\nConnection: close\r\n\r\n")
+    status, body = split_answer(await read_until_closed(stream))
+    assert status == b"HTTP/1.1 200 OK"
+    assert body == b"Hello, world!\n"
+
+
+async def test_a_partial_head_received_on_accept_gets_408_after_header_timeout(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(header_timeout=0.2, keep_alive_timeout=30)
+    stream = connected_with(server, b"GET /t/hello/ HTTP/1.1\r\n")
+    status, _ = split_answer(await read_until_closed(stream))
+    assert status == b"HTTP/1.1 408 Request Timeout"
 
 
 def host_app(environ, start_response):  # type: ignore[no-untyped-def]

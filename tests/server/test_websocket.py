@@ -8,6 +8,7 @@ did not write.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -74,6 +75,37 @@ async def test_bad_handshakes_get_plain_http_answers(
     assert reason in body
     if status == 426 and "Sec-WebSocket-Version" in headers:
         assert header(response, b"sec-websocket-version") == b"13"
+
+
+async def test_the_101_carries_the_handshake_and_the_middleware_headers(server: Server) -> None:
+    key = base64.b64encode(os.urandom(16))
+    stream = await trio.open_tcp_stream("127.0.0.1", port_of(server))
+    async with stream:
+        await stream.send_all(
+            b"GET /t/ws/subprotocol/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: chat.v1\r\n\r\n"
+        )
+        head = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some(4096)
+    lines = head.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 101 Switching Protocols"
+    fields = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    # The handshake's headers first, then those Django's middleware added to the response.
+    assert fields[:4] == [
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", accept),
+        (b"Sec-WebSocket-Protocol", b"chat.v1"),
+    ]
+    assert (b"X-Frame-Options", b"DENY") in fields  # XFrameOptionsMiddleware
+    assert (b"X-Content-Type-Options", b"nosniff") in fields  # SecurityMiddleware
+    names = [name.lower() for name, _ in fields]
+    assert not {b"content-type", b"content-length", b"transfer-encoding"} & set(names)  # no body
+    assert len(names) == len(set(names))
 
 
 def test_post_upgrade_gets_400() -> None:

@@ -6,7 +6,14 @@ import base64
 
 import pytest
 
-from trio_c10k._handshake import Accept, Rejection, check_upgrade, choose_subprotocol, origin_allowed
+from trio_c10k._handshake import (
+    Accept,
+    Rejection,
+    check_upgrade,
+    choose_subprotocol,
+    origin_allowed,
+    switching_protocols,
+)
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -135,3 +142,39 @@ def test_origin_allowed(origin: str | None, scheme: str, host: str | None, allow
 def test_origin_allowed_ignores_empty_wildcards(trusted: list[str]) -> None:
     assert not origin_allowed("https://", "http", "site.test", trusted)
     assert not origin_allowed("https://evil.test", "http", "site.test", trusted)
+
+
+def test_switching_protocols_head_is_byte_exact() -> None:
+    headers = [
+        (b"Content-Type", b"text/html; charset=utf-8"),
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        (b"X-Frame-Options", b"DENY"),
+        (b"Content-Length", b"0"),
+        (b"transfer-encoding", b"chunked"),
+        (b"Vary", b"Cookie"),
+    ]
+    assert switching_protocols(headers) == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Frame-Options: DENY\r\n"
+        b"Vary: Cookie\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"X-Evil", b"a\r\nSet-Cookie: x=1"),
+        (b"X-Evil", b"a\nb"),
+        (b"X-Evil", b"a\rb"),
+        (b"X-Evil: a\r\nSet-Cookie", b"x=1"),
+        (b"X-Evil", b"a\x00b"),
+        (b"X Evil", b"a"),
+        (b"X-Evil:", b"a"),
+        (b"", b"a"),
+    ],
+)
+def test_switching_protocols_refuses_header_injection(header: tuple[bytes, bytes]) -> None:
+    with pytest.raises(ValueError, match="invalid header"):
+        switching_protocols([(b"Upgrade", b"websocket"), header])
