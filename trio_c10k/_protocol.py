@@ -42,6 +42,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
+from ._counters import UNCOUNTED
 from ._deflate import BoundedDeflate
 from ._exceptions import ConnectionClosed
 from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
@@ -96,6 +97,7 @@ class WebSocketProtocol:
     __slots__ = (
         "_close_sent",
         "_config",
+        "_counters",
         "_heard",
         "_inbox",
         "_inbox_closed",
@@ -153,6 +155,8 @@ class WebSocketProtocol:
         self._owed = 0
         self._ws = connection
         self._config = config
+        # Where its messages count (``_counters``): the server's, set by the server.
+        self._counters = UNCOUNTED
         # The thread that owns the connection (see ``in_loop_thread``).
         self._loop_thread = get_ident()
         # Whole messages not handed out yet; closed once the connection is. A list, not a
@@ -222,6 +226,7 @@ class WebSocketProtocol:
             data = data.encode("utf-8")
         elif opcode not in (None, TEXT, BINARY):
             raise ValueError(f"opcode must be 1 (text) or 2 (binary), not {opcode!r}")
+        self._counters.messages_out += 1
         if self._plain:
             self._send_frame(encode_frame(data))
         elif self._mask_bit == 0:
@@ -250,6 +255,7 @@ class WebSocketProtocol:
         They wait for ``_parse``; the end of the stream closes with 1006 at once."""
         self._heard, self._pinged_at = now, None
         if data:
+            self._counters.bytes_in += len(data)
             self._unparsed = self._unparsed + data if self._unparsed else data
         else:
             self._to_wsproto(None)
@@ -421,6 +427,7 @@ class WebSocketProtocol:
         """Queue ``frame``, unless the backlog is over ``send_queue_size``: then the peer is
         dropped (1008) and False returned. The bound is on the backlog, not on this frame."""
         if self._queued > self._config.send_queue_size:
+            self._counters.slow_closed += 1
             self._drop(f"send queue over {self._config.send_queue_size} bytes (the peer reads too slowly)")
             return False
         self._queue.append(frame)
@@ -434,6 +441,7 @@ class WebSocketProtocol:
         if not (self._inbox_closed or self._close_sent):
             self._inbox.append(message)
             self._inboxed += len(message)
+            self._counters.messages_in += 1
             if self._waiters:
                 self._wake()
 

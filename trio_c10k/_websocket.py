@@ -285,6 +285,7 @@ class WebSocket(WebSocketProtocol):
         # Straight to the socket when it is the first frame of this round, nothing waits
         # before it and the connection is not coalescing (``_queued`` rather than the list
         # itself: a broadcast then reads only this object, for each of its members).
+        self._counters.bytes_out += len(frame)
         if not (self._flush_due or self._queued or self._writer_running or self._coalescing):
             try:
                 sent = os.write(self._fd, frame)
@@ -375,6 +376,7 @@ class WebSocket(WebSocketProtocol):
             while self._queued > half and self.open:
                 await self._wait()  # woken as its queue drains, or as it closes
         if self._queued > half and self.open:
+            self._counters.slow_closed += 1
             self._drop(f"send queue still over {half} bytes after {self._config.send_timeout:g} s")
         return True
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import trio
 
 from ._config import Config
+from ._metrics import metrics_directory, process_gone
 from ._server import open_listeners, remove_unix_sockets
 
 log = logging.getLogger("trio_c10k.workers")
@@ -68,6 +69,8 @@ class Supervisor:
         #: exit status for the parent
         self.status = 0
         self._running: dict[int, trio.Process] = {}
+        #: what the children's environment gets beside ours (``_metrics.metrics_directory``)
+        self.environment: dict[str, str] = {}
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -84,12 +87,13 @@ class Supervisor:
                 self.command,
                 pass_fds=self.fds,
                 start_new_session=True,
-                env={**os.environ, "TRIO_C10K_WORKER": str(index)},
+                env={**os.environ, **self.environment, "TRIO_C10K_WORKER": str(index)},
             )
             self._running[index] = process
             log.info("Worker %d started (pid %d)", index, process.pid)
             status = await process.wait()
             del self._running[index]
+            process_gone(self.environment, process.pid)
             if self.stopping:
                 log.info("Worker %d (pid %d) %s", index, process.pid, _describe(status))
                 return
@@ -140,7 +144,8 @@ async def supervise(config: Config, argv: Sequence[str], count: int) -> int:
     try:
         fds = [listener.socket.fileno() for listener in listeners]
         supervisor = Supervisor(child_arguments(argv, fds), fds, count, forward_sighup=config.tls.enabled)
-        await supervisor.run()
+        with metrics_directory() as supervisor.environment:
+            await supervisor.run()
         return supervisor.status
     finally:
         for listener in listeners:
