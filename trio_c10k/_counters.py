@@ -2,9 +2,10 @@
 the events happen.
 
 Rule 1: one ``Counters`` per ``Server`` (``Server.counters``); each of its WebSockets points to
-it (``WebSocketProtocol._counters``), so counting a message is one attribute increment on
-objects the hot path already holds: no lookup, no lock, no call. A connection no server owns
-(a client's) counts into ``UNCOUNTED``, which nothing reads.
+it (``WebSocketProtocol._counters``), so counting is one attribute increment on objects the
+hot path already holds: no lookup, no lock, no call. Messages received are counted once per
+``_parse``, bytes once per read and per write; a message sent costs one increment. A
+connection no server owns (a client's) counts into ``UNCOUNTED``, which nothing reads.
 Rule 2: only the server's event loop thread writes them (WebSocket events, HTTP answers), so
 ``+=`` needs no lock; a reader in another thread sees a value at most one event old.
 Rule 3: they only grow; gauges (connections open, queued bytes, threads busy) are not kept
@@ -35,8 +36,8 @@ class Counters:
         #: WebSocket messages received whole, and sent (``write_message``, broadcasts)
         self.messages_in = 0
         self.messages_out = 0
-        #: WebSocket bytes read from the peers (decrypted over TLS), and frame bytes handed to
-        #: the sockets (encrypted over TLS; control frames too)
+        #: WebSocket bytes read from the peers (decrypted over TLS), and written to them
+        #: (encrypted over TLS; control frames too)
         self.bytes_in = 0
         self.bytes_out = 0
         #: connections closed with 1008 because their send queue overflowed (slow consumers)

@@ -68,7 +68,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "trio_c10k_websocket_messages_received": ("counter", "WebSocket messages received", (), ""),
     "trio_c10k_websocket_messages_sent": ("counter", "WebSocket messages sent", (), ""),
     "trio_c10k_websocket_received_bytes": ("counter", "WebSocket bytes received", (), ""),
-    "trio_c10k_websocket_sent_bytes": ("counter", "WebSocket frame bytes sent", (), ""),
+    "trio_c10k_websocket_sent_bytes": ("counter", "WebSocket bytes sent", (), ""),
     "trio_c10k_websocket_slow_consumers_closed": (
         "counter",
         "WebSockets closed with 1008 because their send queue overflowed",

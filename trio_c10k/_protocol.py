@@ -275,6 +275,7 @@ class WebSocketProtocol:
         """
         data = self._unparsed
         inbox, mask_bit, at, end = self._inbox, self._mask_bit, 0, len(data)
+        inboxed = len(inbox)  # the messages of this call are counted once, as it ends
         limit, frames = self._config.max_message_size, FRAMES_PER_STEP
         while at < end and not self._is_closed:
             if (len(inbox) >= INCOMING_QUEUE or self._inboxed >= limit) and not (
@@ -331,6 +332,7 @@ class WebSocketProtocol:
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(ping.response()))
         self._unparsed = data[at:] if at else data
+        self._counters.messages_in += len(inbox) - inboxed
 
     def _keep_alive(self, now: float) -> None:
         """Keep-alive at ``now``: a ping after ``ping_interval`` seconds of silence from the
@@ -441,7 +443,6 @@ class WebSocketProtocol:
         if not (self._inbox_closed or self._close_sent):
             self._inbox.append(message)
             self._inboxed += len(message)
-            self._counters.messages_in += 1
             if self._waiters:
                 self._wake()
 

@@ -270,6 +270,7 @@ class WebSocket(WebSocketProtocol):
                 self._writing = True
                 try:
                     await self._stream.send_all(data)
+                    self._counters.bytes_out += len(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._mark_closed(ABNORMAL, "")
                     return
@@ -285,7 +286,6 @@ class WebSocket(WebSocketProtocol):
         # Straight to the socket when it is the first frame of this round, nothing waits
         # before it and the connection is not coalescing (``_queued`` rather than the list
         # itself: a broadcast then reads only this object, for each of its members).
-        self._counters.bytes_out += len(frame)
         if not (self._flush_due or self._queued or self._writer_running or self._coalescing):
             try:
                 sent = os.write(self._fd, frame)
@@ -294,6 +294,7 @@ class WebSocket(WebSocketProtocol):
             except OSError:
                 self._mark_closed(ABNORMAL, "")
                 return
+            self._counters.bytes_out += sent  # counted as written: once per write, not per frame
             if sent == len(frame):
                 self._flush_due = True
                 self._flusher.add(self)
@@ -353,6 +354,7 @@ class WebSocket(WebSocketProtocol):
             # The descriptor as the socket has it now: -1 once closed, never another
             # connection's reused number.
             sent = os.write(self._stream.socket.fileno(), data)
+            self._counters.bytes_out += sent
         except BlockingIOError:
             sent = 0
         except OSError:

@@ -97,7 +97,7 @@ async def test_the_counters_move_with_requests_handshakes_and_messages(start_ser
     assert value(after, "trio_c10k_websockets") == 0
 
 
-async def test_a_slow_consumer_closed_is_counted_with_its_queued_bytes(start_server: StartServer) -> None:
+async def test_a_slow_consumer_closed_is_counted(start_server: StartServer) -> None:
     server = await start_server(websocket=WebSocketConfig(send_queue_size=256 * 1024, close_timeout=1))
     key = uuid.uuid4().hex
     with trio.fail_after(20):
@@ -107,9 +107,11 @@ async def test_a_slow_consumer_closed_is_counted_with_its_queued_bytes(start_ser
         values = await scrape(server)
         await slow.stream.aclose()
     assert value(values, "trio_c10k_websocket_slow_consumers_closed_total") == 1
-    # The flood's messages went out (64 KiB each, until the queue overflowed).
-    assert value(values, "trio_c10k_websocket_messages_sent_total") >= 4
-    assert value(values, "trio_c10k_websocket_sent_bytes_total") > 4 * 65536
+    # The flood's messages were sent (64 KiB each) until the queue overflowed; the bytes count
+    # what the socket took, not what was queued and dropped.
+    sent = value(values, "trio_c10k_websocket_messages_sent_total")
+    assert sent >= 4
+    assert 65536 < value(values, "trio_c10k_websocket_sent_bytes_total") < sent * 65536
 
 
 async def test_the_send_queue_bytes_are_summed_at_scrape_time(start_server: StartServer) -> None:
