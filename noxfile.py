@@ -58,7 +58,8 @@ def tests(session: nox.Session, django: str) -> None:
     """Run the test suite (pytest + pytest-trio, real sockets on 127.0.0.1)."""
     session.install("-e", ".[test]", django)
     # tests/system/test_browser*.py drive Debian's Chromium (not Playwright's own downloads);
-    # tests/system/test_broker.py starts real redis-server processes.
+    # tests/system/test_broker.py starts real redis-server processes; test_broker_sentinel.py a
+    # Redis Sentinel too, as `redis-server --sentinel` (no redis-sentinel package needed).
     _apt_install(session, "chromium", os.path.exists("/usr/bin/chromium"))
     _apt_install(session, "redis-server", shutil.which("redis-server") is not None)
     session.run(

@@ -1,11 +1,12 @@
-"""C10k benchmark: many idle WebSocket connections held by one server process, three servers.
+"""C10k benchmark: many idle WebSocket connections held by one server process, four servers.
 
     python benchmarks/c10k.py [--connections 10000] [--in-flight 50] [--max-probe]
 
 The servers are those of benchmarks/websocket_bench.py, one process each, on a free port:
 trio_c10k serving example_site (``/test/echo/``: every handshake goes through Django's URLconf
-and middleware), trio-websocket's ``serve_websocket`` (benchmarks/peers/trio_websocket_echo.py)
-and the ``websockets`` library's asyncio server (benchmarks/peers/websockets_echo.py).
+and middleware), trio-websocket's ``serve_websocket`` (benchmarks/peers/trio_websocket_echo.py),
+the ``websockets`` library's asyncio server (benchmarks/peers/websockets_echo.py) and picows on
+uvloop (benchmarks/peers/picows_echo.py).
 
 1. Open ``--connections`` WebSocket connections with ``--in-flight`` handshakes outstanding at
    a time, from 2 client processes (each holds half and keeps half the handshakes in flight);
@@ -23,11 +24,11 @@ and the ``websockets`` library's asyncio server (benchmarks/peers/websockets_ech
 The clients are benchmarks/lib/client_workers.py's processes (standard library only): raw
 non-blocking sockets in one ``epoll`` loop per process, one precomputed handshake request, each
 answer read up to its blank line, its status line and ``Sec-WebSocket-Accept`` checked. While
-connections are idle, the clients answer the servers' keep-alive pings (trio_c10k and the
-websockets peer ping every 20 s and close a connection whose pong does not come within 20 s)
-and notice closes. Results go to benchmarks/RESULTS.md.
+connections are idle, the clients answer the servers' keep-alive pings (trio_c10k, the
+websockets peer and the picows peer ping every 20 s and close a connection whose pong does not
+come within 20 s) and notice closes. Results go to benchmarks/RESULTS.md.
 
-Needs: ``pip install -e '.[bench]'`` (trio-websocket, websockets) and an open-file limit above
+Needs: ``pip install -e '.[bench]'`` (trio-websocket, websockets, picows) and an open-file limit above
 the connections a process holds (the servers inherit this process's limit).
 """
 
@@ -284,8 +285,9 @@ def report(
         f"per connection = (after - before) / N. RSS after one warm-up connection (opened and closed "
         f"before the N): {warm}. Idle CPU is the server's user + system time over 5 s "
         "with every connection open, from /proc/PID/stat. trio_c10k (its default `--ws-ping-interval "
-        "20`) and the websockets peer (`ping_interval=20`) send each connection a keep-alive ping "
-        "every 20 s, which the clients answer; trio-websocket sends none. Pings answered while the "
+        "20`), the websockets peer (`ping_interval=20`) and the picows peer (`auto_ping_idle_timeout="
+        "20`) send each connection a keep-alive ping every 20 s of silence, which the clients answer; "
+        "trio-websocket sends none. Pings answered while the "
         f"connections were open: {pings} (0 means none fell due: from the first handshake to the end "
         "of the echo check took under 20 s, so the idle CPU figure contains no ping round). "
         f"Client CPU is the client processes' own CPU time while opening, summed; they "
@@ -334,7 +336,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=ECHO_SERVERS, help="servers to run (default: all)")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    prepare(args.connections, ("trio_websocket", "websockets"), "pip install -e '.[bench]'")
+    prepare(args.connections, ("trio_websocket", "websockets", "picows"), "pip install -e '.[bench]'")
     names = args.only or list(ECHO_SERVERS)
     logdir = Path(tempfile.mkdtemp(prefix="c10k-"))
     started = time.monotonic()

@@ -1,12 +1,13 @@
-"""WebSocket benchmark: echo throughput and ping-pong round trips of three servers, same run.
+"""WebSocket benchmark: echo throughput and ping-pong round trips of four servers, same run.
 
     python benchmarks/websocket_bench.py [--duration 10] [--pingpong-duration 5] [--rounds 3]
 
 Each server is one process on a free port with a trivial echo handler: trio_c10k serving
 example_site (``/test/echo/``, through Django's URLconf and middleware once per connection, at
-the handshake), trio-websocket's ``serve_websocket`` (benchmarks/peers/trio_websocket_echo.py)
-and the ``websockets`` library's asyncio server (benchmarks/peers/websockets_echo.py); the
-peers run without compression and with trio_c10k's limits (see their docstrings).
+the handshake), trio-websocket's ``serve_websocket`` (benchmarks/peers/trio_websocket_echo.py),
+the ``websockets`` library's asyncio server (benchmarks/peers/websockets_echo.py) and picows
+(Cython, on uvloop: benchmarks/peers/picows_echo.py); the peers run without compression and
+with trio_c10k's limits as far as they have them (see their docstrings).
 
 A. Echo: 100 connections split over 2 client processes, 32-byte text messages, 16 in flight
    per connection (a new one sent for each echo received), messages/s over 10 s.
@@ -14,13 +15,16 @@ B. Ping-pong: one connection, one message at a time, round trips/s over 5 s.
 
 Both follow a warm-up. The load client (benchmarks/lib/ws_client.py) checks every echo against
 what it sent and counts mismatches. trio_c10k pins itself to one CPU (its ``--pin-cpu``
-default); the client processes are pinned to another CPU (the last one for the unpinned
-peers), so that they never take the server's core. The CPU use of the server (from /proc)
-and of the clients (their own ``process_time``) over the measured window is recorded.
+default); the peers are pinned to the first CPU from their start; the client processes are
+pinned to another CPU, so that they never take the server's core. The CPU use of the server
+(from /proc) and of the clients (their own ``process_time``) over the measured window is
+recorded: a client process near a whole core means the clients, not the server, set the rate
+(``--client-processes`` spreads the connections over more of them; they share one CPU, so
+their sum is what must stay below 1).
 Rounds are interleaved so that drift of the machine hits every server alike; medians are
 reported. Results go to benchmarks/RESULTS.md.
 
-Needs: ``pip install -e '.[bench]'`` (trio-websocket, websockets).
+Needs: ``pip install -e '.[bench]'`` (trio-websocket, websockets, picows, uvloop).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from lib.common import (
     cpu_seconds,
     echo_server_command,
     free_port,
+    launch,
     log_trouble,
     stop,
     update_results,
@@ -55,6 +60,10 @@ from lib.common import (
 CLIENT = BENCHMARKS / "lib" / "ws_client.py"
 #: with 1,600 messages in flight a server should keep its core busy; below this it was stalled
 UNSATURATED = 0.9
+#: client processes (all on one CPU) using this much of it together may be what set the rate
+CLIENT_SATURATED = 0.9
+#: issue 15's targets for trio_c10k against picows: echo msgs/s, ping-pong round trips/s
+PICOWS_TARGETS = {"echo": 1.0, "pp": 0.6}
 
 
 def run_clients(
@@ -118,10 +127,10 @@ def run_clients(
 def run_one(name: str, args: argparse.Namespace, logdir: Path, round_: int) -> dict[str, Any]:
     port = free_port()
     cmd, path = echo_server_command(name, port)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = logdir / f"{name}-round{round_}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    # trio_c10k pins itself; a peer is pinned to the first CPU, the clients then go elsewhere.
+    cpu = None if name == "trio_c10k" else min(os.sched_getaffinity(0))
+    proc = launch(cmd, log, {"PYTHONPATH": str(ROOT)}, cpu)
     try:
         wait_for_port(port, proc)
         pinned = os.sched_getaffinity(proc.pid)
@@ -173,6 +182,7 @@ def summary_line(name: str, r: dict[str, Any]) -> str:
         f"  mismatches {e['mismatches'] + p['mismatches']:.0f}  problems {problems:.0f}"
         f"  log lines {r.get('log_trouble', 0)}"
         + ("  (server below 0.9 core under echo load)" if e["server_cpu"] < UNSATURATED else "")
+        + ("  (clients near a whole core under echo load)" if e["cpu"] >= CLIENT_SATURATED else "")
     )
 
 
@@ -216,14 +226,14 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seco
         "",
         "| server | echo msgs/s | ping-pong round trips/s | server CPU (cores) echo / ping-pong "
         "| client CPU (cores) echo / ping-pong | vs trio-websocket echo / ping-pong "
-        "| vs websockets echo / ping-pong |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| vs websockets echo / ping-pong | vs picows echo / ping-pong |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['echo']:.0f} | {r['pp']:.0f} | {r['s_echo']:.2f} / {r['s_pp']:.2f} "
             f"| {r['c_echo']:.2f} / {r['c_pp']:.2f} | {ratio(name, 'trio-websocket')} "
-            f"| {ratio(name, 'websockets')} |"
+            f"| {ratio(name, 'websockets')} | {ratio(name, 'picows')} |"
         )
     lines.append("")
     if {"trio_c10k", "trio-websocket", "websockets"} <= rows.keys():
@@ -236,6 +246,22 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seco
             f"{'met' if vs_ws >= 0.75 else 'NOT met'}.",
             "",
         ]
+    if {"trio_c10k", "picows"} <= rows.keys():
+        ours, theirs = rows["trio_c10k"], rows["picows"]
+        echo, pp = ours["echo"] / theirs["echo"], ours["pp"] / theirs["pp"]
+        clients = max(r["echo"]["cpu"] for r in runs["picows"])
+        if echo < PICOWS_TARGETS["echo"]:
+            echo_verdict = "NOT met"
+        elif clients >= CLIENT_SATURATED:  # picows' figure is then a lower bound, the ratio an upper one
+            echo_verdict = f"not shown: picows' clients used up to {clients:.2f} of their core"
+        else:
+            echo_verdict = f"met, picows' clients using at most {clients:.2f} of their core"
+        lines += [
+            f"Targets against picows: echo msgs/s >= {PICOWS_TARGETS['echo']:g}x: {echo:.2f}x, "
+            f"{echo_verdict}; ping-pong round trips/s >= {PICOWS_TARGETS['pp']:g}x: {pp:.2f}x, "
+            f"{'met' if pp >= PICOWS_TARGETS['pp'] else 'NOT met'}.",
+            "",
+        ]
     for label, part in (("Echo msgs/s", "echo"), ("Ping-pong round trips/s", "pingpong")):
         per_round = "; ".join(
             f"{name} " + " / ".join(f"{r[part]['rate']:.0f}" for r in rs) for name, rs in runs.items()
@@ -246,24 +272,39 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seco
         for name, rs in runs.items()
     )
     max_client = max(r["echo"]["cpu"] for rs in runs.values() for r in rs)
+    client_bound = [
+        f"{name} round {i} ({r['echo']['cpu']:.2f})"
+        for name, rs in runs.items()
+        for i, r in enumerate(rs, 1)
+        if r["echo"]["cpu"] >= CLIENT_SATURATED
+    ]
     unsaturated = [
         f"{name} round {i} ({r['echo']['server_cpu']:.2f})"
         for name, rs in runs.items()
         for i, r in enumerate(rs, 1)
         if r["echo"]["server_cpu"] < UNSATURATED
     ]
-    if not unsaturated:
+    if not unsaturated and not client_bound:
         limit = (
             f"Under the echo load every server kept its core busy (at least {UNSATURATED} of it) while "
             f"the clients used at most {max_client:.2f} of theirs: the servers were the limit."
         )
     else:
-        limit = (
-            f"Under the echo load a server should keep its core busy, but it used less than {UNSATURATED} "
-            f"of it in {', '.join(unsaturated)}: the machine (a 2-vCPU KVM guest whose idle vCPUs halt) "
-            f"stalled that window, so read the medians. The clients used at most {max_client:.2f} of "
-            "their core."
-        )
+        limit = ""
+        if unsaturated:
+            limit = (
+                f"Under the echo load a server should keep its core busy, but it used less than "
+                f"{UNSATURATED} of it in {', '.join(unsaturated)}: the machine (a 2-vCPU KVM guest whose "
+                "idle vCPUs halt, shared with other work) stalled that window, so read the medians. "
+            )
+        if client_bound:
+            limit += (
+                f"The clients used {CLIENT_SATURATED} of their core or more in {', '.join(client_bound)}: "
+                "there they may have set the rate, which is then a lower bound for that server (more "
+                "client processes would not help: they share the one CPU the server leaves)."
+            )
+        else:
+            limit += f"The clients used at most {max_client:.2f} of their core."
     mismatches = sum(r[p]["mismatches"] for rs in runs.values() for r in rs for p in ("echo", "pingpong"))
     problems = sum(
         r[p][k]
@@ -282,7 +323,10 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, seco
         "messages queued, a ping every 20 s); websockets `serve(compression=None, max_size=2**20, "
         "max_queue=16, ping_interval=20, ping_timeout=20)`; trio-websocket `serve_websocket("
         "max_message_size=2**20, message_queue_size=16, receive_buffer_size=65536)` (it never "
-        "compresses and sends no keep-alive pings). The load client (benchmarks/lib/ws_client.py) uses raw "
+        "compresses and sends no keep-alive pings); picows `ws_create_server(max_frame_size=2**20, "
+        "enable_auto_ping=True, auto_ping_idle_timeout=20, auto_ping_reply_timeout=20)` on uvloop, "
+        "echoing frame by frame (it has no message layer, no queue, and does not check UTF-8). The "
+        "load client (benchmarks/lib/ws_client.py) uses raw "
         "sockets and precomputed masked frames, and checks every echo byte for byte.",
         "",
         f"Echoes that differed from what was sent: {mismatches:.0f}. Connections closed early or "
@@ -318,7 +362,7 @@ def main() -> None:
         result = measure(args.url, args, args.pid)
         print(summary_line(args.url, result))
         return
-    for module in ("trio_websocket", "websockets"):
+    for module in ("trio_websocket", "websockets", "picows", "uvloop"):
         if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
             raise SystemExit(f"{module} is not installed: pip install -e '.[bench]'")
     names = args.only or list(ECHO_SERVERS)

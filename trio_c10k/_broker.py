@@ -10,26 +10,37 @@ broadcast (fine for the few processes of one site; a very large deployment would
 channel per group).
 Rule 2: Redis pub/sub delivers at most once. While a process cannot reach Redis, what it
 broadcasts reaches only its own members, and what others broadcast does not reach it: those
-messages are lost, not replayed. The outage is logged once (WARNING), the connection is tried
-again after 0.1 s, doubling up to ``MAX_BACKOFF``, and the recovery is logged (INFO).
+messages are lost, not replayed, and what waited to be published when the publishing link
+broke, or while it was down, is dropped, not sent late. The outage is logged once (WARNING),
+the connection is tried again after 0.1 s, doubling up to ``MAX_BACKOFF``, and the recovery
+is logged (INFO).
 Rule 3: a broadcast never waits for Redis: messages to publish wait in a bounded queue
 (``PUBLISH_QUEUE``) for the publishing task. When it is full, or Redis is unreachable, new
 messages are dropped, and the drop is logged once per episode.
+Rule 4: with a ``redis+sentinel://`` URL, each connection (``open_client``) first asks the
+sentinels, in the URL's order, for the current primary of the service, and checks that the
+server it reaches says it is the primary (``ROLE``). A lost connection is tried again as in
+Rule 2, asking the sentinels again each time, with the wait capped at
+``SENTINEL_MAX_BACKOFF``: once they have promoted a replica, each link is back within that
+time (and the time to ask and connect). The first primary, and each new one, is logged
+(INFO) with its address.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
 import coredis
 import trio
+from coredis.connection import TCPLocation
 from coredis.retry import NoRetryPolicy
 
-from ._config import redacted
+from ._broker_url import SENTINEL_SCHEME, parse_sentinel_url, redacted
 
 log = logging.getLogger("trio_c10k.broker")
 
@@ -39,6 +50,11 @@ CHANNEL_PREFIX = "trio_c10k.groups."
 PUBLISH_QUEUE = 10_000
 #: seconds between two attempts to reach Redis: the first wait, then doubling up to the last
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+#: the last wait with sentinels: asking them is cheap, and they know when the new primary is up
+SENTINEL_MAX_BACKOFF = 1.0
+#: seconds to reach a sentinel or a primary it names, and for a sentinel to answer: a host that
+#: is down may drop packets, and the next sentinel should be asked long before TCP gives up
+SENTINEL_TIMEOUT = 2.0
 _TEXT, _BINARY = b"t", b"b"
 _ORIGIN_SIZE = 8
 
@@ -72,8 +88,52 @@ def channel_name(url: str) -> bytes:
     sites on one Redis server, each with a database of its own (``/1``, ``/2``), do not get
     each other's broadcasts. A URL without one names database 0.
     """
-    database = coredis.ConnectionPool.from_url(url).connection_kwargs.get("db") or 0
+    if _is_sentinel(url):
+        database = parse_sentinel_url(url).db
+    else:
+        database = coredis.ConnectionPool.from_url(url).connection_kwargs.get("db") or 0
     return f"{CHANNEL_PREFIX}{database}".encode()
+
+
+def _is_sentinel(url: str) -> bool:
+    return url.startswith(f"{SENTINEL_SCHEME}://")
+
+
+@asynccontextmanager
+async def open_client(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
+    """A Redis client for ``url`` (a checked URL, ``checked_url``), without retries of its own:
+    a failure reaches the caller, which tells it and decides when to try again. For a
+    ``redis+sentinel://`` URL, the client of the primary the sentinels name (Rule 4); nothing
+    is connected before its first command."""
+    if not _is_sentinel(url):
+        async with coredis.Redis.from_url(url, retry_policy=NoRetryPolicy()) as client:
+            yield client
+        return
+    parsed = parse_sentinel_url(url)
+    sentinels = coredis.Sentinel(
+        [TCPLocation(host, port) for host, port in parsed.sentinels],
+        sentinel_kwargs={
+            "username": parsed.sentinel_username,
+            "password": parsed.sentinel_password,
+            "connect_timeout": SENTINEL_TIMEOUT,
+            "stream_timeout": SENTINEL_TIMEOUT,
+        },
+        retry_policy=NoRetryPolicy(),
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        connect_timeout=SENTINEL_TIMEOUT,
+    )
+    async with sentinels, sentinels.primary_for(parsed.service) as client:
+        yield client
+
+
+def primary_of(client: coredis.Redis[bytes]) -> str | None:
+    """``HOST:PORT`` of the primary a sentinel client reached last; None for other clients."""
+    pool = client.connection_pool
+    if isinstance(pool, coredis.SentinelConnectionPool) and pool.location is not None:
+        return str(pool.location)
+    return None
 
 
 def encode(origin: bytes, group: str, data: str | bytes) -> bytes:
@@ -109,8 +169,8 @@ class RedisBroker:
     delivers theirs. ``run()`` keeps it connected until cancelled."""
 
     def __init__(self, url: str, deliver: Deliver) -> None:
-        #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``), as
-        #: used (``checked_url``)
+        #: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://path``,
+        #: ``redis+sentinel://``), as used (``checked_url``)
         self.url = checked_url(url)
         #: the URL as logged: without its password (every log line shows this one)
         self.shown = redacted(url)
@@ -124,6 +184,12 @@ class RedisBroker:
         self._dropped = 0
         self._reachable = True
         self._first_subscription = True
+        #: the last wait between two attempts (Rule 2, Rule 4)
+        self._max_backoff = SENTINEL_MAX_BACKOFF if _is_sentinel(url) else MAX_BACKOFF
+        #: ``HOST:PORT`` of the primary the sentinels named last (Rule 4)
+        self._primary: str | None = None
+        #: the publishing task had a connection before (whatever the subscribing one had)
+        self._published_before = False
 
     @property
     def up(self) -> bool:
@@ -162,10 +228,9 @@ class RedisBroker:
         while True:
             # coredis would retry by itself, quietly and for ever: here a failure is reported
             # (Rule 2), so that it is logged once and the next attempt waits the backoff.
-            client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, retry_policy=NoRetryPolicy())
             problem = "the connection ended"
             try:
-                async with client:
+                async with open_client(self.url) as client:
                     await work(client)
             except* (coredis.exceptions.RedisError, OSError, anyio.ClosedResourceError) as group:
                 # (coredis reports some losses, and its teardown when cancelled, as anyio's)
@@ -182,18 +247,31 @@ class RedisBroker:
                 )
             self._drop_queued()
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            backoff = min(backoff * 2, self._max_backoff)
 
-    def _connected(self) -> None:
+    def _connected(self, client: coredis.Redis[bytes]) -> None:
+        primary = primary_of(client)
+        if primary is not None and primary != self._primary:
+            if self._primary is None:
+                log.info("Broker: the sentinels at %s name the primary %s", self.shown, primary)
+            else:
+                log.info(
+                    "Broker: the sentinels at %s name a new primary: %s (was %s)",
+                    self.shown,
+                    primary,
+                    self._primary,
+                )
+            self._primary = primary
         if not self._reachable:
             self._reachable = True
             log.info("Broker: Redis at %s reachable again", self.shown)
 
     async def _publish_queued(self, client: coredis.Redis[bytes]) -> None:
         await client.ping()
-        if not self._reachable:
-            self._drop_queued()  # broadcast while Redis was away: lost (Rule 2), not sent late
-        self._connected()
+        if self._published_before:  # a new connection, so the last one broke:
+            self._drop_queued()  # what was broadcast meanwhile is lost (Rule 2), not sent late
+        self._published_before = True
+        self._connected(client)
         async for payload in self._receive:
             await client.publish(self.channel, payload)
             if self._dropping and self._receive.statistics().current_buffer_used == 0:
@@ -207,7 +285,7 @@ class RedisBroker:
                     if self._first_subscription:
                         self._first_subscription = False
                         log.info("Broker: subscribed to %r at %s", self.channel.decode(), self.shown)
-                    self._connected()
+                    self._connected(client)
                 elif message["type"] == "message":
                     self._on_message(message["data"])
 

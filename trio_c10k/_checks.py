@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from ._config import check_broker_url
+from ._broker_url import check_broker_url
 from ._exceptions import ConfigError
 
 Check = Callable[..., list[CheckMessage]]
@@ -100,7 +100,8 @@ def check_broker(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> lis
         return [
             Error(
                 f"TRIO_C10K_BROKER: {exc}.",
-                hint="redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix:///PATH?db=DB; "
+                hint="redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS), unix:///PATH?db=DB or "
+                "redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB (Redis Sentinel); "
                 "a password as redis://:PASSWORD@HOST:PORT/DB.",
                 id="trio_c10k.E003",
             )

@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from ._broker_url import check_broker_url
 from ._exceptions import ConfigError
 from ._options import Option as Option  # re-exported: _cli reads it from here
 from ._options import option
@@ -40,7 +40,8 @@ class Bind:
     port: int | None = None
     #: filesystem path of a Unix domain socket
     path: str | None = None
-    #: an already-listening socket inherited from the parent process
+    #: a socket inherited from the parent process: listening, or bound with SO_REUSEPORT for a
+    #: listening socket of this process beside it (``--workers``, see ``_listeners``)
     fd: int | None = None
 
     def __post_init__(self) -> None:
@@ -199,67 +200,6 @@ class WebSocketConfig:
                 raise ConfigError(f"websocket {name} must be a positive number of seconds")
 
 
-#: the URL schemes ``Config.broker`` accepts (those of Redis clients)
-BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
-#: a password given as a query argument (``?password=...``, which the Redis client reads too)
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
-
-
-def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``: in the user information
-    (``redis://:PASSWORD@host``) and in the query (``?password=PASSWORD``). For every log
-    line and error message that shows a broker URL; it never raises, even for a URL that
-    does not parse."""
-    scheme, separator, rest = url.partition("://")
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if ":" in userinfo:
-        userinfo = userinfo.partition(":")[0] + ":***"
-    return scheme + separator + userinfo + at + host + _QUERY_PASSWORD.sub(r"\1***", rest[end:])
-
-
-def check_broker_url(url: str) -> None:
-    """Check ``url`` as the Redis client will read it: a scheme of ``BROKER_SCHEMES``; for TCP a
-    host, a port in range and a database number (the path ``/N`` or ``?db=N``), for a Unix
-    socket a path. The client itself would fail only once serving, or, for a database that
-    is not a number, quietly use database 0, the one of every other site on that server.
-
-    Raises:
-        ConfigError: the URL (shown without its password) is not one the client can use.
-    """
-    if not isinstance(url, str):  # the Django setting may be anything
-        raise ConfigError(f"broker: expected a Redis URL, a string, not a {type(url).__name__}")
-    shown = redacted(url)
-    if not url.startswith(BROKER_SCHEMES):
-        raise ConfigError(
-            f"broker {shown!r}: expected a Redis URL (redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # a broken [IPv6] address
-        raise ConfigError(f"broker {shown!r}: {exc}") from None
-    try:
-        port = parts.port
-    except ValueError:  # (not shown: it may be a password without its "@")
-        port = 0
-    queried = [
-        value for name, _, value in (arg.partition("=") for arg in parts.query.split("&")) if name == "db"
-    ]
-    if parts.scheme == "unix":
-        problem = "" if parts.path else "no socket path (unix:///PATH)"
-        databases = queried
-    else:
-        problem = "" if parts.hostname else "no host (redis://HOST:PORT/DB)"
-        if port == 0:
-            problem = "the port is not a number from 1 to 65535"
-        databases = [parts.path.strip("/"), *queried]
-    for database in databases:
-        if database and not (database.isascii() and database.isdigit()):
-            problem = f"the database {database!r} is not a number (redis://HOST:PORT/DB)"
-    if problem:
-        raise ConfigError(f"broker {shown!r}: {problem}")
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     """The server's settings. Every field has the default the CLI documents.
@@ -381,7 +321,8 @@ class Config:
         None,
         "--broker",
         metavar="URL",
-        help="Redis URL (redis://HOST:PORT/DB) through which group broadcasts reach the members "
+        help="Redis URL (redis://HOST:PORT/DB, or redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB for "
+        "the primary that Redis Sentinel names) through which group broadcasts reach the members "
         "held by other processes and machines (default: the Django setting TRIO_C10K_BROKER, else the "
         "environment variable TRIO_C10K_BROKER, "
         "else none: groups are per process)",

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._config import check_broker_url
+from ._broker_url import check_broker_url
 from ._exceptions import BrokerError, ConfigError
 from ._frames import encode_frame
 from ._protocol import in_loop_thread

@@ -25,7 +25,9 @@ the bound, so one large message always goes in whole; the peer is then closed wi
 Rule 4: the close frame goes after whatever is queued, never inside a frame; after it no data
 frame goes out (RFC 6455 section 5.5.1), and writing raises ``ConnectionClosed``.
 Rule 5: keep-alive is decided from the time given: a ping once the peer has been silent for
-``ping_interval``, 1011 if nothing at all arrived ``ping_timeout`` after it.
+``ping_interval``, 1011 if nothing at all arrived ``ping_timeout`` after it. Any bytes received
+answer a ping; a server's ping is one prebuilt frame, and a pong is skipped by ``_parse``
+without wsproto (it counts as one of the step's ``FRAMES_PER_STEP``).
 Rule 6: after the close (handshake, protocol error, lost peer), the messages already received
 are still handed out, then none; ``close_code`` says how it ended.
 """
@@ -68,6 +70,11 @@ FRAMES_PER_STEP = 16
 TEXT, BINARY = 1, 2
 #: RFC 6455 section 7.1.5: closed without a close frame (never sent)
 ABNORMAL = CloseReason.ABNORMAL_CLOSURE
+#: the payload of a keep-alive ping, and the whole ping frame as a server sends it (unmasked)
+KEEPALIVE = b"keepalive"
+KEEPALIVE_PING = bytes((0x89, len(KEEPALIVE))) + KEEPALIVE
+#: the first byte of a pong frame (FIN, opcode 10, no reserved bit); a pong needs no answer
+PONG = 0x8A
 
 
 def in_loop_thread(loop_thread: int) -> bool:
@@ -318,6 +325,11 @@ class WebSocketProtocol:
                 self._tired = True
                 break
             frames -= 1
+            if first == PONG and stop <= end and mask_bit is not None:
+                length = stop - start  # a whole pong, masked as the side requires, 7-bit length
+                if length < 126 and data[at + 1] == mask_bit | length:
+                    at = stop  # nothing to do: ``_receive_data`` heard it (Rule 5)
+                    continue
             opcode = first & 0x0F
             if opcode < 3:  # a data frame: its payload counts as announced, UTF-8 bytes for text
                 self._size += stop - start if opcode else stop - start + FRAGMENT_COST
@@ -334,19 +346,25 @@ class WebSocketProtocol:
         self._unparsed = data[at:] if at else data
         self._counters.messages_in += len(inbox) - inboxed
 
-    def _keep_alive(self, now: float) -> None:
+    def _keep_alive(self, now: float) -> bool:
         """Keep-alive at ``now``: a ping after ``ping_interval`` seconds of silence from the
-        peer; 1011 if nothing at all (pong or other) arrived ``ping_timeout`` after it."""
+        peer; 1011 if nothing at all (pong or other) arrived ``ping_timeout`` after it.
+        Returns whether it sent something (the ping or the close)."""
         interval, timeout = self._config.ping_interval, self._config.ping_timeout
         if not self.open or interval is None:
-            return
+            return False
         if self._pinged_at is None:
-            if now - self._heard >= interval:
-                self.ping(b"keepalive")
-                self._pinged_at = now
-        elif now - self._pinged_at >= timeout:
-            log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
-            self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+            if now - self._heard < interval:
+                return False
+            # A server's ping is always the same bytes; a client's is masked afresh.
+            self._send_frame(self._ws.send(Ping(KEEPALIVE)) if self._ws.client else KEEPALIVE_PING)
+            self._pinged_at = now
+            return True
+        if now - self._pinged_at < timeout:
+            return False
+        log.info("%s: no answer to a ping within %g s; closing with 1011", self._peer, timeout)
+        self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+        return True
 
     # -- messages and frames out ----------------------------------------------------------
 

@@ -13,6 +13,9 @@ Redis unreachable or slower than that is a ``BrokerError`` for that broadcast (n
 kept for later), and the next broadcast tries again.
 Rule 3: what is published is what a server's broker publishes (``_broker.encode`` on
 ``channel_name``), with an origin of its own: every server delivers it to its members.
+Rule 4: with a ``redis+sentinel://`` URL, each connection asks the sentinels for the current
+primary (``_broker.open_client``): a broadcast during a failover fails as in Rule 2, and the
+first one after the promotion connects to the new primary.
 """
 
 from __future__ import annotations
@@ -26,10 +29,9 @@ from concurrent.futures import Future
 import anyio
 import coredis
 import trio
-from coredis.retry import NoRetryPolicy
 
-from ._broker import _ORIGIN_SIZE, _leaves, channel_name, checked_url, encode
-from ._config import redacted
+from ._broker import _ORIGIN_SIZE, _leaves, channel_name, checked_url, encode, open_client
+from ._broker_url import redacted
 from ._exceptions import BrokerError
 
 #: seconds a broadcast waits for Redis to answer, connecting included
@@ -110,9 +112,8 @@ class Publisher:
                         request = await receive.receive()
                     except trio.EndOfChannel:
                         return
-                client: coredis.Redis[bytes] = coredis.Redis.from_url(self._url, retry_policy=NoRetryPolicy())
                 try:
-                    async with client:
+                    async with open_client(self._url) as client:
                         while request is not None:
                             payload, answer, deadline = request
                             with trio.fail_at(deadline):  # waiting behind others included

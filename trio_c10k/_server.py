@@ -21,19 +21,19 @@ import os
 import resource
 import socket
 import ssl
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import Bind, Config
+from ._config import Config
 from ._counters import Counters
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
 from ._http_send import LINGER_BYTES, LINGER_TIME, linger, peer_label
+from ._listeners import open_listeners, remove_unix_sockets
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._tls_context import ServerContext
 from ._tls_stream import PlainHTTP, TLSStream, accept_tls
@@ -92,50 +92,6 @@ def default_max_connections() -> int:
     return max(1, soft - FD_RESERVE)
 
 
-async def open_listeners(config: Config) -> list[trio.SocketListener]:
-    """Open a listening socket for every ``--bind`` address.
-
-    Raises:
-        OSError: an address cannot be bound (in use, no permission).
-        ConfigError: an ``fd://`` descriptor is not a listening socket.
-    """
-    listeners: list[trio.SocketListener] = []
-    try:
-        for bind in config.binds:
-            try:
-                listeners.extend(await _open(bind, config.backlog))
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {bind}: {exc.strerror or exc}") from exc
-    except BaseException:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
-        raise
-    return listeners
-
-
-async def _open(bind: Bind, backlog: int) -> list[trio.SocketListener]:
-    if bind.fd is not None:
-        try:
-            sock = socket.socket(fileno=bind.fd)
-        except OSError as exc:
-            raise ConfigError(f"bind {bind}: {exc.strerror}") from None
-        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            raise ConfigError(f"bind {bind}: descriptor {bind.fd} is not a listening socket")
-        return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
-    if bind.path is not None:
-        _remove_stale_socket(bind.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(bind.path)
-            sock.listen(backlog)
-        except BaseException:
-            sock.close()
-            raise
-        return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
-    assert bind.port is not None
-    return await trio.open_tcp_listeners(bind.port, host=bind.host or None, backlog=backlog)
-
-
 def broker_class() -> type[RedisBroker]:
     """The Redis broker's class; its client library is imported only when a broker is
     configured.
@@ -149,22 +105,6 @@ def broker_class() -> type[RedisBroker]:
         message = f"--broker needs the Redis client coredis, which cannot be imported here ({exc})"
         raise ConfigError(f"{message}: pip install 'trio-c10k[redis]'") from None
     return RedisBroker
-
-
-def remove_unix_sockets(config: Config) -> None:
-    """Remove the socket files of the ``unix:`` binds (not those of inherited ``fd://`` ones)."""
-    for bind in config.binds:
-        if bind.path is not None:
-            _remove_stale_socket(bind.path)
-
-
-def _remove_stale_socket(path: str) -> None:
-    """A socket file left by a previous run would make bind() fail; anything else is kept."""
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _address(listener: trio.SocketListener, scheme: str) -> str:

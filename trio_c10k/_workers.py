@@ -1,9 +1,12 @@
 """``--workers N``: N server processes on the same listening sockets, and their supervisor.
 
-Rule 1: the parent opens every listener (``--bind`` of any kind) and starts N children, each
-``python -m trio_c10k`` with the same options but ``--bind fd://N`` for the sockets it
-inherits: the kernel hands each new connection to one of the processes accepting on them. The
-parent serves nothing itself.
+Rule 1: the parent opens every ``--bind`` address (``open_shared_sockets``) and starts N
+children, each ``python -m trio_c10k`` with the same options but ``--bind fd://N`` for the
+sockets it inherits. A TCP address is bound by the parent without listening, and each child
+listens beside it with ``SO_REUSEPORT``: the kernel spreads new connections evenly over the
+children (``_listeners`` Rule 2). A Unix socket or an inherited ``fd://`` listening socket is
+opened by the parent and the children accept on it, the first to wake taking each connection
+(``_listeners`` Rule 3). The parent serves nothing itself.
 Rule 2: a child that exits while the parent is not stopping is logged (its exit status or
 signal) and started again, after ``RESTART_DELAY`` if it lived less than that. A child that
 exits with status 2 (bad options or APP) stops everything: starting it again would not help.
@@ -20,14 +23,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
 import trio
 
 from ._config import Config
+from ._listeners import is_shared, open_shared_sockets, remove_unix_sockets
 from ._metrics import metrics_directory, process_gone
-from ._server import open_listeners, remove_unix_sockets
 
 log = logging.getLogger("trio_c10k.workers")
 
@@ -139,15 +143,29 @@ async def supervise(config: Config, argv: Sequence[str], count: int) -> int:
 
     Raises:
         OSError: an address cannot be bound.
+        ConfigError: an ``fd://`` descriptor is not a listening socket.
     """
-    listeners = await open_listeners(config)
+    sockets = await open_shared_sockets(config)
     try:
-        fds = [listener.socket.fileno() for listener in listeners]
+        for sock in sockets:
+            if is_shared(sock):
+                how = "each listens with SO_REUSEPORT: the kernel spreads connections evenly"
+            else:
+                how = "one listening socket: the first worker to accept takes each connection"
+            log.info("%d workers share %s (%s)", count, _shown(sock), how)
+        fds = [sock.fileno() for sock in sockets]
         supervisor = Supervisor(child_arguments(argv, fds), fds, count, forward_sighup=config.tls.enabled)
         with metrics_directory() as supervisor.environment:
             await supervisor.run()
         return supervisor.status
     finally:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        for sock in sockets:
+            sock.close()
         remove_unix_sockets(config)
+
+
+def _shown(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    return f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"{name[0]}:{name[1]}"

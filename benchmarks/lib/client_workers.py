@@ -8,7 +8,7 @@ status line and ``Sec-WebSocket-Accept`` checked; for a ``wss://`` URL the TLS h
 first (benchmarks/lib/ws_client.py's ``TLSSocket``: TLS 1.3, the certificate checked against
 ``SSL_CERT_FILE``), a failure counted with its reason. It keeps ``--in-flight`` handshakes
 outstanding, answers the servers' keep-alive pings, notices closes, and obeys one command per
-line on stdin (``open N T0``, ``count``, ``verify N``, ``close``, and those a subclass adds),
+line on stdin (``open N T0``, ``count``, ``verify N [ping TIMEOUT]``, ``close``, and those a subclass adds),
 answering each with one JSON line. ``Clients`` starts and drives such processes, from the
 benchmarks/ directory as ``python -m MODULE`` (this module, or one defining a subclass and
 calling ``worker_main``: benchmarks/lib/broadcast.py). Used by benchmarks/c10k.py and
@@ -35,6 +35,9 @@ from typing import Any
 
 from .common import BENCHMARKS
 from .ws_client import GUID, TLSSocket, client_context, client_frame
+
+#: seconds between two looks for handshakes past ``--timeout``
+TIMEOUT_CHECK = 0.5
 
 
 class Conn:
@@ -209,6 +212,10 @@ class Worker:
             if opcode == 0x9:
                 self.pings += 1
                 conn.sock.send(client_frame(0xA, payload))
+            elif opcode == 0xA:
+                if conn.expect is not None and payload == conn.expect:  # "verify N ping"
+                    self.verified += 1
+                    conn.expect = None
             elif opcode == 0x8:
                 self.closed_by_server += 1
                 self.drop(conn)
@@ -246,6 +253,7 @@ class Worker:
         cpu0 = time.process_time()
         launched = 0
         stopped = False
+        next_check = time.monotonic() + TIMEOUT_CHECK
         while True:
             while not stopped and launched < count and self.pending < self.in_flight:
                 launched += 1
@@ -257,9 +265,13 @@ class Worker:
             if self.failed and self.stop_on_failure:
                 stopped = True
             now = time.monotonic()
-            for conn in [c for c in self.conns.values() if c.state != "open"]:
-                if now - conn.started > self.timeout:
-                    self.fail(conn, f"no complete answer within {self.timeout:g} s")
+            if now >= next_check:
+                # Every connection is looked at: not after each poll, whose cost would then
+                # grow with the connections held (20,000 make that a millisecond a poll).
+                next_check = now + TIMEOUT_CHECK
+                for conn in [c for c in self.conns.values() if c.state != "open"]:
+                    if now - conn.started > self.timeout:
+                        self.fail(conn, f"no complete answer within {self.timeout:g} s")
         return {
             "opened": self.opened,
             "failed": self.failed,
@@ -269,17 +281,21 @@ class Worker:
             "cpu": time.process_time() - cpu0,
         }
 
-    def verify(self, count: int) -> dict[str, Any]:
+    def verify(self, count: int, ping: bool = False, timeout: float = 10) -> dict[str, Any]:
+        """Send a text message (or, with ``ping``, a ping) on ``count`` open connections spread
+        evenly (all of them if there are no more), and count the echoes (the pongs) that come
+        within ``timeout`` s."""
         conns = [c for c in self.conns.values() if c.state == "open"]
         sample = conns[:: max(1, len(conns) // count)][:count] if count else []
         before = self.verified
+        started = time.monotonic()
         for i, conn in enumerate(sample):
             conn.expect = f"c10k check {i} {os.getpid()}".encode()
-            conn.sock.send(client_frame(0x1, conn.expect))
-        deadline = time.monotonic() + 10
+            conn.sock.send(client_frame(0x9 if ping else 0x1, conn.expect))
+        deadline = time.monotonic() + timeout
         while any(c.expect is not None and c.state == "open" for c in sample) and time.monotonic() < deadline:
             self.poll(0.05)
-        return {"sent": len(sample), "echoed": self.verified - before}
+        return {"sent": len(sample), "echoed": self.verified - before, "seconds": time.monotonic() - started}
 
     def close_all(self) -> None:
         goodbye = client_frame(0x8, (1000).to_bytes(2, "big"))
@@ -298,8 +314,9 @@ class Worker:
                     reply(self, self.open_all(int(rest[0]), float(rest[1])))
                 elif cmd == "count":
                     reply(self, {"open": self.opened - self.closed_by_server, "pings": self.pings})
-                elif cmd == "verify":
-                    reply(self, self.verify(int(rest[0])))
+                elif cmd == "verify":  # verify N [ping TIMEOUT]
+                    ping = rest[1:2] == ["ping"]
+                    reply(self, self.verify(int(rest[0]), ping, float(rest[2]) if ping else 10))
                 elif cmd == "close":
                     self.close_all()
                     reply(self, {"closed": True})

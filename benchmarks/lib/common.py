@@ -1,5 +1,5 @@
 """What the benchmarks share: the repository's paths, free ports, starting and stopping servers
-(the three echo servers among them), CPU placement and time, memory, log trouble, versions,
+(the echo servers among them), CPU placement and time, memory, log trouble, versions,
 RESULTS.md."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent
 ROOT = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "RESULTS.md"
 #: the echo servers of benchmarks/websocket_bench.py and benchmarks/c10k.py
-ECHO_SERVERS = ("trio_c10k", "trio-websocket", "websockets")
+ECHO_SERVERS = ("trio_c10k", "trio-websocket", "websockets", "picows")
 #: a log record at WARNING or above (trio_c10k's format), or a traceback (the peers log bare)
 LOG_TROUBLE = re.compile(r"^\S+ \S+ \[(WARNING|ERROR|CRITICAL)\]|^Traceback ")
 
@@ -168,6 +168,8 @@ def echo_server_command(name: str, port: int, tls: tuple[Path, Path] | None = No
         return [py, str(BENCHMARKS / "peers" / "trio_websocket_echo.py"), str(port)], "/"
     if name == "websockets":
         return [py, str(BENCHMARKS / "peers" / "websockets_echo.py"), str(port), *options], "/"
+    if name == "picows" and not tls:
+        return [py, str(BENCHMARKS / "peers" / "picows_echo.py"), str(port)], "/"
     raise ValueError(name)
 
 
@@ -193,7 +195,7 @@ def log_trouble(text: str) -> int:
 
 def versions() -> str:
     """The versions of the project and of the peers, for the results' headings."""
-    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets")
+    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets", "picows", "uvloop")
     found = []
     for dist in names:
         try:

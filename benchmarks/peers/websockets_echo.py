@@ -1,12 +1,13 @@
 """WebSocket echo server on the ``websockets`` library (asyncio), for benchmarks/websocket_bench.py.
 
     python benchmarks/peers/websockets_echo.py PORT [--compression] [--hello]
-        [--ssl-certfile PEM --ssl-keyfile PEM]
+        [--ssl-certfile PEM --ssl-keyfile PEM] [--ping-interval SECONDS]
 
 Settings chosen to match trio_c10k's defaults: no compression (trio_c10k agrees to none
 unless --ws-compression), 1 MiB largest message, 16 messages queued before TCP back-pressure,
 a keep-alive ping every 20 s with a 20 s timeout (all but compression are also the library's
-defaults). Serves until killed.
+defaults; benchmarks/keepalive_bench.py sets another interval with ``--ping-interval``).
+Serves until killed.
 
 For benchmarks/tls_bench.py: ``--ssl-certfile`` and ``--ssl-keyfile`` (uvicorn's names, as
 trio_c10k's) serve ``wss://`` with an ``SSLContext`` set as trio_c10k sets its own: TLS 1.2 or
@@ -69,7 +70,7 @@ async def main(args: argparse.Namespace) -> None:
         process_request=hello if args.hello else None,
         max_size=2**20,
         max_queue=16,
-        ping_interval=20,
+        ping_interval=args.ping_interval or None,
         ping_timeout=20,
         ssl=tls_context(args.ssl_certfile, args.ssl_keyfile) if args.ssl_certfile else None,
     ) as server:
@@ -81,6 +82,7 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--compression", action="store_true")
     parser.add_argument("--hello", action="store_true")
+    parser.add_argument("--ping-interval", type=float, default=20, help="seconds between pings (0: none)")
     parser.add_argument("--ssl-certfile", help="serve wss:// with this certificate (PEM)")
     parser.add_argument("--ssl-keyfile", help="and this private key (PEM)")
     asyncio.run(main(parser.parse_args()))

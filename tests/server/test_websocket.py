@@ -36,7 +36,7 @@ from tests.helpers import (
     read_until_closed,
     url,
 )
-from trio_c10k import CloseReason, ConnectionClosed, HandshakeRejected, Server, WebSocketConfig
+from trio_c10k import CloseReason, ConnectionClosed, HandshakeRejected, Server, WebSocketConfig, _ws_tasks
 from trio_c10k._protocol import INCOMING_QUEUE
 from trio_c10k.client import open_websocket
 
@@ -412,6 +412,42 @@ async def test_keepalive_answered_keeps_the_connection(start_server: StartServer
     echo = await raw.next_event()
     assert isinstance(echo, TextMessage)
     assert echo.data == "alive"
+
+
+async def test_keepalive_paced_pings_reach_every_connection(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Steps of 4 connections and 2 pings at most: the pings of 30 connections, all due at
+    # once, go out over many steps. Every silent connection gets its ping, then 1011; every
+    # one that answers gets ping after ping and stays open.
+    monkeypatch.setattr(_ws_tasks, "LOOKS_PER_STEP", 4)
+    monkeypatch.setattr(_ws_tasks, "PINGS_PER_STEP", 2)
+    server = await start_server(websocket=WebSocketConfig(ping_interval=0.2, ping_timeout=2))
+    raws = [await RawWebSocket.open(server, "/t/ws/echo/") for _ in range(30)]
+
+    async def stay_silent(raw: RawWebSocket) -> None:
+        ping = await raw.next_event()
+        assert isinstance(ping, Ping)
+        assert ping.payload == b"keepalive"
+        close = await raw.next_event()
+        assert isinstance(close, CloseConnection)
+        assert close.code == 1011
+
+    async def answer(raw: RawWebSocket) -> None:
+        for _ in range(3):
+            ping = await raw.next_event()
+            assert isinstance(ping, Ping)
+            await raw.send(ping.response())
+        await raw.send(TextMessage(data="alive"))
+        while isinstance(event := await raw.next_event(), Ping):
+            await raw.send(event.response())
+        assert isinstance(event, TextMessage)
+        assert event.data == "alive"
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i, raw in enumerate(raws):
+                nursery.start_soon(stay_silent if i % 2 else answer, raw)
 
 
 # -- RFC 6455 behaviour -------------------------------------------------------------------

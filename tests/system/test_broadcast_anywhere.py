@@ -343,7 +343,7 @@ def test_the_broker_is_the_setting_else_the_environment_variable(monkeypatch: py
         Group("g").broadcast("x")
     assert str(raised.value) == (
         "TRIO_C10K_BROKER: broker 'http://:***@not-redis/': expected a Redis URL "
-        "(redis://HOST:PORT/DB, rediss://..., unix:///PATH)"
+        "(redis://HOST:PORT/DB, rediss://..., unix:///PATH, redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB)"
     )
     with override_settings(TRIO_C10K_BROKER=6379), pytest.raises(ConfigError, match="a string, not a int"):
         Group("g").broadcast("x")

@@ -156,7 +156,7 @@ def test_runserver_serves_https_with_the_same_options(ca: trustme.CA, tmp_path: 
     )
     try:
         assert proc.stdout is not None
-        started = f"Starting development server at https://127.0.0.1:{port}/"
+        started = f"Listening on https://127.0.0.1:{port}"  # the server's line, after Django's banner
         output = ""
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
