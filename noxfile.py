@@ -79,5 +79,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[redis,testing]", "mypy", "pytest")  # testing.py: a pytest fixture, trustme
+    session.install("-e", ".[redis,testing,metrics]", "mypy", "pytest")  # testing.py: pytest, trustme
     session.run("mypy")

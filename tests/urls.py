@@ -1,8 +1,10 @@
 """The test views, and the example site's URLs for the tests of the example site."""
 
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path
 
 from example_site.life import views as life
+from trio_c10k import metrics_view
 
 from . import views
 
@@ -43,4 +45,6 @@ urlpatterns = [
     path("t/stream-endless/<str:key>/", views.stream_endless),
     path("t/big-file/<int:offset>/", views.big_file),
     path("t/input-kind/", views.input_kind),
+    path("t/metrics/", metrics_view),
+    path("t/metrics-staff/", staff_member_required(metrics_view, login_url="/t/login/")),
 ]

@@ -9,6 +9,7 @@ from ._config import Bind, Config, WebSocketConfig
 from ._django import database_sync_to_thread, websocket
 from ._exceptions import BrokerError, ConfigError, ConnectionClosed, HandshakeRejected, TrioC10kError
 from ._fanout import Group, broadcast, send_message
+from ._metrics import metrics_view
 from ._server import Server, ServerStatistics, serve
 from ._tls_config import TLSConfig
 from ._websocket import WebSocket
@@ -30,6 +31,7 @@ __all__ = [
     "WebSocketConfig",
     "broadcast",
     "database_sync_to_thread",
+    "metrics_view",
     "send_message",
     "serve",
     "websocket",

@@ -191,6 +191,16 @@ class RedisBroker:
         #: the publishing task had a connection before (whatever the subscribing one had)
         self._published_before = False
 
+    @property
+    def up(self) -> bool:
+        """False from a failure to reach Redis until it is reached again (for the metrics)."""
+        return self._reachable
+
+    @property
+    def backlog(self) -> int:
+        """Broadcasts waiting to be published (for the metrics)."""
+        return self._receive.statistics().current_buffer_used
+
     def publish(self, group: str, data: str | bytes) -> None:
         """Queue a broadcast for the other processes; never blocks (Rule 3)."""
         try:

@@ -32,6 +32,7 @@ import trio
 from ._config import Config, Option
 from ._exceptions import ConfigError
 from ._fanout import configured_broker
+from ._metrics import MULTIPROC_ENV, keep_synced
 from ._server import Server, serve
 from ._tls_context import server_context
 from ._workers import supervise
@@ -259,6 +260,8 @@ async def serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Confi
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *reload) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, app, config, nursery.cancel_scope)
+            if os.environ.get(MULTIPROC_ENV):  # --workers, or set by the user: docs/metrics.md
+                nursery.start_soon(keep_synced)
             if cpu is not None:
                 log.info("Running on CPU %d (--no-pin-cpu lets the kernel move threads)", cpu)
             async for signum in signals:

@@ -334,6 +334,7 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes) -> int:
         if ws._plain:
             if frame is None:
                 frame = encode_frame(data)
+            ws._counters.messages_out += 1
             ws._send_frame(frame)
         else:
             ws.write_message(data)

@@ -343,6 +343,9 @@ class HTTPConnection(ResponseWriter):
         finally:
             body.close()
         server.requests += 1
+        server.counters.responses[response.status // 100] += 1
+        if slot is not None and response.status != 101:  # a handshake refused (403, 400, 426...)
+            server.counters.refused[response.status] = server.counters.refused.get(response.status, 0) + 1
         if server.config.access_log:
             access_log.info(
                 '%s - "%s %s HTTP/%s" %d %d %.1fms',

@@ -31,6 +31,7 @@ import h11
 import trio
 
 from ._config import Config
+from ._counters import Counters
 from ._sockets import reset_on_close
 from ._threads import WorkerThreads
 from ._tls_stream import TLSStream
@@ -80,6 +81,10 @@ class SenderOwner(Protocol):
     @property
     def closing(self) -> bool:
         """True once shutdown began: no new request, ``Connection: close`` on answers."""
+
+    @property
+    def counters(self) -> Counters:
+        """Where the answers count, by status class."""
 
 
 def peer_label(address: object) -> str:
@@ -250,6 +255,7 @@ class ResponseWriter:
         conn = self.conn
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        self.server.counters.responses[status // 100] += 1
         body = b"" if self.is_head else (reason + "\n").encode()
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),

@@ -44,6 +44,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
+from ._counters import UNCOUNTED
 from ._deflate import BoundedDeflate
 from ._exceptions import ConnectionClosed
 from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
@@ -103,6 +104,7 @@ class WebSocketProtocol:
     __slots__ = (
         "_close_sent",
         "_config",
+        "_counters",
         "_heard",
         "_inbox",
         "_inbox_closed",
@@ -160,6 +162,8 @@ class WebSocketProtocol:
         self._owed = 0
         self._ws = connection
         self._config = config
+        # Where its messages count (``_counters``): the server's, set by the server.
+        self._counters = UNCOUNTED
         # The thread that owns the connection (see ``in_loop_thread``).
         self._loop_thread = get_ident()
         # Whole messages not handed out yet; closed once the connection is. A list, not a
@@ -229,6 +233,7 @@ class WebSocketProtocol:
             data = data.encode("utf-8")
         elif opcode not in (None, TEXT, BINARY):
             raise ValueError(f"opcode must be 1 (text) or 2 (binary), not {opcode!r}")
+        self._counters.messages_out += 1
         if self._plain:
             self._send_frame(encode_frame(data))
         elif self._mask_bit == 0:
@@ -257,6 +262,7 @@ class WebSocketProtocol:
         They wait for ``_parse``; the end of the stream closes with 1006 at once."""
         self._heard, self._pinged_at = now, None
         if data:
+            self._counters.bytes_in += len(data)
             self._unparsed = self._unparsed + data if self._unparsed else data
         else:
             self._to_wsproto(None)
@@ -276,6 +282,7 @@ class WebSocketProtocol:
         """
         data = self._unparsed
         inbox, mask_bit, at, end = self._inbox, self._mask_bit, 0, len(data)
+        inboxed = len(inbox)  # the messages of this call are counted once, as it ends
         limit, frames = self._config.max_message_size, FRAMES_PER_STEP
         while at < end and not self._is_closed:
             if (len(inbox) >= INCOMING_QUEUE or self._inboxed >= limit) and not (
@@ -337,6 +344,7 @@ class WebSocketProtocol:
             if self._ws.state is ConnectionState.OPEN:
                 self._send_frame(self._ws.send(ping.response()))
         self._unparsed = data[at:] if at else data
+        self._counters.messages_in += len(inbox) - inboxed
 
     def _keep_alive(self, now: float) -> bool:
         """Keep-alive at ``now``: a ping after ``ping_interval`` seconds of silence from the
@@ -439,6 +447,7 @@ class WebSocketProtocol:
         """Queue ``frame``, unless the backlog is over ``send_queue_size``: then the peer is
         dropped (1008) and False returned. The bound is on the backlog, not on this frame."""
         if self._queued > self._config.send_queue_size:
+            self._counters.slow_closed += 1
             self._drop(f"send queue over {self._config.send_queue_size} bytes (the peer reads too slowly)")
             return False
         self._queue.append(frame)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._config import Config
+from ._counters import Counters
 from ._exceptions import ConfigError
 from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from ._broker import RedisBroker
 
 log = logging.getLogger("trio_c10k.server")
+
+#: the servers running in this process (``_metrics`` reads them)
+running: set[Server] = set()
 
 # accept() errors that mean "out of a resource right now", not "this listener is broken"
 # (the same list as trio's serve_listeners): wait a little and try again.
@@ -137,6 +141,10 @@ class Server:
         self.closing = False
         #: requests answered so far
         self.requests = 0
+        #: what happened so far, for the metrics (``_counters``)
+        self.counters = Counters()
+        #: the link to the other processes (``--broker``), None without one
+        self.broker: RedisBroker | None = None
         #: the TLS server context holder (``.current``: the ``ssl.SSLContext`` new connections
         #: use; ``reload()`` on SIGHUP), or None for plain TCP
         self.tls = tls
@@ -191,6 +199,7 @@ class Server:
                 self._handlers = handlers
                 current_workers.set(self.workers)  # for database_sync_to_thread in handlers
                 broker = broker_class()(self.config.broker, deliver) if self.config.broker else None
+                self.broker = broker
                 use_event_loop(trio.lowlevel.current_trio_token(), broker)  # for Group calls
                 if broker is not None:
                     handlers.start_soon(broker.run)
@@ -203,6 +212,7 @@ class Server:
                             log.info(
                                 "Listening on %s", _address(listener, "http" if self.tls is None else "https")
                             )
+                        running.add(self)
                         task_status.started(self)
                 for listener in self.listeners:
                     await trio.aclose_forcefully(listener)
@@ -216,6 +226,7 @@ class Server:
                     )
                 handlers.cancel_scope.cancel()
         finally:
+            running.discard(self)
             for listener in self.listeners:
                 await trio.aclose_forcefully(listener)
             remove_unix_sockets(self.config)
@@ -283,6 +294,7 @@ class Server:
             upgrade = await HTTPConnection(served, self).run()
             if upgrade is not None:
                 ws, slot = upgrade
+                ws._counters = self.counters
                 self.websockets.add(ws)
                 if self.closing:  # the upgrade finished after shutdown() began
                     ws.going_away()

@@ -57,10 +57,17 @@ class WorkerThreads:
         self._lock = threading.Lock()
         self._done: list[tuple[_Job, outcome.Outcome[Any]]] = []
         self._drain_scheduled = False
+        # Whether each thread runs a job now (each writes only its own item: no lock).
+        self._busy = [False] * size
         self._threads = [
-            threading.Thread(target=self._work, name=f"trio_c10k worker {i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"trio_c10k worker {i}", daemon=True)
             for i in range(size)
         ]
+
+    def busy_and_waiting(self) -> tuple[int, int]:
+        """``(busy, waiting)``: the threads running a job now, and the jobs waiting for one
+        (abandoned ones among them until a thread skips them). Callable from any thread."""
+        return sum(self._busy), self._jobs.qsize()
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread and return (or raise) what it does.
@@ -78,12 +85,14 @@ class WorkerThreads:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]  # the job's result
 
-    def _work(self) -> None:
-        get = self._jobs.get
+    def _work(self, index: int) -> None:
+        get, busy = self._jobs.get, self._busy
         while (job := get()) is not None:
             if job.abandoned:
                 continue
+            busy[index] = True
             result = outcome.capture(job.fn, *job.args)
+            busy[index] = False
             with self._lock:
                 self._done.append((job, result))
                 if self._drain_scheduled:

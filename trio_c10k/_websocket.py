@@ -272,6 +272,7 @@ class WebSocket(WebSocketProtocol):
                 self._writing = True
                 try:
                     await self._stream.send_all(data)
+                    self._counters.bytes_out += len(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._mark_closed(ABNORMAL, "")
                     return
@@ -295,6 +296,7 @@ class WebSocket(WebSocketProtocol):
             except OSError:
                 self._mark_closed(ABNORMAL, "")
                 return
+            self._counters.bytes_out += sent  # counted as written: once per write, not per frame
             if sent == len(frame):
                 self._flush_due = True
                 self._flusher.add(self)
@@ -354,6 +356,7 @@ class WebSocket(WebSocketProtocol):
             # The descriptor as the socket has it now: -1 once closed, never another
             # connection's reused number.
             sent = os.write(self._stream.socket.fileno(), data)
+            self._counters.bytes_out += sent
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -377,6 +380,7 @@ class WebSocket(WebSocketProtocol):
             while self._queued > half and self.open:
                 await self._wait()  # woken as its queue drains, or as it closes
         if self._queued > half and self.open:
+            self._counters.slow_closed += 1
             self._drop(f"send queue still over {half} bytes after {self._config.send_timeout:g} s")
         return True
 

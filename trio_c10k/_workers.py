@@ -31,6 +31,7 @@ import trio
 
 from ._config import Config
 from ._listeners import is_shared, open_shared_sockets, remove_unix_sockets
+from ._metrics import metrics_directory, process_gone
 
 log = logging.getLogger("trio_c10k.workers")
 
@@ -72,6 +73,8 @@ class Supervisor:
         #: exit status for the parent
         self.status = 0
         self._running: dict[int, trio.Process] = {}
+        #: what the children's environment gets beside ours (``_metrics.metrics_directory``)
+        self.environment: dict[str, str] = {}
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -88,12 +91,13 @@ class Supervisor:
                 self.command,
                 pass_fds=self.fds,
                 start_new_session=True,
-                env={**os.environ, "TRIO_C10K_WORKER": str(index)},
+                env={**os.environ, **self.environment, "TRIO_C10K_WORKER": str(index)},
             )
             self._running[index] = process
             log.info("Worker %d started (pid %d)", index, process.pid)
             status = await process.wait()
             del self._running[index]
+            process_gone(self.environment, process.pid)
             if self.stopping:
                 log.info("Worker %d (pid %d) %s", index, process.pid, _describe(status))
                 return
@@ -151,7 +155,8 @@ async def supervise(config: Config, argv: Sequence[str], count: int) -> int:
             log.info("%d workers share %s (%s)", count, _shown(sock), how)
         fds = [sock.fileno() for sock in sockets]
         supervisor = Supervisor(child_arguments(argv, fds), fds, count, forward_sighup=config.tls.enabled)
-        await supervisor.run()
+        with metrics_directory() as supervisor.environment:
+            await supervisor.run()
         return supervisor.status
     finally:
         for sock in sockets:

@@ -1,0 +1,94 @@
+"""``metrics_view`` under ``--workers 2``: a scrape, whichever process answers it, counts the
+connections of both (prometheus_client's multiprocess files, written by each process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import CLIENT_TIMEOUT, Supervised, free_port, http_get
+from trio_c10k import Config
+from trio_c10k.client import open_websocket
+
+#: worker threads per process (the default of --threads)
+THREADS = Config().threads
+#: new WebSockets opened before concluding that a worker never gets any
+TRIES = 200
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The unlabelled samples of one scrape, and the 2xx answers: name -> value."""
+    status, body = http_get("127.0.0.1", port, "/t/metrics/")
+    assert status == 200, body
+    return {
+        sample.name + "".join(f"{{{v}}}" for v in sample.labels.values()): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def test_a_scrape_counts_the_websockets_of_both_workers(supervised: list[Supervised], tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "counter_1.db").write_bytes(b"a previous run's")  # removed as the supervisor starts
+    command = Supervised(
+        "--workers", "2", "--bind", f"127.0.0.1:{port}", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
+    supervised.append(command)
+    command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+    want = set(command.pids().values())
+    held: dict[int, int] = {}
+    seen: list[dict[str, float]] = []
+
+    async def hold(task_status: trio.TaskStatus[None]) -> None:
+        async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/pid/") as ws:
+            pid = int(await ws.read_message())
+            held[pid] = held.get(pid, 0) + 1
+            task_status.started()
+            await ws.read_message()  # until the test is over
+
+    async def main() -> None:
+        with trio.fail_after(CLIENT_TIMEOUT * 3):
+            async with trio.open_nursery() as nursery:
+                for _ in range(TRIES):
+                    await nursery.start(hold)
+                    if set(held) == want:
+                        break
+                assert set(held) == want, f"only workers {sorted(held)} got connections"
+                # Each process writes its numbers every second: scrape until both are in.
+                while True:
+                    seen.append(await trio.to_thread.run_sync(scrape, port))
+                    if seen[-1]["trio_c10k_websockets"] == sum(held.values()):
+                        break
+                    await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    values = seen[-1]
+    assert values["trio_c10k_websocket_messages_sent_total"] >= sum(held.values())  # each said its pid
+    assert values["trio_c10k_worker_threads"] == 2 * THREADS  # in each process
+    assert {path.name for path in tmp_path.glob("counter_*.db")} == {f"counter_{pid}.db" for pid in want}
+    assert command.stop() == 0
+    assert "Traceback" not in command.log
+
+
+def test_without_the_variable_the_supervisor_makes_a_directory_of_its_own(
+    supervised: list[Supervised],
+) -> None:
+    port = free_port()
+    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}")
+    supervised.append(command)
+    command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+
+    async def both_counted() -> None:
+        with trio.fail_after(CLIENT_TIMEOUT):
+            # Each process writes its numbers every second: scrape until both are in.
+            while True:
+                if (await trio.to_thread.run_sync(scrape, port))["trio_c10k_worker_threads"] == 2 * THREADS:
+                    break
+                await trio.sleep(0.1)
+
+    trio.run(both_counted)
+    assert command.stop() == 0
+    assert "Traceback" not in command.log

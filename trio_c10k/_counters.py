@@ -1,0 +1,48 @@
+"""The counters a server keeps for its metrics (``_metrics``): plain integers, incremented where
+the events happen.
+
+Rule 1: one ``Counters`` per ``Server`` (``Server.counters``); each of its WebSockets points to
+it (``WebSocketProtocol._counters``), so counting is one attribute increment on objects the
+hot path already holds: no lookup, no lock, no call. Messages received are counted once per
+``_parse``, bytes once per read and per write; a message sent costs one increment. A
+connection no server owns (a client's) counts into ``UNCOUNTED``, which nothing reads.
+Rule 2: only the server's event loop thread writes them (WebSocket events, HTTP answers), so
+``+=`` needs no lock; a reader in another thread sees a value at most one event old.
+Rule 3: they only grow; gauges (connections open, queued bytes, threads busy) are not kept
+here but computed from the server's state when metrics are collected.
+"""
+
+from __future__ import annotations
+
+
+class Counters:
+    """What happened since the server started (see the module's rules)."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "messages_in",
+        "messages_out",
+        "refused",
+        "responses",
+        "slow_closed",
+    )
+
+    def __init__(self) -> None:
+        #: HTTP answers by status class: ``responses[4]`` counts the 4xx (index 1: the 101s)
+        self.responses = [0] * 6
+        #: WebSocket handshakes answered with something else than 101, by HTTP status
+        self.refused: dict[int, int] = {}
+        #: WebSocket messages received whole, and sent (``write_message``, broadcasts)
+        self.messages_in = 0
+        self.messages_out = 0
+        #: WebSocket bytes read from the peers (decrypted over TLS), and written to them
+        #: (encrypted over TLS; control frames too)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: connections closed with 1008 because their send queue overflowed (slow consumers)
+        self.slow_closed = 0
+
+
+#: where the connections of no server (clients) count: never read
+UNCOUNTED = Counters()
