@@ -11,6 +11,10 @@ Rule 3: ``--workers N`` (N > 1) makes this process the supervisor of N server pr
 Rule 4: an option that sets a ``Config`` field is generated from the field's ``option()``
 (Rule 3 of ``_config``), never declared here; only those about the process are (APP,
 ``--workers``, ``--log-level``, ``--pin-cpu``).
+Rule 5: where a platform lacks what an option needs, an option asked for is refused with one
+line (``--workers`` and ``unix:``/``fd://`` binds off POSIX: ``_sockets`` Rule 4; ``--pin-cpu``
+without ``sched_setaffinity``: Linux only), and a default goes without, saying so at INFO
+(not pinned; with TLS and no SIGHUP, no certificate reload).
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ from ._exceptions import ConfigError
 from ._fanout import configured_broker
 from ._metrics import MULTIPROC_ENV, keep_synced
 from ._server import Server, serve
+from ._sockets import require_posix
 from ._tls_context import server_context
 from ._workers import supervise
 
 log = logging.getLogger("trio_c10k.server")
+
+#: the signal that reloads the certificate (Rule 2); None where there is none (Windows: Rule 5)
+RELOAD_SIGNAL: signal.Signals | None = getattr(signal, "SIGHUP", None)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pin-cpu",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run the process on one CPU: the event loop and the worker threads take turns on "
-        "the GIL many times per request, and each turn across two cores costs far more than on "
-        "one (see docs/performance.md)",
+        default=argparse.SUPPRESS,  # not given: pinned where the platform can (Rule 5)
+        help="run the process on one CPU (default: on where the platform can, Linux): the event "
+        "loop and the worker threads take turns on the GIL many times per request, and each turn "
+        "across two cores costs far more than on one (see docs/performance.md)",
     )
     return parser
 
@@ -256,7 +264,7 @@ def pin_to_one_cpu() -> int | None:
 async def serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Config, cpu: int | None) -> None:
     """Serve until SIGINT or SIGTERM ends a graceful shutdown, or a second one stops it at once
     (Rule 2); with TLS, SIGHUP reloads the certificate. Runs in the main thread (the signals)."""
-    reload = (signal.SIGHUP,) if config.tls.enabled else ()
+    reload = (RELOAD_SIGNAL,) if config.tls.enabled and RELOAD_SIGNAL is not None else ()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *reload) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(_serve_then_stop, app, config, nursery.cancel_scope)
@@ -265,7 +273,7 @@ async def serve_until_stopped(app: Callable[..., Iterable[bytes]], config: Confi
             if cpu is not None:
                 log.info("Running on CPU %d (--no-pin-cpu lets the kernel move threads)", cpu)
             async for signum in signals:
-                if signum == signal.SIGHUP and server.tls is not None:
+                if signum == RELOAD_SIGNAL and server.tls is not None:
                     # It reads files: in a thread, so a slow disk does not stall connections.
                     await trio.to_thread.run_sync(server.tls.reload)  # logs what came of it
                     continue
@@ -310,11 +318,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if config.tls.enabled:
             # A renewal's SIGHUP while starting ends nothing (Rule 2); a certificate that
             # cannot be used is reported now, before --workers starts anything.
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if RELOAD_SIGNAL is None:
+                log.info("No SIGHUP on %s: restart the server to load a renewed certificate", sys.platform)
+            else:
+                signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
             server_context(config.tls)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        pin = getattr(args, "pin_cpu", None)  # None: not given (Rule 5)
+        if pin and not hasattr(os, "sched_setaffinity"):
+            raise ConfigError(f"--pin-cpu: not available on {sys.platform} (needs sched_setaffinity: Linux)")
         if args.workers > 1:
+            require_posix("--workers")
             _run_and_exit(parser, supervise, config, sys.argv[1:] if argv is None else argv, args.workers)
         app = load_app(args.app)
         if config.broker is None and (url := configured_broker()):  # the setting, else the variable
@@ -322,7 +337,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         parser.error(str(exc))
     tune_garbage_collector()
-    cpu = pin_to_one_cpu() if args.pin_cpu else None
+    if pin is None and not hasattr(os, "sched_setaffinity"):
+        log.info("Not pinned to one CPU: %s has no sched_setaffinity", sys.platform)
+    cpu = pin_to_one_cpu() if pin is not False else None
     _run_and_exit(parser, serve_until_stopped, app, config, cpu)
 
 

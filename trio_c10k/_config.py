@@ -18,6 +18,7 @@ from ._broker_url import check_broker_url
 from ._exceptions import ConfigError
 from ._options import Option as Option  # re-exported: _cli reads it from here
 from ._options import option
+from ._sockets import require_posix
 from ._tls_config import TLSConfig
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.%a-zA-Z]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)$")
@@ -59,8 +60,10 @@ class Bind:
         """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH`` or ``fd://N``.
 
         Raises:
-            ConfigError: the text is none of these forms.
+            ConfigError: the text is none of these forms, or ``unix:`` or ``fd://`` off POSIX.
         """
+        if text.startswith(("unix:", "fd://")):
+            require_posix(f"bind {text!r}")
         if text.startswith("unix:"):
             path = text[len("unix:") :]
             if not path:

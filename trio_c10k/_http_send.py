@@ -32,7 +32,7 @@ import trio
 
 from ._config import Config
 from ._counters import Counters
-from ._sockets import reset_on_close
+from ._sockets import reset_on_close, writev_nowait
 from ._threads import WorkerThreads
 from ._tls_stream import TLSStream
 from ._wsgi import AppResponse, FileBody, Headers
@@ -223,7 +223,7 @@ class ResponseWriter:
                 if sent:
                     buffers[0] = memoryview(buffers[0])[sent:]
                 try:
-                    sent = os.writev(fd, buffers)
+                    sent = writev_nowait(fd, buffers)
                 except BlockingIOError:
                     sent = 0
                     await self._wait_writable(fd)

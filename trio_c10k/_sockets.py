@@ -4,16 +4,34 @@ Rule 1: a read never waits: ``read_nowait`` says "nothing yet" (None), "the end"
 after a reset) or gives what the kernel has, at most ``READ_SIZE`` bytes.
 Rule 2: a socket closed with bytes still unsent after a stalled or truncated write is reset
 (``reset_on_close``), never ended normally.
+Rule 3: the one platform seam. On POSIX (Linux, macOS) a socket is a file descriptor: the
+fast paths call ``os.read``, ``os.write`` and ``os.writev`` on it (``write_nowait`` *is*
+``os.write``: nothing between the hot path and the call; benchmarks/syscalls_bench.py measures
+them against the socket methods). Elsewhere (Windows: a socket handle is no descriptor) the same
+names send and receive through a socket object over the handle, and file responses go out
+without ``sendfile`` (``POSIX`` is False).
+Rule 4: what needs POSIX (``--workers``, ``fd://`` and ``unix:`` binds) is refused elsewhere
+with one line (``require_posix``), not left to fail later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import trio
+from ._exceptions import ConfigError
+
+if TYPE_CHECKING:  # trio is not imported at run time: ``_config`` imports this (its Rule 1)
+    import trio
+
+#: sockets are file descriptors (Linux, macOS): Rule 3. Tests set it False to check Rule 4.
+POSIX = os.name == "posix"
 
 #: bytes asked of the kernel per read
 READ_SIZE = 65536
@@ -46,8 +64,56 @@ def read_nowait(fd: int) -> bytes | None:
     a frame object (200 bytes) for the life of every connection.
     """
     try:
-        return os.read(fd, READ_SIZE)
+        return _read(fd, READ_SIZE)
     except BlockingIOError:
         return None
     except OSError:
         return b""
+
+
+def require_posix(what: str) -> None:
+    """Refuse ``what`` where sockets are not file descriptors (Rule 4).
+
+    Raises:
+        ConfigError: not POSIX.
+    """
+    if not POSIX:
+        raise ConfigError(f"{what}: not available on {sys.platform} (needs Linux or macOS)")
+
+
+def socket_send(fd: int, data: bytes | memoryview) -> int:
+    """``os.write`` for a socket handle that is not a file descriptor (Rule 3)."""
+    with _socket_of(fd) as sock:
+        return sock.send(data)
+
+
+def socket_sendmsg(fd: int, buffers: Sequence[bytes | memoryview]) -> int:
+    """``os.writev`` for a socket handle that is not a file descriptor (Rule 3): one send of
+    the buffers joined (Windows has no ``sendmsg``)."""
+    with _socket_of(fd) as sock:
+        return sock.send(b"".join(buffers))
+
+
+def socket_recv(fd: int, size: int) -> bytes:
+    """``os.read`` for a socket handle that is not a file descriptor (Rule 3)."""
+    with _socket_of(fd) as sock:
+        return sock.recv(size)
+
+
+@contextlib.contextmanager
+def _socket_of(fd: int) -> Iterator[socket.socket]:
+    """A socket object over the handle ``fd``, let go (not closed) after use; a closed
+    socket's -1 fails as ``os.write`` would."""
+    if fd < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
+# Rule 3: chosen once, here.
+write_nowait = os.write if POSIX else socket_send
+writev_nowait = os.writev if POSIX else socket_sendmsg
+_read = os.read if POSIX else socket_recv

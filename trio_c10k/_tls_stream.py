@@ -24,14 +24,13 @@ write cut short does not (the alert would follow a partial record).
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from typing import Any
 
 import trio
 from wsproto.frame_protocol import CloseReason
 
-from ._sockets import read_nowait, reset_on_close, resets_on_close
+from ._sockets import read_nowait, reset_on_close, resets_on_close, write_nowait
 from ._tls import HANDSHAKE_RECORD, TLS
 from ._websocket import WebSocket
 
@@ -126,7 +125,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         if not alert:  # sent before a lingering close already, or TLS is broken
             return
         try:
-            sent = os.write(self.socket.fileno(), alert)
+            sent = write_nowait(self.socket.fileno(), alert)
         except OSError:  # the peer is gone, or the kernel's buffer is full: closed without it
             return
         if sent < len(alert):

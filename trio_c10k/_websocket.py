@@ -31,7 +31,6 @@ and looks again when woken.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +41,7 @@ from wsproto.frame_protocol import CloseReason
 from ._config import WebSocketConfig
 from ._flusher import flusher
 from ._protocol import ABNORMAL, WebSocketProtocol
-from ._sockets import READ_SIZE, read_nowait, reset_on_close
+from ._sockets import READ_SIZE, read_nowait, reset_on_close, write_nowait
 from ._threads import call_in_loop
 
 log = logging.getLogger("trio_c10k.websocket")
@@ -290,7 +289,7 @@ class WebSocket(WebSocketProtocol):
         # itself: a broadcast then reads only this object, for each of its members).
         if not (self._flush_due or self._queued or self._writer_running or self._coalescing):
             try:
-                sent = os.write(self._fd, frame)
+                sent = write_nowait(self._fd, frame)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -355,7 +354,7 @@ class WebSocket(WebSocketProtocol):
         try:
             # The descriptor as the socket has it now: -1 once closed, never another
             # connection's reused number.
-            sent = os.write(self._stream.socket.fileno(), data)
+            sent = write_nowait(self._stream.socket.fileno(), data)
             self._counters.bytes_out += sent
         except BlockingIOError:
             sent = 0

@@ -27,6 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 import h11
 
+from ._sockets import POSIX
 from ._threads import WorkerThreads
 
 Environ = dict[str, Any]
@@ -282,9 +283,10 @@ class _StartResponse:
 
 
 def _file_body(result: FileWrapper, start_response: _StartResponse) -> FileBody | None:
-    """The regular file behind a file response, for sendfile(2); None if it is not one."""
+    """The regular file behind a file response, for sendfile(2); None if it is not one, or
+    where sockets are not descriptors (``_sockets`` Rule 3: the body is then read and sent)."""
     length = next((v for k, v in start_response.headers if k.lower() == b"content-length"), b"")
-    if start_response.sent or not length.isdigit():
+    if start_response.sent or not length.isdigit() or not POSIX:
         return None
     try:
         fd = result.filelike.fileno()
