@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from trio_c10k import ConfigError, _cli, _sockets, _wsgi
 from trio_c10k._config import Bind
@@ -188,3 +189,19 @@ def test_no_file_response_goes_by_sendfile_off_posix(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(_wsgi, "POSIX", False)
         assert _wsgi._file_body(wrapper, start_response) is None
         assert _wsgi._file_body(_wsgi.FileWrapper(io.BytesIO(b"x")), start_response) is None
+
+
+def test_tls_without_sighup_serves_and_says_a_renewal_needs_a_restart(
+    monkeypatch: pytest.MonkeyPatch, ran: list[Any], caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    leaf = trustme.CA().issue_cert("localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    monkeypatch.setattr(_cli, "RELOAD_SIGNAL", None)
+    monkeypatch.setattr(_cli.sys, "platform", "win32")
+    caplog.set_level(logging.INFO, logger="trio_c10k.server")
+    assert run_main([APP, "--no-pin-cpu", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]) is None
+    assert [what for what, _ in ran] == ["serve"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["No SIGHUP on win32: restart the server to load a renewed certificate"]
