@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from ._fanout import deliver, use_event_loop
 from ._http import HTTPConnection
 from ._http_send import LINGER_BYTES, LINGER_TIME, linger, peer_label
 from ._listeners import open_listeners, remove_unix_sockets
+from ._sockets import AF_UNIX, open_file_limit
 from ._threads import WorkerThreads, current_workers, open_worker_threads
 from ._tls_context import ServerContext
 from ._tls_stream import PlainHTTP, TLSStream, accept_tls
@@ -88,8 +88,7 @@ class ServerStatistics:
 
 def default_max_connections() -> int:
     """The soft RLIMIT_NOFILE minus ``FD_RESERVE``: the most sockets this process can hold."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, soft - FD_RESERVE)
+    return max(1, open_file_limit() - FD_RESERVE)
 
 
 def broker_class() -> type[RedisBroker]:
@@ -109,7 +108,7 @@ def broker_class() -> type[RedisBroker]:
 
 def _address(listener: trio.SocketListener, scheme: str) -> str:
     name = listener.socket.getsockname()
-    if listener.socket.family == socket.AF_UNIX:
+    if listener.socket.family == AF_UNIX:
         return f"unix:{name}"
     host, port = name[0], name[1]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
@@ -287,7 +286,7 @@ class Server:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             served: trio.SocketStream | TLSStream | None = stream
-            if self.tls is not None and stream.socket.family != socket.AF_UNIX:  # TLS on TCP binds
+            if self.tls is not None and stream.socket.family != AF_UNIX:  # TLS on TCP binds
                 served = await self._accept_tls(stream, self.tls.current)
             if served is None:
                 return
@@ -323,7 +322,7 @@ class Server:
         """The TLS handshake of a new connection, within ``header_timeout`` (None: it failed,
         stalled or was plain HTTP, which got its 400 and a lingering close)."""
         sock = stream.socket
-        peer = peer_label(sock.getpeername()[:2] if sock.family != socket.AF_UNIX else None)
+        peer = peer_label(sock.getpeername()[:2] if sock.family != AF_UNIX else None)
         try:
             return await accept_tls(stream, context, self.config.header_timeout, peer)
         except PlainHTTP:

@@ -9,7 +9,8 @@ fast paths call ``os.read``, ``os.write`` and ``os.writev`` on it (``write_nowai
 ``os.write``: nothing between the hot path and the call; benchmarks/syscalls_bench.py measures
 them against the socket methods). Elsewhere (Windows: a socket handle is no descriptor) the same
 names send and receive through a socket object over the handle, and file responses go out
-without ``sendfile`` (``POSIX`` is False).
+without ``sendfile`` (``POSIX`` is False). What else differs is here too: the open-file limit
+(``open_file_limit``; none on Windows) and ``AF_UNIX`` (None where there is none).
 Rule 4: what needs POSIX (``--workers``, ``fd://`` and ``unix:`` binds) is refused elsewhere
 with one line (``require_posix``), not left to fail later.
 """
@@ -32,6 +33,14 @@ if TYPE_CHECKING:  # trio is not imported at run time: ``_config`` imports this 
 
 #: sockets are file descriptors (Linux, macOS): Rule 3. Tests set it False to check Rule 4.
 POSIX = os.name == "posix"
+if POSIX:
+    import resource
+
+#: the Unix socket family, None where there is none (Windows): ``sock.family == AF_UNIX`` is
+#: then False
+AF_UNIX: socket.AddressFamily | None = getattr(socket, "AF_UNIX", None)
+#: the connections ``open_file_limit`` allows where there is no open-file limit (Windows)
+NO_FILE_LIMIT = 10000
 
 #: bytes asked of the kernel per read
 READ_SIZE = 65536
@@ -69,6 +78,15 @@ def read_nowait(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def open_file_limit() -> int:
+    """The soft RLIMIT_NOFILE: the most descriptors this process may hold (``NO_FILE_LIMIT``
+    off POSIX)."""
+    if not POSIX:
+        return NO_FILE_LIMIT
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
 
 
 def require_posix(what: str) -> None:

@@ -10,6 +10,7 @@ import importlib
 import io
 import logging
 import os
+import resource
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -205,3 +206,9 @@ def test_tls_without_sighup_serves_and_says_a_renewal_needs_a_restart(
     assert [what for what, _ in ran] == ["serve"]
     said = [r.getMessage() for r in caplog.records]
     assert said == ["No SIGHUP on win32: restart the server to load a renewed certificate"]
+
+
+def test_the_open_file_limit_off_posix_is_a_fixed_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sockets.open_file_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    monkeypatch.setattr(_sockets, "POSIX", False)
+    assert _sockets.open_file_limit() == _sockets.NO_FILE_LIMIT
