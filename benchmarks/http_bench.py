@@ -28,9 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
-from importlib import metadata
 
-from lib.common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, wait_for_port
+from lib.common import RESULTS, ROOT, cpu_seconds, free_port, stop, update_results, versions, wait_for_port
 
 URL_PATH = "/hello/"
 
@@ -132,7 +131,7 @@ def main() -> None:
         f"`python benchmarks/http_bench.py` - wrk -t1 -c{args.connections}, {args.duration:g} s per run, "
         f"median of {args.rounds} interleaved rounds, one server process each, "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-        f"{_versions()}.",
+        f"{versions(('trio-c10k', 'Django', 'gunicorn', 'granian', 'uvicorn'))}.",
         "",
         "| server | req/s | p99 ms | server CPU (cores) | wrk CPU (cores) | req/s vs gunicorn-sync "
         "| p99 vs gunicorn-sync | req/s vs granian |",
@@ -174,17 +173,6 @@ def main() -> None:
     print("\n".join(lines))
     update_results("http", "\n".join(lines))
     print(f"\nwritten to {RESULTS}")
-
-
-def _versions() -> str:
-    names = ("trio-c10k", "Django", "gunicorn", "granian", "uvicorn")
-    found = []
-    for dist in names:
-        try:
-            found.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{dist} (not installed)")
-    return ", ".join(found)
 
 
 def _median_run(results: list[dict[str, float]]) -> dict[str, float]:

@@ -193,9 +193,13 @@ def log_trouble(text: str) -> int:
     return count
 
 
-def versions() -> str:
-    """The versions of the project and of the peers, for the results' headings."""
-    names = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets", "picows", "uvloop")
+#: the distributions whose versions the WebSocket benchmarks' headings name
+WEBSOCKET_PEERS = ("trio-c10k", "trio", "wsproto", "trio-websocket", "websockets", "picows", "uvloop")
+
+
+def versions(names: tuple[str, ...] = WEBSOCKET_PEERS) -> str:
+    """The versions of the distributions ``names`` (the project's and its peers'), for the
+    results' headings."""
     found = []
     for dist in names:
         try:
