@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import h11
 import pytest
@@ -311,6 +311,48 @@ def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+class Output:
+    """What a subprocess wrote to one pipe so far (``text``), read as a test waits for it: its
+    log lines are the events the test waits on."""
+
+    def __init__(self, pipe: IO[Any], timeout: float = WORKERS_START_TIMEOUT) -> None:
+        self.text = ""
+        self._fd = pipe.fileno()
+        self._timeout = timeout
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float | None = None) -> list[re.Match[str]]:
+        """Read until ``pattern`` matched ``count`` times, within ``timeout`` (the one given to
+        the constructor by default); the matches."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        while len(matches := list(re.finditer(pattern, self.text))) < count:
+            remaining = deadline - time.monotonic()
+            chunk = os.read(self._fd, 65536) if remaining > 0 and self._selector.select(remaining) else b""
+            if not chunk:
+                pytest.fail(f"{pattern!r} x{count} never came; output:\n{self.text}")
+            self.text += chunk.decode(errors="replace")
+        return matches
+
+
+def start_redis(
+    command: list[str], workdir: Path, ready: str, timeout: float
+) -> tuple[subprocess.Popen[bytes], Output]:
+    """Start ``command`` (a ``redis-server``, server or sentinel) in ``workdir`` and wait for its
+    log to say ``ready``; the process and its log, read on as the test waits for more lines.
+    Stop it with ``communicate()``, which closes the pipe."""
+    proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = Output(proc.stdout, timeout)
+    try:
+        output.wait_for(ready)
+    except BaseException:  # it did not start: gone, and its pipe closed
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, output
+
+
 class Supervised:
     """A running ``python -m trio_c10k`` (``--workers`` or not) and what its log said so far;
     ``env``: environment variables set on top of the tests' ones."""
@@ -325,24 +367,19 @@ class Supervised:
             stderr=subprocess.PIPE,
         )
         assert self.proc.stderr is not None
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.proc.stderr.fileno(), selectors.EVENT_READ)
-        self.log = ""
+        #: its log (stderr), read as the test waits for lines
+        self.output = Output(self.proc.stderr)
+
+    @property
+    def log(self) -> str:
+        """What its log said so far."""
+        return self.output.text
 
     def wait_for(
         self, pattern: str, count: int = 1, timeout: float = WORKERS_START_TIMEOUT
     ) -> list[re.Match[str]]:
         """Read the log until ``pattern`` matched ``count`` times; the matches."""
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while len(matches := list(re.finditer(pattern, self.log))) < count:
-            remaining = deadline - time.monotonic()
-            ready = remaining > 0 and self._selector.select(remaining)
-            chunk = os.read(self.proc.stderr.fileno(), 65536) if ready else b""
-            if not chunk:
-                pytest.fail(f"{pattern!r} x{count} never came; log:\n{self.log}")
-            self.log += chunk.decode(errors="replace")
-        return matches
+        return self.output.wait_for(pattern, count, timeout)
 
     def pids(self) -> dict[int, int]:
         """Worker index -> the process id it runs as now."""
@@ -358,9 +395,9 @@ class Supervised:
         except subprocess.TimeoutExpired:
             self.kill()
             _, rest = self.proc.communicate(timeout=30)
-            self.log += rest.decode(errors="replace")
+            self.output.text += rest.decode(errors="replace")
             pytest.fail(f"still running 30 s after {signal.Signals(signum).name}; log:\n{self.log}")
-        self.log += rest.decode(errors="replace")
+        self.output.text += rest.decode(errors="replace")
         return self.proc.returncode
 
     def kill(self) -> None:

@@ -8,12 +8,9 @@ knows which process each client is connected to.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +18,24 @@ import coredis
 import pytest
 import trio
 
-from tests.helpers import GLIDER, Supervised, cells, free_port, life, run_gameoflife, states_by_step
+from tests.helpers import (
+    GLIDER,
+    Supervised,
+    cells,
+    free_port,
+    life,
+    run_gameoflife,
+    start_redis,
+    states_by_step,
+)
 from trio_c10k import WebSocket
 from trio_c10k._broker import channel_name, checked_url, decode, encode, redacted
 from trio_c10k.client import open_websocket
 
 #: seconds a message across processes may take before the test gives up
 TIMEOUT = 10
+#: what redis-server logs once it listens
+REDIS_READY = "Ready to accept connections"
 
 
 class Redis:
@@ -44,34 +52,14 @@ class Redis:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.executable,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # polled: redis-server's output is not read, nothing else says it listens
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self.proc, _ = start_redis([*command, "--appendonly", "no"], self.workdir, REDIS_READY, TIMEOUT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=TIMEOUT)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            self.proc.communicate(timeout=TIMEOUT)
 
 
 @pytest.fixture

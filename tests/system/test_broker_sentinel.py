@@ -4,31 +4,30 @@ Each test starts its own Redis primary, a replica of it (``--replicaof``) and a 
 (``redis-server --sentinel``, from Debian's redis-server package: ``nox -s tests`` installs it)
 with a configuration file in ``tmp_path``, every one on a free port, with passwords on the
 servers and on the sentinel. The sentinel is told to act fast (``down-after-milliseconds``
-1000): the primary is SIGKILLed, the test waits for the sentinel to name the replica (polled,
-bounded), then for the broadcasts to come through again (bounded), and reports how many were
-lost meanwhile (Redis pub/sub is at most once).
+1000): the primary is SIGKILLed, the test waits for the sentinel to name the replica (its
+``+switch-master`` event, a line of its log), then for the broadcasts to come through again
+(bounded), and reports how many were lost meanwhile (Redis pub/sub is at most once).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import coredis
 import pytest
 import trio
 
-from tests.helpers import Supervised, free_port
-from tests.system.test_broker import TIMEOUT, next_text, wait_until_linked
+from tests.helpers import Supervised, free_port, start_redis
+from tests.system.test_broker import REDIS_READY, TIMEOUT, next_text, wait_until_linked
 from trio_c10k import WebSocket
 from trio_c10k._publisher import Publisher
 from trio_c10k.client import open_websocket
@@ -61,21 +60,14 @@ class Node:
         else:
             command = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
             command += ["--appendonly", "no", "--requirepass", PASSWORD, "--masterauth", PASSWORD, *args]
-        self.proc = subprocess.Popen(
-            command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # polled: its output is not read, nothing else says it listens
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                pytest.fail(f"redis-server {' '.join(command[1:])} did not start")
-            time.sleep(0.05)
+        # What each logs once it listens: the events of a sentinel are lines of its log too.
+        ready = "Sentinel ID is" if sentinel else REDIS_READY
+        self.proc, self.output = start_redis(command, workdir, ready, TIMEOUT)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-            self.proc.wait(timeout=TIMEOUT)
+        self.proc.communicate(timeout=TIMEOUT)
 
 
 @dataclass
@@ -128,23 +120,21 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             node.stop()
 
 
-async def primary_port(setup: Setup) -> int:
-    """The port of the primary the sentinel names now."""
-    async with setup.client() as client:
-        _, port = await client.sentinel_get_master_addr_by_name(SERVICE) or ("", 0)
-    return int(port)
-
-
 async def wait_until_ready(setup: Setup) -> None:
-    """Until the sentinel knows the replica: it could not promote it otherwise. Polled (nothing
-    tells), bounded."""
-    with trio.fail_after(TIMEOUT * 3):
-        async with setup.client() as client:
-            while not any(  # noqa: ASYNC110  (the sentinel's answer is the event)
-                str(replica["port"]) == str(setup.replica.port) and not replica["is_disconnected"]
-                for replica in await client.sentinel_replicas(SERVICE)
-            ):
-                await trio.sleep(0.05)
+    """Until the sentinel has found the replica (its ``+slave`` event): it could not promote it
+    otherwise."""
+    replica = rf"\+slave slave 127\.0\.0\.1:{setup.replica.port} "
+    await trio.to_thread.run_sync(setup.sentinel.output.wait_for, replica, 1, TIMEOUT * 3)
+
+
+async def wait_for_promotion(setup: Setup) -> float:
+    """Until the sentinel names the replica as the primary (its ``+switch-master`` event);
+    when it did, on ``time.monotonic()``'s clock (until then it named the dead primary)."""
+    old, new = (rf"127\.0\.0\.1 {node.port}" for node in (setup.primary, setup.replica))
+    switch = rf"(\d\d \w{{3}} \d{{4}} [\d:.]+) . \+switch-master {SERVICE} {old} {new}\n"
+    [match] = await trio.to_thread.run_sync(setup.sentinel.output.wait_for, switch, 1, PROMOTION_BOUND)
+    logged = datetime.strptime(match[1], "%d %b %Y %H:%M:%S.%f").timestamp()  # its local time
+    return logged - (time.time() - time.monotonic())
 
 
 def start_server(supervised: list[Supervised], url: str) -> int:
@@ -209,15 +199,8 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
             with trio.fail_after(TIMEOUT):
                 await arrived.wait()
             setup.primary.stop(signal.SIGKILL)
-            killed = still_dead = time.monotonic()
-            with trio.fail_after(PROMOTION_BOUND):
-                while True:  # polled: the sentinel's answer is the event
-                    asked = time.monotonic()  # the sentinel still named the dead primary after this
-                    if await primary_port(setup) == setup.replica.port:
-                        break
-                    still_dead = asked
-                    await trio.sleep(0.05)
-            promoted = time.monotonic()
+            killed = time.monotonic()
+            promoted = await wait_for_promotion(setup)
             arrived, goal = trio.Event(), max(sent) + 50  # the 50th after the promotion
             with trio.fail_after(RESUME_BOUND):
                 await arrived.wait()
@@ -242,9 +225,9 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
     resumed = min(received[n] for n in received if n > lost[-1]) if lost else promoted
     assert lost, "SIGKILL of the primary lost nothing: not a failover"
     assert lost == list(range(lost[0], lost[-1] + 1)), f"lost outside the failover: {lost}"
-    # Nothing broadcast while no primary could be reached was sent late: until ``still_dead``
+    # Nothing broadcast while no primary could be reached was sent late: until ``promoted``
     # the sentinel named the dead one (0.5 s: for a frame on its way to the server meanwhile).
-    late = [n for n in received if killed < sent[n] < still_dead - 0.5]
+    late = [n for n in received if killed < sent[n] < promoted - 0.5]
     assert not late, f"broadcast while there was no primary, yet delivered: {late}"
     window = sent[lost[-1]] - sent[lost[0]] + SEND_EVERY
     print(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ import httpx
 import pytest
 import trio
 
+from tests import helpers
 from trio_c10k.client import open_websocket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,26 +150,13 @@ def runserver(project: Path) -> Iterator[list[tuple[subprocess.Popen[str], int]]
         print(output)  # shown by pytest when the test failed
 
 
-class Output:
+class Output(helpers.Output):
     """What a runserver process printed so far, read as it comes (its stdout and stderr)."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
+        super().__init__(proc.stdout, START_TIMEOUT)
         self.proc = proc
-        self.text = ""
-        self._fd = proc.stdout.fileno()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._fd, selectors.EVENT_READ)
-
-    def wait_for(self, pattern: str, count: int = 1) -> None:
-        """Read until ``pattern`` matched ``count`` times (within ``START_TIMEOUT``)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while len(re.findall(pattern, self.text)) < count:
-            remaining = deadline - time.monotonic()
-            chunk = os.read(self._fd, 65536) if remaining > 0 and self._selector.select(remaining) else b""
-            if not chunk:
-                pytest.fail(f"{pattern!r} x{count} never came; output:\n{self.text}")
-            self.text += chunk.decode(errors="replace")
 
     def until_exit(self) -> int:
         """Read the rest of the output until the process (the reloader too) exits; its status."""

@@ -9,19 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.helpers import ROOT, WORKERS_ENV, WORKERS_START_TIMEOUT, Supervised, free_port
+from tests.helpers import ROOT, WORKERS_ENV, Output, Supervised, free_port
 from tests.system.test_cli import APP, assert_one_line_error, run_cli
 
 RELOADED = r"\[INFO\] {worker}trio_c10k\.tls: TLS certificate reloaded from {path}\n"
@@ -156,17 +154,7 @@ def test_runserver_serves_https_with_the_same_options(ca: trustme.CA, tmp_path: 
     )
     try:
         assert proc.stdout is not None
-        started = f"Listening on https://127.0.0.1:{port}"  # the server's line, after Django's banner
-        output = ""
-        with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + WORKERS_START_TIMEOUT
-            while started not in output:
-                ready = selector.select(max(deadline - time.monotonic(), 0))
-                chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
-                if not chunk:
-                    pytest.fail(f"{started!r} never came; output:\n{output}")
-                output += chunk.decode(errors="replace")
+        Output(proc.stdout).wait_for(f"Listening on https://127.0.0.1:{port}")  # after Django's banner
         context = ssl.create_default_context()
         ca.configure_trust(context)
         with (

@@ -153,7 +153,7 @@ def test_sigterm_closes_the_websockets_of_every_worker_with_1001(supervised: lis
     trio.run(clients)
     assert codes == dict.fromkeys(want, 1001)
     _, rest = command.proc.communicate(timeout=30)
-    command.log += rest.decode(errors="replace")
+    command.output.text += rest.decode(errors="replace")
     assert command.proc.returncode == 0, command.log
     assert command.log.count("exited with status 0") == 2
 
