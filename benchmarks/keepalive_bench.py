@@ -1,7 +1,11 @@
 """Keep-alive benchmark: what pinging many idle connections costs the other connections.
 
     python benchmarks/keepalive_bench.py [--connections 10000] [--ping-interval 2] [--seconds 12]
-    python benchmarks/keepalive_bench.py --workers 6 --connections 100000 --ping-interval 10 --seconds 40
+    python benchmarks/keepalive_bench.py --workers 6 --connections 100000 --ping-interval 10 --seconds 40 \
+        --in-flight 120
+
+(At 100,000 connections a 2 s interval would be 50,000 pings a second, at ~50 us of server CPU
+each more than a 2-core machine has; 10 s makes it 10,000.)
 
 Each server holds ``--connections`` idle WebSocket connections, opened from client processes
 (benchmarks/lib/client_workers.py: raw sockets, one epoll loop each, each from its own source
@@ -84,7 +88,11 @@ def start_server(
             cmd += ["--workers", str(args.workers)]
     else:
         cmd += ["--ping-interval", interval]
-    env = {**os.environ, "PYTHONPATH": str(source)}
+    # the checkout first, then this process's PYTHONPATH (a sitecustomize that times the loop, say)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=source, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -210,6 +218,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
     command = (
         f"python benchmarks/keepalive_bench.py{workers} --connections {args.connections} "
         f"--ping-interval {args.ping_interval:g} --seconds {args.seconds:g}"
+        + (f" --in-flight {args.in_flight}" if args.in_flight != 50 else "")
     )
     processes = max(2, math.ceil(args.connections / PORTS_PER_SOURCE))
     if args.workers:
@@ -254,7 +263,8 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         "A round trip is timed by the client from before its write to after the echo's read; the "
         "longest is the longest time the server's event loop spent elsewhere (here: on pings and "
         "pongs), or the server or the client waited for a CPU: the pings-off row is that floor on this "
-        f"machine (load average as each probe began: {loads}). trio_c10k pings a connection once it "
+        "machine (load average as each probe began, this run's own processes counted: "
+        f"{loads}). trio_c10k pings a connection once it "
         "has been silent for the interval; the pings that fall due are spread over a quarter of the "
         "interval, at most 32 per step of its event loop. The websockets server pings every connection "
         "every interval, from a task per connection. Server CPU is user + system time from "
@@ -273,9 +283,17 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
                 + f" ({r['probes_opened']} opened)"
                 for row, r in runs.items()
             )
-            + f". The websockets peer is single-process: its {SERVERS[2][0]} row at 10,000 "
+            + f". {args.connections / args.ping_interval:,.0f} pings a second fall due over the "
+            f"workers. The websockets peer is single-process: its {SERVERS[2][0]} row at 10,000 "
             "connections, in the table above, is the comparison.",
         ]
+        if any(
+            len({round(m, 4) for m in r["per_process"] if m}) < len(r["per_process"]) for r in runs.values()
+        ):
+            lines[-1] += (
+                " Equal maxima on several workers are one stall that every probe connection saw at "
+                "once: the probe process, or the whole machine, waited, not those workers' loops."
+            )
     lines += [
         "",
         f"Handshakes that failed: {failed}. Warnings, errors and tracebacks in the server logs: {trouble}.",

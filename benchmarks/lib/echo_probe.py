@@ -107,9 +107,9 @@ class Probe:
                     self.socks[i].sendall(client_frame(0x1, expect[i]))
                 elif start is not None and now - start > ECHO_TIMEOUT:
                     raise SystemExit(f"no echo within {ECHO_TIMEOUT} s")
-            waiting = [due[i] - now for i in range(count) if sent[i] is None and due[i] < end]
-            if not waiting and all(s is None for s in sent):
+            if now >= end and all(s is None for s in sent):
                 return rtts
+            waiting = [due[i] - now for i in range(count) if sent[i] is None and due[i] < end and now < end]
             ready, _, _ = select.select(self.socks, [], [], max(0.0, min([*waiting, 0.5])))
             for sock in ready:
                 i = self.socks.index(sock)
