@@ -21,7 +21,9 @@ two intervals, each probe connection sends a text message every 10 ms for ``--se
 times each echo: a round trip is as long as the server's event loop (that worker's) was busy
 elsewhere when the message came, so its maximum is the longest step the pings caused. Meanwhile
 the server's CPU time (user + system of the process and its workers, /proc/PID/stat) is taken
-over the same whole seconds, and the pings the clients answered are counted.
+over the same whole seconds, the pings the clients answered are counted, and trio_c10k's event
+loops (each worker's) time their steps (benchmarks/lib/loop_steps: the longest in wall and in
+CPU time, and those over 10 ms).
 
 Servers, in one run: trio_c10k serving example_site (``/test/echo/``) with pings, the same with
 pings off (``--ws-ping-interval 0``: the loop's baseline), and, for a single process only, the
@@ -65,6 +67,7 @@ from lib.common import (
     wait_for_port,
 )
 from lib.echo_probe import EVERY
+from lib.loop_steps import loop_steps_env, read_steps, start_window
 from lib.workers import PORTS_PER_SOURCE, cpu_of, holder, stop_all, wait_for_workers, worker_pids
 
 #: the servers of a run: (row name, server, pings on)
@@ -76,8 +79,10 @@ SERVERS = (
 
 
 def start_server(
-    name: str, pings: bool, args: argparse.Namespace, log: Path
+    name: str, pings: bool, args: argparse.Namespace, log: Path, steps: Path
 ) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Start server ``name``; trio_c10k's event loops (every worker's) timed into ``steps``
+    (benchmarks/lib/loop_steps)."""
     port = free_port()
     cmd, path = echo_server_command(name, port)
     interval = f"{args.ping_interval:g}" if pings else "0"
@@ -88,11 +93,12 @@ def start_server(
             cmd += ["--workers", str(args.workers)]
     else:
         cmd += ["--ping-interval", interval]
-    # the checkout first, then this process's PYTHONPATH (a sitecustomize that times the loop, say)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")])),
     }
+    if name == "trio_c10k":
+        env = loop_steps_env(steps, env)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=source, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -139,7 +145,9 @@ def percentile(values: list[float], p: float) -> float:
 
 def measure(row: str, name: str, pings: bool, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     log = logdir / f"{row.replace(' ', '_').replace(',', '')}.log"
-    proc, port, url = start_server(name, pings, args, log)
+    steps = logdir / "loop-steps"
+    steps.mkdir(exist_ok=True)
+    proc, port, url = start_server(name, pings, args, log, steps)
     pids = worker_pids(proc.pid) if args.workers and name == "trio_c10k" else [proc.pid]
     everyone = sorted({proc.pid, *pids})  # cpu_of: the workers are not all the main thread's children
     r: dict[str, Any] = {"log": str(log), "processes": len(pids)}
@@ -173,9 +181,12 @@ def measure(row: str, name: str, pings: bool, args: argparse.Namespace, logdir: 
             cpu0 = cpu_of(everyone)
             started = time.monotonic()
             keep = sorted(first.values())
+            if name == "trio_c10k":
+                start_window(pids)
             rtts = ask(probe, "go " + " ".join([f"{args.seconds:g}", *map(str, keep)]))["rtts"]
             window = time.monotonic() - started
             r["cpu"] = cpu_of(everyone) - cpu0
+            r["steps"] = list(read_steps(pids, steps).values()) if name == "trio_c10k" else None
             counts = clients.ask_all("count")
             r["pings"] = sum(o["pings"] for o in counts) - pings0
             r["held"] = sum(o["open"] for o in counts)
@@ -210,6 +221,12 @@ def summary(row: str, r: dict[str, Any], args: argparse.Namespace) -> dict[str, 
         "cpu_per_conn": r["cpu"] / max(1, r["held"]) / intervals * 1e6,
         "cores": r["cpu"] / r["window"],
         "pings_per_conn": r["pings"] / max(1, r["held"]) / intervals,
+        "loop": "-"
+        if not r["steps"]
+        else f"{max(f['longest_wall'] for f in r['steps']) * 1000:.1f} / "
+        f"{max(f['longest_cpu'] for f in r['steps']) * 1000:.1f} ms; "
+        f"{sum(f['over_10ms_wall'] for f in r['steps'])} / {sum(f['over_10ms_cpu'] for f in r['steps'])} "
+        f"({sum(f['steps'] for f in r['steps']):,})",
     }
 
 
@@ -242,8 +259,9 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         "",
         "| server | connections held | pings per connection per interval | echo round trip p50 / p99 / max "
         "(ms) | over 10 ms / over 100 ms (of) | server CPU (cores) | server CPU per connection per "
-        "interval (beyond pings off) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "interval (beyond pings off) | the loop's longest step, wall / CPU; steps over 10 ms, wall / "
+        "CPU (of) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = next((r for row, r in runs.items() if row.endswith("pings off")), None)
     for row, r in runs.items():
@@ -253,7 +271,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         lines.append(
             f"| {row} | {r['held']:,} of {args.connections:,} | {s['pings_per_conn']:.2f} "
             f"| {s['p50']:.2f} / {s['p99']:.2f} / {s['max']:.1f} | {s['over_10']} / {s['over_100']} "
-            f"({s['count']}) | {s['cores']:.3f} | {s['cpu_per_conn']:.1f} us{beyond} |"
+            f"({s['count']}) | {s['cores']:.3f} | {s['cpu_per_conn']:.1f} us{beyond} | {s['loop']} |"
         )
     trouble = sum(r["log_trouble"] for r in runs.values())
     failed = sum(r["failed"] for r in runs.values())
@@ -270,7 +288,10 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seconds: f
         "every interval, from a task per connection. Server CPU is user + system time from "
         "/proc/PID/stat (the server process and its workers) over the probe's window, divided by the "
         "connections and by the intervals in the window; in brackets, less the pings-off row's (the "
-        "probe's own cost).",
+        "probe's own cost). The loop's steps (trio_c10k only; benchmarks/lib/loop_steps): each turn of "
+        "trio's run loop from the end of one wait for I/O to the start of the next, over the probe's "
+        "window, in wall time and in the loop thread's CPU time, the longest of every worker; a step "
+        "whose wall time is much longer than its CPU time waited for a CPU, not on the loop.",
     ]
     if args.workers:
         lines += [
@@ -335,6 +356,7 @@ def main() -> None:
             f"{row:22} held {r['held']} rtt p50 {s['p50']:.2f} p99 {s['p99']:.2f} max {s['max']:.1f} ms, "
             f">10ms {s['over_10']} >100ms {s['over_100']} of {s['count']}; cpu {s['cores']:.3f} cores, "
             f"{s['cpu_per_conn']:.1f} us/conn/interval, {s['pings_per_conn']:.2f} pings/conn/interval; "
+            f"loop {s['loop']}; "
             f"per process max {r['per_process']}",
             flush=True,
         )
