@@ -1,12 +1,15 @@
 """The WebSocket protocol without I/O: bytes and time in; messages, frames to send and close
 decisions out (RFC 6455, and RFC 7692 through wsproto). No trio, no socket.
 
-``WebSocketProtocol`` is one connection's protocol state, server or client side. Alone (tests,
-any runtime) it is fed with ``_receive_data(data, now)`` and ``_parse()``, read with
-``_next_message()``, timed with ``_keep_alive(now)``, written to with ``write_message``,
-``ping`` and ``_start_close``, and emptied with ``_data_to_send()``. ``_websocket.WebSocket``
-subclasses it for the I/O and overrides its hooks (``_send_frame``, ``_wake``, ``_drop``,
-``_from_other_thread``): nothing stands between a frame and the socket.
+``WebSocketProtocol`` is one connection's protocol state, server or client side: the public
+API, the receiving half (frames parsed, messages reassembled within the limits and delivered to
+the inbox, the peer's close received) and keep-alive, here, over its base class, the sending
+half (``_protocol_send.FrameSender``: the bounded send queue, the close frame, the closed
+state). Alone (tests, any runtime) it is fed with ``_receive_data(data, now)`` and
+``_parse()``, read with ``_next_message()``, timed with ``_keep_alive(now)``, written to with
+``write_message``, ``ping`` and ``_start_close``, and emptied with ``_data_to_send()``.
+``_websocket.WebSocket`` subclasses it for the I/O and overrides its hooks (``_send_frame``,
+``_wake``, ``_drop``, ``_from_other_thread``): nothing stands between a frame and the socket.
 
 Rule 1: ``_parse`` turns bytes into whole messages, bounded by ``max_message_size`` (1009
 beyond it) in bytes whatever their shape: UTF-8 bytes for text, each continuation frame costing
@@ -19,11 +22,8 @@ the side requires, no extension agreed) is decoded here; every other frame goes 
 whole, from its first byte to its last (a long one as it arrives), so wsproto never holds part
 of a frame when a common one comes next. wsproto keeps the protocol state and enforces RFC 6455
 (1002, 1007) on its frames.
-Rule 3: frames to send go to ``_send_frame``, here into ``_queue``. The queue is bounded
-(``send_queue_size`` bytes): a frame is refused only when the backlog already queued exceeds
-the bound, so one large message always goes in whole; the peer is then closed with 1008.
-Rule 4: the close frame goes after whatever is queued, never inside a frame; after it no data
-frame goes out (RFC 6455 section 5.5.1), and writing raises ``ConnectionClosed``.
+Rules 3 (the bounded send queue) and 4 (the close frame after the queue, then no data frame)
+are the sending half's, in ``_protocol_send``.
 Rule 5: keep-alive is decided from the time given: a ping once the peer has been silent for
 ``ping_interval``, 1011 if nothing at all arrived ``ping_timeout`` after it. Any bytes received
 answer a ping; a server's ping is one prebuilt frame, and a pong is skipped by ``_parse``
@@ -44,10 +44,10 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
-from ._counters import UNCOUNTED
 from ._deflate import BoundedDeflate
 from ._exceptions import ConnectionClosed
 from ._frames import COMMON_BINARY, MASKED, encode_frame, frame_header, unmask
+from ._protocol_send import FrameSender
 
 log = logging.getLogger("trio_c10k.websocket")
 
@@ -88,28 +88,14 @@ def in_loop_thread(loop_thread: int) -> bool:
     return get_ident() == loop_thread
 
 
-def named(code: int) -> int:
-    """``code`` as its ``CloseReason`` member, as wsproto gives a peer's code; an application's
-    code (3000-4999) has none and stays an int."""
-    try:
-        return CloseReason(code)
-    except ValueError:
-        return code
-
-
-class WebSocketProtocol:
+class WebSocketProtocol(FrameSender):
     """One WebSocket connection's protocol state (see the module's rules); subclassed by
     ``WebSocket`` for the I/O."""
 
     __slots__ = (
-        "_close_sent",
-        "_config",
-        "_counters",
         "_heard",
         "_inbox",
-        "_inbox_closed",
         "_inboxed",
-        "_is_closed",
         "_loop_thread",
         "_mask_bit",
         "_owed",
@@ -117,16 +103,9 @@ class WebSocketProtocol:
         "_ping",
         "_pinged_at",
         "_plain",
-        "_queue",
-        "_queued",
         "_size",
         "_tired",
         "_unparsed",
-        "_waiters",
-        "_ws",
-        "close_code",
-        "close_reason",
-        "remote_address",
     )
 
     def __init__(
@@ -139,14 +118,7 @@ class WebSocketProtocol:
         received: bytes = b"",
         now: float = 0.0,
     ) -> None:
-        #: the peer's address: ``(host, port)`` for TCP; ``(host, None)`` for the client a
-        #: trusted proxy named in ``X-Forwarded-For`` (``--proxy-headers``)
-        self.remote_address = remote_address
-        #: the close code once the connection closed: a ``CloseReason`` member (an ``int``), or
-        #: the plain int of an application's code; ``ABNORMAL_CLOSURE`` (1006): no close frame
-        self.close_code: int | None = None
-        #: the close reason once the connection closed
-        self.close_reason: str | None = None
+        super().__init__(connection, config, remote_address)
         # Server side without extensions: data frames are built here, not by wsproto (same
         # bytes, a third of the cost), and one frame serves every member of a broadcast.
         self._plain = not connection.client and not extensions
@@ -160,20 +132,13 @@ class WebSocketProtocol:
         # handshake), and how many bytes of the frame wsproto is parsing it has not had yet.
         self._unparsed = received
         self._owed = 0
-        self._ws = connection
-        self._config = config
-        # Where its messages count (``_counters``): the server's, set by the server.
-        self._counters = UNCOUNTED
         # The thread that owns the connection (see ``in_loop_thread``).
         self._loop_thread = get_ident()
         # Whole messages not handed out yet; closed once the connection is. A list, not a
         # deque: it holds at most INCOMING_QUEUE, and an empty deque is 600 bytes.
         self._inbox: list[str | bytes] = []
-        self._inbox_closed = False
         # Their total length (characters for text): parsing stops at max_message_size.
         self._inboxed = 0
-        # Whoever waits for the state to change (the I/O layer's parked tasks): ``_wake``.
-        self._waiters: list[Any] = []
         # When the peer was last heard from, and when an unanswered keep-alive ping left.
         self._heard = now
         self._pinged_at: float | None = None
@@ -186,25 +151,8 @@ class WebSocketProtocol:
         self._tired = False
         # The last ping of this ``_parse``, answered as it ends (one pong per call).
         self._ping: Ping | None = None
-        # Frames not sent yet, and their total size.
-        self._queue: list[bytes] = []
-        self._queued = 0
-        # Set once the connection is closed (close_code says how); the close frame sent, once
-        # one went out (after it, no data frame may: RFC 6455 section 5.5.1).
-        self._is_closed = False
-        self._close_sent: CloseConnection | None = None
 
     # -- the public API -------------------------------------------------------------------
-
-    @property
-    def open(self) -> bool:
-        """True until a close frame was sent or received, or the connection was lost."""
-        return not (self._is_closed or self._close_sent)
-
-    @property
-    def closed(self) -> bool:
-        """True once the connection is closed (``close_code`` says how)."""
-        return self._is_closed
 
     def write_message(self, data: str | bytes, opcode: int | None = None) -> None:
         """Send a message; never blocks. ``str`` goes as text, ``bytes`` as binary.
@@ -366,7 +314,7 @@ class WebSocketProtocol:
         self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
         return True
 
-    # -- messages and frames out ----------------------------------------------------------
+    # -- messages out ---------------------------------------------------------------------
 
     def _next_message(self) -> str | bytes | None:
         """The oldest message received and not handed out yet, or None if there is none."""
@@ -378,81 +326,19 @@ class WebSocketProtocol:
             self._wake()
         return message
 
-    def _data_to_send(self) -> bytes:
-        """The frames queued, in one piece; the queue is then empty."""
-        data = b"".join(self._queue)
-        self._queue.clear()
-        self._queued = 0
-        return data
-
-    def _start_close(self, code: int, reason: str = "") -> None:
-        """Start the close handshake with ``code`` (does nothing unless open)."""
-        if self.open:
-            self._send_close(CloseConnection(code=named(code), reason=reason))
-
     # -- hooks the I/O layer overrides ----------------------------------------------------
-
-    def _send_frame(self, frame: bytes) -> None:
-        """A frame to send: queued (Rule 3)."""
-        self._enqueue(frame)
-
-    def _append(self, frame: bytes) -> None:
-        """Queue ``frame`` after the backlog, whatever its size (the close frame of ``_fail``)."""
-        self._queue.append(frame)
-        self._queued += len(frame)
-
-    def _wake(self) -> None:
-        """The state changed (a message, room, the close): whoever waits looks again."""
-        self._waiters.clear()
 
     def _from_other_thread(self, fn: Callable[..., None], *args: Any) -> None:
         """``fn(*args)`` was called from a thread that does not own the connection."""
         raise RuntimeError("a WebSocket is used only from the thread that owns it")
 
-    def _drop(self, why: str, keep_first: bool = False) -> None:
-        """Close with 1008 a peer that does not read what it is sent (``why`` goes to the log).
-
-        Its backlog is dropped, but for the first queued frame if ``keep_first`` (the rest of a
-        frame partly written): the close frame then goes after it (Rule 4).
-        """
-        log.warning("%s: %s; closing with 1008", self._peer, why)
-        queue = self._queue
-        if keep_first and queue:
-            del queue[1:]
-            self._queued = len(queue[0])
-        else:
-            queue.clear()
-            self._queued = 0
-        self._fail(CloseReason.POLICY_VIOLATION, "send queue full: the client reads too slowly")
-
     # -- helpers ------------------------------------------------------------------------
-
-    @property
-    def _peer(self) -> str:
-        address = self.remote_address
-        if not isinstance(address, tuple):
-            return "websocket"
-        host, port = address[0], address[1]
-        if port is None:  # behind a proxy, the client's port is not known
-            return str(host)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _check_open(self) -> None:
         if self._is_closed:
             raise ConnectionClosed(self.close_code or ABNORMAL, self.close_reason or "")
         if self._close_sent is not None:  # closing: the code and reason this side sent
             raise ConnectionClosed(self._close_sent.code, self._close_sent.reason or "")
-
-    def _enqueue(self, frame: bytes) -> bool:
-        """Queue ``frame``, unless the backlog is over ``send_queue_size``: then the peer is
-        dropped (1008) and False returned. The bound is on the backlog, not on this frame."""
-        if self._queued > self._config.send_queue_size:
-            self._counters.slow_closed += 1
-            self._drop(f"send queue over {self._config.send_queue_size} bytes (the peer reads too slowly)")
-            return False
-        self._queue.append(frame)
-        self._queued += len(frame)
-        return True
 
     def _deliver(self, message: str | bytes) -> None:
         """A whole message received: into the inbox, unless the connection is closing."""
@@ -508,30 +394,3 @@ class WebSocketProtocol:
         """The peer broke the protocol or a limit: say so in the log, close with ``code``."""
         log.info("%s: closing with %d: %s", self._peer, code, reason)
         self._fail(code, reason)
-
-    def _fail(self, code: int, reason: str) -> None:
-        """Close because of an error: send the close frame, do not wait for an answer."""
-        if self._ws.state is ConnectionState.OPEN:
-            self._close_sent = CloseConnection(code=code, reason=reason)
-            frame = self._ws.send(self._close_sent)
-            if self._queued <= self._config.send_queue_size:
-                self._send_frame(frame)
-            else:  # a full queue, which will be written first: the close frame goes after it
-                self._append(frame)
-        self._mark_closed(code, reason)
-
-    def _send_close(self, event: CloseConnection) -> None:
-        self._close_sent = event
-        self._send_frame(self._ws.send(event))
-        self._wake()  # parsing waiting for room in the inbox goes on to the peer's close
-
-    def _mark_closed(self, code: int, reason: str) -> None:
-        if self._is_closed:
-            return
-        self.close_code, self.close_reason = code, reason
-        self._is_closed = True
-        self._close_inbox()
-
-    def _close_inbox(self) -> None:
-        self._inbox_closed = True
-        self._wake()
