@@ -293,12 +293,14 @@ class Server:
             upgrade = await HTTPConnection(served, self).run()
             if upgrade is not None:
                 ws, slot = upgrade
+                handler, args, kwargs = slot.handler, slot.args, slot.kwargs
+                del upgrade, slot  # the rest of the handshake (the 101's headers) is not kept
                 ws._counters = self.counters
                 self.websockets.add(ws)
                 if self.closing:  # the upgrade finished after shutdown() began
                     ws.going_away()
                 try:
-                    await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
+                    await serve_websocket(ws, self._handlers, handler, args, kwargs)
                 finally:
                     self.websockets.discard(ws)
             if isinstance(served, TLSStream):

@@ -31,7 +31,7 @@ and looks again when woken.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -388,10 +388,13 @@ class WebSocket(WebSocketProtocol):
             self._writer_running = True
             self._nursery.start_soon(self._writer, name="trio_c10k websocket writer")
 
-    async def _wait(self) -> None:
-        """Park until the connection's state changes (a message, room, the close); the caller
-        looks again. The parked tasks are kept in a plain list, not a ``ParkingLot``: an idle
-        connection always has its handler parked, and a lot's ordered dict costs 500 bytes."""
+    def _wait(self) -> Awaitable[None]:
+        """Park the current task until the connection's state changes (a message, room, the
+        close): the caller awaits what this returns at once, then looks again. The parked
+        tasks are kept in a plain list, not a ``ParkingLot``: an idle connection always has its
+        handler parked, and a lot's ordered dict costs 500 bytes. A plain function returning
+        trio's wait, not a coroutine of its own: a parked task holds one frame less (about
+        300 bytes per idle connection)."""
         task = trio.lowlevel.current_task()
         self._waiters.append(task)
 
@@ -399,4 +402,4 @@ class WebSocket(WebSocketProtocol):
             self._waiters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105  # the caller awaits it

@@ -1,0 +1,61 @@
+"""What an idle WebSocket's task keeps while its handler waits for a message: no frame
+between the handler and trio's wait, nothing of the handshake but the request (each object
+here is paid once per connection: 100,000 times on one machine, benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import CoroutineType
+from typing import Any
+
+import trio
+import trio.lowlevel
+import trio.testing
+from wsproto.events import TextMessage
+
+from tests.helpers import RawWebSocket
+from trio_c10k import Server
+from trio_c10k._handshake import UpgradeSlot
+
+
+def tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    yield task
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            yield from tasks(child)
+
+
+def awaited(coro: Any) -> Iterator[CoroutineType[Any, Any, Any]]:
+    """``coro`` and the coroutines it is awaiting, outermost first."""
+    while isinstance(coro, CoroutineType):
+        yield coro
+        coro = coro.cr_await
+
+
+async def idle_handler_chain(server: Server) -> tuple[list[CoroutineType[Any, Any, Any]], RawWebSocket]:
+    """The coroutines of the task of a connection to ``/t/ws/echo/`` once it waits, and the
+    client (to close once they are looked at)."""
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
+    await raw.send(TextMessage(data="hello"))
+    assert (await raw.next_event()).data == "hello"
+    await trio.testing.wait_all_tasks_blocked()
+    chains = [list(awaited(task.coro)) for task in tasks(trio.lowlevel.current_root_task())]
+    (chain,) = [chain for chain in chains if any(coro.cr_code.co_name == "ws_echo" for coro in chain)]
+    return chain, raw
+
+
+async def test_an_idle_handler_waits_in_read_message_with_no_frame_between(server: Server) -> None:
+    chain, raw = await idle_handler_chain(server)
+    names = [coro.cr_code.co_name for coro in chain]
+    below = ["__anext__", "read_message", "wait_task_rescheduled"]
+    assert names[names.index("ws_echo") + 1 :] == below
+    await raw.stream.aclose()
+
+
+async def test_the_connection_task_keeps_nothing_of_the_handshake(server: Server) -> None:
+    chain, raw = await idle_handler_chain(server)
+    for coro in chain:
+        for value in coro.cr_frame.f_locals.values():
+            kept = value if isinstance(value, tuple) else (value,)
+            assert not any(isinstance(item, UpgradeSlot) for item in kept), coro.cr_code.co_name
+    await raw.stream.aclose()
