@@ -294,7 +294,7 @@ class Server:
             if upgrade is not None:
                 ws, slot = upgrade
                 handler, args, kwargs = slot.handler, slot.args, slot.kwargs
-                del upgrade, slot  # the rest of the handshake (the 101's headers) is not kept
+                del upgrade, slot  # not kept for the connection's life (100,000 of them: 150 B each)
                 ws._counters = self.counters
                 self.websockets.add(ws)
                 if self.closing:  # the upgrade finished after shutdown() began
