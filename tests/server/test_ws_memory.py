@@ -44,10 +44,12 @@ async def idle_handler_chain(server: Server) -> tuple[list[CoroutineType[Any, An
     return chain, raw
 
 
-async def test_an_idle_handler_waits_in_read_message_with_no_frame_between(server: Server) -> None:
+async def test_an_idle_handler_waits_for_a_message_with_one_frame_between(server: Server) -> None:
+    """``async for`` (and ``read_message()``) to trio's wait: the frame that looks at the
+    inbox, and nothing else."""
     chain, raw = await idle_handler_chain(server)
     names = [coro.cr_code.co_name for coro in chain]
-    below = ["__anext__", "read_message", "wait_task_rescheduled"]
+    below = ["_read", "wait_task_rescheduled"]
     assert names[names.index("ws_echo") + 1 :] == below
     await raw.stream.aclose()
 
