@@ -1,6 +1,7 @@
-"""What an idle WebSocket's task keeps while its handler waits for a message: no frame
+"""What an idle WebSocket's task keeps while its handler waits for a message: one frame
 between the handler and trio's wait, nothing of the handshake but the request (each object
-here is paid once per connection: 100,000 times on one machine, benchmarks/RESULTS.md)."""
+here is paid once per connection: 100,000 times on one machine, benchmarks/RESULTS.md); and
+a wait cancelled leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import trio.lowlevel
 import trio.testing
 from wsproto.events import TextMessage
 
-from tests.helpers import RawWebSocket
+from tests.helpers import RawWebSocket, url
 from trio_c10k import Server
 from trio_c10k._handshake import UpgradeSlot
+from trio_c10k.client import open_websocket
 
 
 def tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
@@ -61,3 +63,16 @@ async def test_the_connection_task_keeps_nothing_of_the_handshake(server: Server
             kept = value if isinstance(value, tuple) else (value,)
             assert not any(isinstance(item, UpgradeSlot) for item in kept), coro.cr_code.co_name
     await raw.stream.aclose()
+
+
+async def test_a_cancelled_wait_leaves_the_wait_list_and_the_connection_as_they_were(server: Server) -> None:
+    """The abort of a parked ``read_message()`` (``_Unpark``) takes the task off the list."""
+    async with open_websocket(url(server, "/t/ws/echo/")) as ws:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.read_message)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(ws._waiters) == 1
+            nursery.cancel_scope.cancel()
+        assert ws._waiters == []
+        ws.write_message("again")
+        assert await ws.read_message() == "again"
