@@ -35,7 +35,6 @@ Results go to the ``c100k`` section of benchmarks/RESULTS.md. Needs ``redis-serv
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import signal
@@ -55,20 +54,13 @@ import c10k
 from lib import broadcast
 from lib.client_workers import Clients
 from lib.common import free_port, log_trouble, update_results, versions
+from lib.workers import PORTS_PER_SOURCE, cpu_of, sockets, stop_all, wait_for_workers, worker_pids
 from scale_out_bench import start_redis
 
 #: members of the one-process broadcast compared with
 SINGLE_MEMBERS = 10_000
 #: broadcasts before the timed ones, until one reaches every member (they join as they connect)
 WARM_UP_ATTEMPTS = 5
-#: connections from one source address to the server's address and port, at most: Linux
-#: gives connect() the even ones of its ~28,000 ephemeral ports first (the odd ones are left to
-#: bind()), and past those (~14,100) each connect() scans them all before taking an odd one:
-#: a 36,000-connection run from 2 addresses slowed from ~300 to ~45 handshakes/s per worker
-#: there, the workers idle
-PORTS_PER_SOURCE = 14_000
-#: seconds a worker is given to stop after SIGTERM (with thousands of WebSockets to close)
-STOP_TIMEOUT = 60
 
 
 class RedisProbe:
@@ -104,23 +96,6 @@ class RedisProbe:
         self.sock.close()
 
 
-def worker_pids(pid: int) -> list[int]:
-    pids = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        pids += [int(p) for p in children.read_text().split()]
-    return sorted(pids)
-
-
-def cpu_of(pids: list[int]) -> float:
-    """User + system CPU seconds of exactly these processes (not their children)."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def rss_of(pids: list[int]) -> int:
     """VmRSS of exactly these processes, in KiB."""
     return sum(c10k.vm_rss_kb(pid) for pid in pids)
@@ -144,38 +119,6 @@ def redis_hop(url: str, probe: RedisProbe, count: int = 20) -> float:
             times.append(probe.seen.get(token.encode(), float("nan")) - sent)
             time.sleep(0.01)
     return statistics.median(times)
-
-
-def sockets(pid: int) -> int:
-    """The sockets process ``pid`` has open."""
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            count += os.readlink(fd).startswith("socket:")
-    return count
-
-
-def wait_for_workers(log: Path, count: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    """Until every worker said it listens: connections before would go to the others only."""
-    deadline = time.monotonic() + timeout
-    while log.read_text(errors="replace").count("trio_c10k.server: Listening on") < count:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the workers did not all start; see {log}")
-        time.sleep(0.2)
-
-
-def stop_all(proc: subprocess.Popen[bytes], pids: list[int]) -> None:
-    """SIGTERM the supervisor (it stops its workers gracefully); kill whatever is left after
-    ``STOP_TIMEOUT`` s, the workers by their process ids."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.kill()
-        proc.wait()
 
 
 def warm_up(clients: Clients) -> int:

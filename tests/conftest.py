@@ -37,14 +37,15 @@ pytest_plugins = ["trio_c10k.testing"]  # the c10k_live_server fixture
 
 @pytest.fixture
 async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """``await start_server(app=None, **config)``: a server on 127.0.0.1 port 0.
+    """``await start_server(app=None, **config)``: a server on 127.0.0.1 port 0 (unless
+    ``binds`` says otherwise).
 
     ``app`` defaults to the Django test site; keyword arguments override ``Config`` fields.
     Client sockets the test opened with ``connect()`` are closed afterwards.
     """
 
     async def start(app: Any = None, **overrides: Any) -> Server:
-        config = Config(binds=(Bind(host="127.0.0.1", port=0),), **overrides)
+        config = Config(**{"binds": (Bind(host="127.0.0.1", port=0),), **overrides})
         return await nursery.start(serve, app or DJANGO_APP, config)
 
     yield start

@@ -94,14 +94,16 @@ class HTTPConnection(ResponseWriter):
     #: the owner: app, config, worker threads, idle scopes, counters
     server: Owner
 
-    def __init__(self, stream: trio.SocketStream | TLSStream, server: Owner) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream | TLSStream,
+        server: Owner,
+        client: tuple[str, int] | None,
+        local: tuple[str, int] | None,
+    ) -> None:
+        """``client`` and ``local`` are the peer's and the local address and port (None for
+        a Unix socket), as the accept loop knows them."""
         config = server.config
-        sock = stream.socket
-        # A tuple for TCP, a path (str) for a Unix socket: no look at ``sock.family`` (an enum
-        # conversion on every access).
-        peer = sock.getpeername()
-        client = peer[:2] if isinstance(peer, tuple) else None
-        local = sock.getsockname()[:2] if client is not None else None
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
         super().__init__(stream, server, conn, peer_label(client))
         #: the peer's (host, port), None for a Unix socket
@@ -370,7 +372,7 @@ class HTTPConnection(ResponseWriter):
         assert slot.accept is not None
         received = self.conn.trailing_data[0]
         del self.conn
-        remote_address = self.peer
+        remote_address: tuple[str, int | None] | None = self.peer
         if self.trust_proxy and "REMOTE_PORT" not in environ:  # the client X-Forwarded-For named
             remote_address = (environ["REMOTE_ADDR"], None)  # its port is not forwarded
         connection, config = server_connection(slot.accept), self.server.config.websocket

@@ -10,12 +10,16 @@ it is answered, with ``Connection: close``.
 Rule 4: each time the accept loop wakes, it accepts every connection waiting in the backlog,
 not one (asyncio's loop does the same, nginx's ``multi_accept``): trio's ``accept()`` takes one
 per scheduling round, and a busy server's round takes milliseconds, so connections queued in
-the backlog waited seconds while established keep-alive connections were served.
+the backlog waited seconds while established keep-alive connections were served. It accepts
+from a non-blocking duplicate of each listening socket, which gives each peer's address with
+the connection (the local one is the listener's, but on a wildcard bind): no ``getpeername()``
+or ``getsockname()`` per connection.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -106,6 +110,16 @@ def broker_class() -> type[RedisBroker]:
     return RedisBroker
 
 
+def _fixed_local_address(listener: trio.SocketListener) -> tuple[str, int] | None:
+    """The local address of every connection ``listener`` accepts, if one is fixed: a TCP
+    listener bound to one address; None for a wildcard bind (``0.0.0.0``, ``::``: each
+    connection's own) and for a Unix socket."""
+    name = listener.socket.getsockname()
+    if not isinstance(name, tuple) or ipaddress.ip_address(name[0]).is_unspecified:
+        return None
+    return name[0], name[1]
+
+
 def _address(listener: trio.SocketListener, scheme: str) -> str:
     name = listener.socket.getsockname()
     if listener.socket.family == AF_UNIX:
@@ -153,6 +167,9 @@ class Server:
         self._full = False
         self._accept_failing = False
         self._stop_accepting = trio.CancelScope()
+        # Each listener's non-blocking duplicate, which the accept loop accepts from: unlike
+        # trio's accept(), it gives each peer's address (no getpeername() per connection).
+        self._accepters: dict[trio.SocketListener, socket.socket] = {}
         self._drained = trio.Event()
         # Owns every connection task, and the reader and writer tasks of each WebSocket.
         self._handlers: trio.Nursery
@@ -180,8 +197,8 @@ class Server:
             return
         self.closing = True
         self._stop_accepting.cancel()
-        for listener in self.listeners:
-            self._accept_backlog(listener)
+        for listener, accepter in self._accepters.items():
+            self._accept_backlog(accepter, _fixed_local_address(listener))
         for scope in self.idle:
             scope.cancel()
         for ws in self.websockets:
@@ -191,6 +208,10 @@ class Server:
 
     async def _run(self, task_status: trio.TaskStatus[Server]) -> None:
         try:
+            for listener in self.listeners:
+                accepter = socket.socket(fileno=os.dup(listener.socket.fileno()))
+                accepter.setblocking(False)
+                self._accepters[listener] = accepter
             async with (
                 open_worker_threads(self.config.threads) as self.workers,
                 trio.open_nursery() as handlers,
@@ -213,8 +234,7 @@ class Server:
                             )
                         running.add(self)
                         task_status.started(self)
-                for listener in self.listeners:
-                    await trio.aclose_forcefully(listener)
+                self._close_listeners()
                 with trio.move_on_after(self.config.graceful_timeout):
                     await self._drained.wait()
                 if self._connections:
@@ -226,71 +246,78 @@ class Server:
                 handlers.cancel_scope.cancel()
         finally:
             running.discard(self)
-            for listener in self.listeners:
-                await trio.aclose_forcefully(listener)
+            self._close_listeners()
             remove_unix_sockets(self.config)
 
-    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                if not self._accept_failing:
-                    self._accept_failing = True
-                    log.error(
-                        "accept() failed: %s (%d connections open); raise the open-file limit "
-                        "(ulimit -n) or lower --max-connections. Existing connections are "
-                        "still served; retrying every %g s",
-                        os.strerror(exc.errno),
-                        self._connections,
-                        ACCEPT_RETRY_DELAY,
-                    )
-                await trio.sleep(ACCEPT_RETRY_DELAY)
-                continue
-            if self._accept_failing:
-                self._accept_failing = False
-                log.info("accept() works again (%d connections open)", self._connections)
-            self._start(stream, handlers)
-            self._accept_backlog(listener)  # Rule 4
+    def _close_listeners(self) -> None:
+        for accepter in self._accepters.values():
+            accepter.close()  # a duplicate: the listening socket stays open until both are closed
+        for listener in self.listeners:
+            listener.socket.close()
 
-    def _start(self, stream: trio.SocketStream, handlers: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        accepter = self._accepters[listener]
+        local = _fixed_local_address(listener)
+        while True:
+            failure = self._accept_backlog(accepter, local)  # Rule 4
+            if failure is None:
+                await trio.lowlevel.wait_readable(accepter)
+                continue
+            if not self._accept_failing:
+                self._accept_failing = True
+                log.error(
+                    "accept() failed: %s (%d connections open); raise the open-file limit "
+                    "(ulimit -n) or lower --max-connections. Existing connections are "
+                    "still served; retrying every %g s",
+                    os.strerror(failure),
+                    self._connections,
+                    ACCEPT_RETRY_DELAY,
+                )
+            await trio.sleep(ACCEPT_RETRY_DELAY)
+
+    def _start(
+        self, stream: trio.SocketStream, handlers: trio.Nursery, peer: Any, local: tuple[str, int] | None
+    ) -> None:
         if self._connections >= self._max_connections:
             handlers.start_soon(self._reject, stream)
         else:
             self._connections += 1
-            handlers.start_soon(self._handle, stream, name="trio_c10k connection")
+            handlers.start_soon(self._handle, stream, peer, local, name="trio_c10k connection")
 
-    def _accept_backlog(self, listener: trio.SocketListener) -> None:
-        """Start serving every connection the kernel holds for ``listener``, without waiting
-        (trio's ``accept()`` waits for one when there is none)."""
-        fd = listener.socket.fileno()
-        if fd < 0:  # closed: serve() is over
-            return
-        try:  # a duplicate descriptor accepts from the same queue
-            dup = os.dup(fd)
-        except OSError:  # out of descriptors: the accept loop's next accept() reports it
-            return
-        with socket.socket(fileno=dup) as sock:
-            sock.setblocking(False)
-            while True:
-                try:
-                    accepted, _ = sock.accept()
-                except OSError as exc:
-                    if exc.errno in ACCEPT_NEXT_ERRNOS:
-                        continue
-                    return  # EAGAIN: none left (out of descriptors: the rest wait, lost at shutdown)
-                self._start(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), self._handlers)
+    def _accept_backlog(self, accepter: socket.socket, local: tuple[str, int] | None) -> int | None:
+        """Start serving every connection the kernel holds for ``accepter`` (a listener's
+        non-blocking duplicate), without waiting; the ``errno`` if the process is out of a
+        resource (``ACCEPT_CAPACITY_ERRNOS``: the rest wait in the backlog), else None."""
+        while True:
+            try:
+                accepted, peer = accepter.accept()
+            except BlockingIOError:  # none left
+                return None
+            except OSError as exc:
+                if exc.errno in ACCEPT_NEXT_ERRNOS:
+                    continue
+                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                    return exc.errno
+                if exc.errno == errno.EBADF:  # closed: serve() is over
+                    return None
+                raise
+            if self._accept_failing:
+                self._accept_failing = False
+                log.info("accept() works again (%d connections open)", self._connections)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
+            self._start(stream, self._handlers, peer, local)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream, peer: Any, local: tuple[str, int] | None) -> None:
         try:
             served: trio.SocketStream | TLSStream | None = stream
-            if self.tls is not None and stream.socket.family != AF_UNIX:  # TLS on TCP binds
-                served = await self._accept_tls(stream, self.tls.current)
+            client = peer[:2] if isinstance(peer, tuple) else None  # a Unix socket's is a str
+            if self.tls is not None and client is not None:  # TLS on TCP binds
+                served = await self._accept_tls(stream, self.tls.current, client)
             if served is None:
                 return
-            upgrade = await HTTPConnection(served, self).run()
+            if client is not None and local is None:  # a wildcard bind: which address it came to
+                local = stream.socket.getsockname()[:2]
+            upgrade = await HTTPConnection(served, self, client, local).run()
             if upgrade is not None:
                 ws, slot = upgrade
                 handler, args, kwargs = slot.handler, slot.args, slot.kwargs
@@ -305,13 +332,8 @@ class Server:
                     self.websockets.discard(ws)
             if isinstance(served, TLSStream):
                 served.close_notify_nowait()
-        except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno == errno.ENOTCONN:
-                # The peer was gone before its address was read (a client that closes right
-                # after the TLS handshake, a scanner): nothing to answer, nothing wrong here.
-                log.debug("A connection closed before it was served")
-            else:
-                log.exception("Unexpected error in a connection task")
+        except Exception:
+            log.exception("Unexpected error in a connection task")
         finally:
             await trio.aclose_forcefully(stream)
             self._connections -= 1
@@ -320,13 +342,13 @@ class Server:
             if self.closing and not self._connections:
                 self._drained.set()
 
-    async def _accept_tls(self, stream: trio.SocketStream, context: ssl.SSLContext) -> TLSStream | None:
+    async def _accept_tls(
+        self, stream: trio.SocketStream, context: ssl.SSLContext, client: tuple[str, int]
+    ) -> TLSStream | None:
         """The TLS handshake of a new connection, within ``header_timeout`` (None: it failed,
         stalled or was plain HTTP, which got its 400 and a lingering close)."""
-        sock = stream.socket
-        peer = peer_label(sock.getpeername()[:2] if sock.family != AF_UNIX else None)
         try:
-            return await accept_tls(stream, context, self.config.header_timeout, peer)
+            return await accept_tls(stream, context, self.config.header_timeout, peer_label(client))
         except PlainHTTP:
             await linger(stream, LINGER_TIME, LINGER_BYTES)
             return None

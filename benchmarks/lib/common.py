@@ -84,11 +84,18 @@ def reset_peak_memory(pid: int) -> bool:
 
 
 def _children(pid: int) -> list[int]:
+    """The descendants of ``pid``: the children of each of its threads (trio_c10k's supervisor
+    starts its workers from a worker thread), and theirs."""
+    kids: list[int] = []
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return []
-    kids = [int(k) for k in text.split()]
+    for thread in threads:
+        try:
+            kids += [int(k) for k in (thread / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
     return kids + [g for k in kids for g in _children(k)]
 
 

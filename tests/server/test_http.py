@@ -14,7 +14,7 @@ import trio.testing
 
 from tests import views
 from tests.helpers import Client, StartServer, _opened, connect, header, port_of, read_until_closed
-from trio_c10k import Server
+from trio_c10k import Bind, Server
 
 
 def status_line(data: bytes) -> bytes:
@@ -152,6 +152,24 @@ async def test_environ_over_the_wire(server: Server) -> None:
     assert environ["SERVER_PORT"] == str(server.addresses[0][1])
     assert environ["wsgi.url_scheme"] == "http"
     assert environ["thread"].startswith("trio_c10k worker")
+
+
+async def test_environ_names_the_address_each_connection_came_to_on_a_wildcard_bind(
+    start_server: StartServer,
+) -> None:
+    # The accept loop takes the peer's address from accept() and the local one from the
+    # listener, but a wildcard listener's is 0.0.0.0: each connection then asks its own.
+    server = await start_server(binds=(Bind(host="0.0.0.0", port=0),))
+    port = server.addresses[0][1]
+    for local in ("127.0.0.1", "127.0.0.2"):
+        stream = await trio.open_tcp_stream(local, port)
+        _opened.append(stream)
+        _, body = await Client(stream).get("/t/environ/")
+        environ = json.loads(body)
+        assert environ["SERVER_NAME"] == local
+        assert environ["SERVER_PORT"] == str(port)
+        source = stream.socket.getsockname()
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == (source[0], str(source[1]))
 
 
 async def test_percent_encoded_path_is_decoded_as_latin_1(server: Server) -> None:
