@@ -15,7 +15,7 @@ and the one scraped writes its own first, then answers with the sum of every fil
 (``MultiProcessCollector``). Counters are summed over every process that ever ran (a
 restarted worker's count is kept); gauges over the live ones, the broker's state is the
 lowest (0 if any process lost Redis). The supervisor of ``--workers`` sets the directory up
-(``metrics_directory``) and clears a dead child's gauges (``process_gone``).
+and clears a dead child's gauges (``_multiprocess``).
 Rule 4: prometheus_client is imported only when metrics are collected or written: a site
 without the extra imports this module, and the view then fails with ``ImproperlyConfigured``
 naming the extra.
@@ -23,17 +23,15 @@ naming the extra.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._multiprocess import MULTIPROC_ENV
 from ._server import Server, running
 from ._threads import call_in_loop
 
@@ -42,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_c10k.server")
 
-#: the environment variable prometheus_client reads for its multiprocess mode
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: seconds between two writes of a process's numbers in multiprocess mode: the staleness of the
 #: other processes' numbers in a scrape (the scraped one writes its own first)
 SYNC_INTERVAL = 1.0
@@ -258,38 +254,3 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         registry.register(_Collector())
         body = generate_latest(registry) + generate_latest(REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
-
-
-@contextlib.contextmanager
-def metrics_directory() -> Iterator[dict[str, str]]:
-    """For the supervisor of ``--workers``: the environment its children need so that a
-    scrape counts them all (Rule 3), or nothing without prometheus_client.
-
-    ``PROMETHEUS_MULTIPROC_DIR`` if set (its ``*.db`` files, a previous run's, are removed
-    first), else a temporary directory, removed on exit.
-    """
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        yield {}
-        return
-    given = os.environ.get(MULTIPROC_ENV)
-    path = given or tempfile.mkdtemp(prefix="trio_c10k-metrics-")
-    try:
-        if given:
-            for name in os.listdir(path):
-                if name.endswith(".db"):
-                    os.unlink(os.path.join(path, name))
-        yield {MULTIPROC_ENV: path}
-    finally:
-        if not given:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def process_gone(environment: dict[str, str], pid: int) -> None:
-    """For the supervisor: a child ``pid`` exited, so its gauges no longer count (its
-    counters still do)."""
-    if MULTIPROC_ENV in environment:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid, environment[MULTIPROC_ENV])  # type: ignore[no-untyped-call]  # untyped there

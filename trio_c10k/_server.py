@@ -320,12 +320,14 @@ class Server:
             upgrade = await HTTPConnection(served, self, client, local).run()
             if upgrade is not None:
                 ws, slot = upgrade
+                handler, args, kwargs = slot.handler, slot.args, slot.kwargs
+                del upgrade, slot  # not kept for the connection's life (100,000 of them: 150 B each)
                 ws._counters = self.counters
                 self.websockets.add(ws)
                 if self.closing:  # the upgrade finished after shutdown() began
                     ws.going_away()
                 try:
-                    await serve_websocket(ws, self._handlers, slot.handler, slot.args, slot.kwargs)
+                    await serve_websocket(ws, self._handlers, handler, args, kwargs)
                 finally:
                     self.websockets.discard(ws)
             if isinstance(served, TLSStream):

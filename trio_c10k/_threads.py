@@ -12,6 +12,8 @@ Rule 2: a job whose caller was cancelled is abandoned: if it has not started it 
 it runs, it finishes in its thread and its result is dropped.
 Rule 3: code in a worker thread reaches the event loop with ``trio.from_thread.run(...,
 trio_token=workers.token)``.
+Rule 4: a thread keeps nothing of a job once it handed over the result: not its arguments,
+not its result.
 """
 
 from __future__ import annotations
@@ -86,22 +88,30 @@ class WorkerThreads:
         return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]  # the job's result
 
     def _work(self, index: int) -> None:
-        get, busy = self._jobs.get, self._busy
+        get = self._jobs.get
         while (job := get()) is not None:
-            if job.abandoned:
-                continue
-            busy[index] = True
-            result = outcome.capture(job.fn, *job.args)
-            busy[index] = False
-            with self._lock:
-                self._done.append((job, result))
-                if self._drain_scheduled:
-                    continue
-                self._drain_scheduled = True
-            try:
-                self.token.run_sync_soon(self._drain)
-            except trio.RunFinishedError:
+            if not job.abandoned and not self._run(job, index):
                 return
+            # Not kept while the thread waits for the next one: its arguments (a request's
+            # environ and body, its connection) would live on until then.
+            del job
+
+    def _run(self, job: _Job, index: int) -> bool:
+        """Run ``job`` and hand its result to the loop; False once the loop is over."""
+        busy = self._busy
+        busy[index] = True
+        result = outcome.capture(job.fn, *job.args)
+        busy[index] = False
+        with self._lock:
+            self._done.append((job, result))
+            if self._drain_scheduled:
+                return True
+            self._drain_scheduled = True
+        try:
+            self.token.run_sync_soon(self._drain)
+        except trio.RunFinishedError:
+            return False
+        return True
 
     def _drain(self) -> None:
         # Runs in the event loop. Results that arrive while a drain is pending join it, so a

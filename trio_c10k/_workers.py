@@ -16,6 +16,9 @@ the parent exits 0 once they are gone. A second signal kills the children. Child
 session of their own, so a terminal's Ctrl-C reaches only the parent, which forwards it once.
 Rule 4: with TLS, SIGHUP to the parent is passed on to every child, which reloads its
 certificate and key; a child being restarted reads the files as it starts.
+Rule 5: the parent imports what it needs to bind, start, watch and signal (trio, the config,
+``_listeners``, ``_multiprocess``), not the server, wsproto or Django: it holds no connection,
+so it stays near the interpreter's and trio's own memory.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import trio
 
 from ._config import Config
 from ._listeners import is_shared, open_shared_sockets, remove_unix_sockets
-from ._metrics import metrics_directory, process_gone
+from ._multiprocess import metrics_directory, process_gone
 
 log = logging.getLogger("trio_c10k.workers")
 
@@ -73,7 +76,7 @@ class Supervisor:
         #: exit status for the parent
         self.status = 0
         self._running: dict[int, trio.Process] = {}
-        #: what the children's environment gets beside ours (``_metrics.metrics_directory``)
+        #: what the children's environment gets beside ours (``_multiprocess.metrics_directory``)
         self.environment: dict[str, str] = {}
 
     async def run(self) -> None:

@@ -74,3 +74,17 @@ def test_without_a_cycle_each_module_comes_after_what_it_imports(tmp_path: Path)
     assert render(import_graph(package)) == (
         "low      -> -\nmid      -> low\ntop      -> low, mid\n__init__ -> top\n"
     )
+
+
+def test_every_public_name_is_where_the_package_says() -> None:
+    """The package imports its public names when first used (its Rule 1): each of ``__all__``
+    has its module, and is the object that module defines."""
+    import importlib
+
+    import trio_c10k
+
+    assert sorted(trio_c10k._WHERE) == sorted(trio_c10k.__all__)
+    for name, where in trio_c10k._WHERE.items():
+        assert getattr(trio_c10k, name) is getattr(importlib.import_module(where, "trio_c10k"), name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        trio_c10k.nothing  # noqa: B018

@@ -15,7 +15,7 @@ from wsproto.connection import Connection
 
 from trio_c10k import WebSocketConfig, metrics_view
 from trio_c10k._counters import Counters
-from trio_c10k._metrics import MULTIPROC_ENV, metrics_directory
+from trio_c10k._multiprocess import MULTIPROC_ENV, metrics_directory
 from trio_c10k._protocol import WebSocketProtocol
 
 
