@@ -203,10 +203,11 @@ def switching_protocols(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n"
 
 
-def server_connection(accept: Accept) -> Connection:
+def server_connection(accept: Accept) -> Connection | None:
     """The ``wsproto`` frame-level connection for an accepted upgrade (the bytes the client
-    sent after its handshake go to the ``WebSocket``, which splits them into frames)."""
-    return Connection(ConnectionType.SERVER, accept.extensions)
+    sent after its handshake go to the ``WebSocket``, which splits them into frames); None
+    without extensions: the WebSocket then makes it when it first needs it."""
+    return Connection(ConnectionType.SERVER, accept.extensions) if accept.extensions else None
 
 
 @dataclass(slots=True)

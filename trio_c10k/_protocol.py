@@ -110,7 +110,7 @@ class WebSocketProtocol(FrameSender):
 
     def __init__(
         self,
-        connection: Connection,
+        connection: Connection | None,
         config: WebSocketConfig,
         *,
         remote_address: Any = None,
@@ -121,10 +121,11 @@ class WebSocketProtocol(FrameSender):
         super().__init__(connection, config, remote_address)
         # Server side without extensions: data frames are built here, not by wsproto (same
         # bytes, a third of the cost), and one frame serves every member of a broadcast.
-        self._plain = not connection.client and not extensions
+        client = connection is not None and connection.client
+        self._plain = not client and not extensions
         # Without extensions common frames are decoded here: the mask bit such a frame has (a
         # client masks, a server does not). None: every frame goes to wsproto.
-        self._mask_bit = None if extensions else 0 if connection.client else MASKED
+        self._mask_bit = None if extensions else 0 if client else MASKED
         for extension in extensions or ():
             if isinstance(extension, BoundedDeflate):  # inflates a message this far at most
                 extension.max_size = config.max_message_size
@@ -188,7 +189,7 @@ class WebSocketProtocol(FrameSender):
             self._send_frame(encode_frame(data, masked=True))
         else:
             event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
-            self._send_frame(self._ws.send(event))
+            self._send_frame(self._wsproto().send(event))
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (the peer answers with a pong); never blocks. Callable from a worker
@@ -201,7 +202,7 @@ class WebSocketProtocol(FrameSender):
             self._from_other_thread(self.ping, payload)
             return
         self._check_open()
-        self._send_frame(self._ws.send(Ping(payload=payload)))
+        self._send_frame(self._wsproto().send(Ping(payload=payload)))
 
     # -- bytes and time in ----------------------------------------------------------------
 
@@ -289,8 +290,9 @@ class WebSocketProtocol(FrameSender):
             # One pong for the pings of this call, the last one's: RFC 6455 section 5.5.3 allows
             # it, and a ping flood then costs one pong per FRAMES_PER_STEP pings, not one each.
             ping, self._ping = self._ping, None
-            if self._ws.state is ConnectionState.OPEN:
-                self._send_frame(self._ws.send(ping.response()))
+            ws = self._wsproto()
+            if ws.state is ConnectionState.OPEN:
+                self._send_frame(ws.send(ping.response()))
         self._unparsed = data[at:] if at else data
         self._counters.messages_in += len(inbox) - inboxed
 
@@ -305,7 +307,8 @@ class WebSocketProtocol(FrameSender):
             if now - self._heard < interval:
                 return False
             # A server's ping is always the same bytes; a client's is masked afresh.
-            self._send_frame(self._ws.send(Ping(KEEPALIVE)) if self._ws.client else KEEPALIVE_PING)
+            ws = self._ws
+            self._send_frame(ws.send(Ping(KEEPALIVE)) if ws is not None and ws.client else KEEPALIVE_PING)
             self._pinged_at = now
             return True
         if now - self._pinged_at < timeout:
@@ -352,8 +355,9 @@ class WebSocketProtocol(FrameSender):
 
     def _to_wsproto(self, data: bytes | None) -> None:
         """Bytes of a frame for wsproto to parse (None: the stream ended); handle its events."""
-        self._ws.receive_data(data)
-        for event in self._ws.events():
+        ws = self._wsproto()
+        ws.receive_data(data)
+        for event in ws.events():
             self._handle(event)
 
     def _handle(self, event: object) -> None:
@@ -377,7 +381,7 @@ class WebSocketProtocol(FrameSender):
             self._on_close(event)
 
     def _on_close(self, event: CloseConnection) -> None:
-        state = self._ws.state
+        state = self._wsproto().state
         if state is ConnectionState.REMOTE_CLOSING:  # the peer closes: answer, then done
             self._send_close(event.response())
             self._mark_closed(event.code, event.reason or "")

@@ -94,7 +94,7 @@ class WebSocket(WebSocketProtocol):
     def __init__(
         self,
         stream: trio.SocketStream,
-        connection: Connection,
+        connection: Connection | None,
         config: WebSocketConfig,
         *,
         request: Any = None,
@@ -245,7 +245,7 @@ class WebSocket(WebSocketProtocol):
                     self._parse()
                 # Checked after every wait too: once closed, the socket may be gone and its
                 # number reused by another connection.
-                if self._is_closed or self._ws.state is ConnectionState.CLOSED:
+                if self._is_closed or (self._ws is not None and self._ws.state is ConnectionState.CLOSED):
                     break
                 if self._inbox_full():
                     await self._wait()  # for room in the inbox

@@ -76,3 +76,17 @@ async def test_a_cancelled_wait_leaves_the_wait_list_and_the_connection_as_they_
         assert ws._waiters == []
         ws.write_message("again")
         assert await ws.read_message() == "again"
+
+
+async def test_an_idle_connection_without_extensions_has_no_wsproto_connection(server: Server) -> None:
+    """Messages, keep-alive pings and pongs go without wsproto (``_protocol_send`` Rule 7);
+    the close makes one for its frame."""
+    async with open_websocket(url(server, "/t/ws/echo/")) as client:
+        await client.send_message("hello")
+        assert await client.read_message() == "hello"
+        (ws,) = server.websockets
+        assert ws._ws is None
+        await client.close()
+        await ws.wait_closed()
+        assert ws._ws is not None
+        assert ws.close_code == 1000

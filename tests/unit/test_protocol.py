@@ -48,7 +48,9 @@ def close_payload(code: int, reason: str = "") -> bytes:
 
 
 def server(**config: Any) -> WebSocketProtocol:
-    return WebSocketProtocol(Connection(ConnectionType.SERVER), WebSocketConfig(**config))
+    """A server's protocol as an upgrade without extensions makes it: no wsproto connection
+    until it needs one (Rule 7)."""
+    return WebSocketProtocol(None, WebSocketConfig(**config))
 
 
 def feed(protocol: WebSocketProtocol, *chunks: bytes, now: float = 0.0) -> list[str | bytes]:
@@ -361,9 +363,7 @@ def test_writing_from_another_thread_needs_the_io_layer() -> None:
 
 
 def test_keep_alive_pings_after_silence_and_closes_without_an_answer() -> None:
-    protocol = WebSocketProtocol(
-        Connection(ConnectionType.SERVER), WebSocketConfig(ping_interval=10, ping_timeout=5), now=100.0
-    )
+    protocol = WebSocketProtocol(None, WebSocketConfig(ping_interval=10, ping_timeout=5), now=100.0)
     protocol._keep_alive(109.9)
     assert protocol._data_to_send() == b""
     protocol._keep_alive(110.0)
@@ -378,9 +378,7 @@ def test_keep_alive_pings_after_silence_and_closes_without_an_answer() -> None:
 
 
 def test_keep_alive_counts_silence_from_the_last_bytes_heard() -> None:
-    protocol = WebSocketProtocol(
-        Connection(ConnectionType.SERVER), WebSocketConfig(ping_interval=10, ping_timeout=5), now=0.0
-    )
+    protocol = WebSocketProtocol(None, WebSocketConfig(ping_interval=10, ping_timeout=5), now=0.0)
     protocol._keep_alive(10.0)
     assert protocol._data_to_send() == frame(PING, b"keepalive", key=None)
     feed(protocol, frame(PONG, b"keepalive"), now=12.0)  # any bytes answer it
@@ -396,3 +394,42 @@ def test_no_keep_alive_without_an_interval() -> None:
     protocol._keep_alive(1e9)
     assert protocol._data_to_send() == b""
     assert protocol.open
+
+
+# -- wsproto made when needed (Rule 7) -------------------------------------------------------
+
+
+def test_messages_pings_and_pongs_go_without_wsproto() -> None:
+    protocol = WebSocketProtocol(None, WebSocketConfig(ping_interval=10, ping_timeout=5), now=0.0)
+    assert feed(protocol, frame(TEXT, b"hi"), frame(BINARY, b"\x00"), frame(PONG, b"keepalive")) == [
+        "hi",
+        b"\x00",
+    ]
+    protocol.write_message("out")
+    assert protocol._keep_alive(now=20.0)
+    assert protocol._data_to_send() == b"\x81\x03out" + b"\x89\x09keepalive"
+    assert protocol._ws is None
+
+
+@pytest.mark.parametrize(
+    ("data", "messages", "sent"),
+    [
+        pytest.param(frame(TEXT, b"a", fin=False) + frame(CONTINUATION, b"b"), ["ab"], b"", id="fragments"),
+        pytest.param(frame(PING, b"p"), [], b"\x8a\x01p", id="ping"),
+        pytest.param(frame(CLOSE, close_payload(1000)), [], b"\x88\x02\x03\xe8", id="close"),
+    ],
+)
+def test_wsproto_is_made_for_the_frames_it_parses(data: bytes, messages: list[str], sent: bytes) -> None:
+    protocol = server()
+    assert feed(protocol, data) == messages
+    assert protocol._data_to_send() == sent
+    assert protocol._ws is not None
+
+
+def test_closing_makes_wsproto_to_send_the_close_frame() -> None:
+    protocol = server()
+    protocol._start_close(CloseReason.GOING_AWAY, "bye")
+    assert protocol._data_to_send() == b"\x88\x05\x03\xe9bye"
+    assert protocol._ws is not None
+    with pytest.raises(ConnectionClosed):
+        protocol.write_message("late")
