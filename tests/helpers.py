@@ -381,6 +381,12 @@ class Supervised:
         """Read the log until ``pattern`` matched ``count`` times; the matches."""
         return self.output.wait_for(pattern, count, timeout)
 
+    def port(self) -> int:
+        """The TCP port it listens on, from its log: bound as ``127.0.0.1:0``, the kernel's
+        choice, which no other process can take meanwhile (a port found free beforehand can
+        be taken by a client's outgoing connection before the server binds it)."""
+        return int(self.wait_for(r"(?:workers share|Listening on https?://)127\.0\.0\.1:(\d+)")[0][1])
+
     def pids(self) -> dict[int, int]:
         """Worker index -> the process id it runs as now."""
         started = {int(m[1]): int(m[2]) for m in re.finditer(r"Worker (\d+) started \(pid (\d+)\)", self.log)}

@@ -21,7 +21,7 @@ import pytest
 import trio
 from django.test import override_settings
 
-from tests.helpers import ROOT, WORKERS_ENV, Supervised, free_port
+from tests.helpers import ROOT, WORKERS_ENV, Supervised
 from tests.system.test_broker import TIMEOUT, Redis, start_server
 from trio_c10k import Bind, BrokerError, Config, ConfigError, Group, WebSocket, serve
 from trio_c10k._broker import channel_name, decode
@@ -89,10 +89,10 @@ async def say(*args: str, env: dict[str, str]) -> trio.CompletedProcess[bytes]:
 async def test_a_management_command_reaches_the_chat_members_of_every_worker(
     redis: Redis, supervised: list[Supervised]
 ) -> None:
-    port = free_port()
-    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
+    command = Supervised("--workers", "2", "--bind", "127.0.0.1:0", "--broker", redis.url)
     supervised.append(command)
     command.wait_for(r"trio_c10k\.broker: Broker: subscribed", count=2)
+    port = command.port()
     workers = set(command.pids().values())
     name = room()
     with trio.fail_after(TIMEOUT * 3):

@@ -72,12 +72,10 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
 
 def start_server(supervised: list[Supervised], redis: Redis, *args: str, database: int = 0) -> int:
     """A server process (``--workers 1``) with the broker (Redis database ``database``); its port."""
-    port = free_port()
     url = redis.url.rsplit("/", 1)[0] + f"/{database}"
-    command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", url, *args)
+    command = Supervised("--bind", "127.0.0.1:0", "--broker", url, *args)
     supervised.append(command)
-    command.wait_for(r"Listening on")
-    return port
+    return command.port()
 
 
 def test_a_broadcast_is_framed_with_its_origin_group_and_kind() -> None:
@@ -163,10 +161,10 @@ async def test_a_broadcast_reaches_the_members_held_by_another_process(
 
 
 async def test_groups_span_the_workers_of_one_server(redis: Redis, supervised: list[Supervised]) -> None:
-    port = free_port()
-    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
+    command = Supervised("--workers", "2", "--bind", "127.0.0.1:0", "--broker", redis.url)
     supervised.append(command)
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+    port = command.port()
     want = set(command.pids().values())
     with trio.fail_after(TIMEOUT * 3):
         async with trio.open_nursery() as nursery:
@@ -251,10 +249,10 @@ async def test_the_game_of_life_across_two_workers_matches_the_reference(
     """The cells spread over both workers: a state reaches the neighbours and the watcher held
     by the other worker through Redis, and every relayed state still follows the rules."""
     size, steps = 6, 24  # a glider on a 6 x 6 torus is back where it started after 24 steps
-    port = free_port()
-    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}", "--broker", redis.url)
+    command = Supervised("--workers", "2", "--bind", "127.0.0.1:0", "--broker", redis.url)
     supervised.append(command)
     command.wait_for(r"trio_c10k\.broker: Broker: subscribed", count=2)
+    port = command.port()
     received: list[str] = []
     with trio.fail_after(TIMEOUT * 3):
         async with open_websocket(f"ws://127.0.0.1:{port}/watcher/") as watcher:

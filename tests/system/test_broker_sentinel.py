@@ -139,11 +139,10 @@ async def wait_for_promotion(setup: Setup) -> float:
 
 def start_server(supervised: list[Supervised], url: str) -> int:
     """A server process with the sentinel broker, subscribed; its port."""
-    port = free_port()
-    command = Supervised("--bind", f"127.0.0.1:{port}", "--broker", url)
+    command = Supervised("--bind", "127.0.0.1:0", "--broker", url)
     supervised.append(command)
     command.wait_for(r"trio_c10k\.broker: Broker: subscribed")
-    return port
+    return command.port()
 
 
 async def test_broadcasts_reach_every_member_again_after_a_failover(

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import CLIENT_TIMEOUT, Supervised, free_port, http_get
+from tests.helpers import CLIENT_TIMEOUT, Supervised, http_get
 from trio_c10k import Config
 from trio_c10k.client import open_websocket
 
@@ -30,13 +30,13 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_a_scrape_counts_the_websockets_of_both_workers(supervised: list[Supervised], tmp_path: Path) -> None:
-    port = free_port()
     (tmp_path / "counter_1.db").write_bytes(b"a previous run's")  # removed as the supervisor starts
     command = Supervised(
-        "--workers", "2", "--bind", f"127.0.0.1:{port}", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+        "--workers", "2", "--bind", "127.0.0.1:0", env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     )
     supervised.append(command)
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+    port = command.port()
     want = set(command.pids().values())
     held: dict[int, int] = {}
     seen: list[dict[str, float]] = []
@@ -76,10 +76,10 @@ def test_a_scrape_counts_the_websockets_of_both_workers(supervised: list[Supervi
 def test_without_the_variable_the_supervisor_makes_a_directory_of_its_own(
     supervised: list[Supervised],
 ) -> None:
-    port = free_port()
-    command = Supervised("--workers", "2", "--bind", f"127.0.0.1:{port}")
+    command = Supervised("--workers", "2", "--bind", "127.0.0.1:0")
     supervised.append(command)
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
+    port = command.port()
 
     async def both_counted() -> None:
         with trio.fail_after(CLIENT_TIMEOUT):

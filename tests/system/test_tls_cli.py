@@ -119,7 +119,7 @@ def test_the_supervisor_passes_sighup_on_to_every_worker(
         "--workers",
         "2",
         "--bind",
-        f"127.0.0.1:{free_port()}",
+        "127.0.0.1:0",
         "--ssl-certfile",
         certificate,
         "--ssl-keyfile",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from tests.helpers import CLIENT_TIMEOUT, ROOT, WORKERS_ENV, Supervised, free_port, http_get
+from tests.helpers import CLIENT_TIMEOUT, ROOT, WORKERS_ENV, Supervised, http_get
 from trio_c10k.client import open_websocket
 
 #: new connections tried before concluding that a worker never gets any
@@ -85,8 +85,8 @@ def test_two_workers_get_even_shares_and_a_killed_one_comes_back_for_its_share(
     them. 400 connections opened one after another: 200 each, give or take (binomial, standard
     deviation 10; the tolerance, 50, is 5 of them). Inheriting one listening socket gave 154
     and 246 here, some runs 80 and 320."""
-    port = free_port()
-    command = start(supervised, "--bind", f"127.0.0.1:{port}")
+    command = start(supervised, "--bind", "127.0.0.1:0")
+    port = command.port()
     assert "2 workers share 127.0.0.1:" in command.log
     pids = command.pids()
     assert sorted(pids) == [0, 1]
@@ -123,8 +123,8 @@ def socket_count(pid: int) -> int:
 
 
 def test_sigterm_closes_the_websockets_of_every_worker_with_1001(supervised: list[Supervised]) -> None:
-    port = free_port()
-    command = start(supervised, "--bind", f"127.0.0.1:{port}")
+    command = start(supervised, "--bind", "127.0.0.1:0")
+    port = command.port()
     want = set(command.pids().values())
     codes: dict[int, int | None] = {}
 
