@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from example_site.chat.models import ChatMessage
 from example_site.chat.views import HISTORY
@@ -202,6 +203,9 @@ async def test_chat_relays_to_the_whole_room_tagged_with_the_user(server: Server
             open_websocket(f"{base}/chat/{lab}/ws/") as anonymous,
             open_websocket(f"{base}/chat/{room()}/ws/") as outsider,
         ):
+            # A client has its 101 before the server runs its handler, which joins the room:
+            # every handler has joined once they all wait (for a message, or the history).
+            await trio.testing.wait_all_tasks_blocked()
             grace.write_message("hello, lab")
             for ws in (grace, anonymous):  # the sender gets it too
                 assert json.loads(await ws.read_message()) == {"user": "grace", "text": "hello, lab"}
