@@ -6,6 +6,7 @@ import os
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,7 +25,7 @@ os.environ["TRIO_C10K_TEST_DB"] = os.path.join(tempfile.mkdtemp(prefix="trio_c10
 from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 
-from tests.helpers import StartServer, _opened
+from tests.helpers import Redis, StartServer, _opened
 from trio_c10k import Bind, Config, Server, serve
 
 if TYPE_CHECKING:
@@ -70,3 +71,12 @@ def supervised() -> Iterator[list[Supervised]]:
             command.kill()
             command.proc.communicate(timeout=30)
         print(command.log)  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    """A redis-server of the test's own on a free port, stopped afterwards."""
+    server = Redis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

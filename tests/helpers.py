@@ -1,6 +1,7 @@
 """Plain helpers shared by test files: raw-socket HTTP and WebSocket clients, hand-built frames,
-a raw WebSocket server, the CLI's help parser, ``--workers`` commands, a reference Life and the
-gameoflife command, headless Chromium. Fixtures stay in conftest.py."""
+a raw WebSocket server, the CLI's help parser and runs, ``--workers`` commands, a reference Life
+and the gameoflife command, headless Chromium, a redis-server of a test's own, and the protocol
+fed by hand. Fixtures stay in conftest.py; no test file imports another."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import http.client
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -28,7 +31,8 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection
 from wsproto.utilities import generate_accept_token
 
-from trio_c10k import Server, database_sync_to_thread
+from trio_c10k import Server, WebSocket, database_sync_to_thread
+from trio_c10k._protocol import WebSocketProtocol
 from trio_c10k.client import _handshake
 
 if TYPE_CHECKING:
@@ -183,9 +187,13 @@ class RawWebSocket:
                     return None
 
 
+#: the key ``frame`` masks a client's payload with
+MASK_KEY = b"\x37\xfa\x21\x3d"
+
+
 def frame(
     opcode: int,
-    payload: bytes,
+    payload: bytes = b"",
     *,
     masked: bool = True,
     fin: bool = True,
@@ -194,7 +202,8 @@ def frame(
 ) -> bytes:
     """One frame built by hand, as any peer could send it, valid or not (wsproto refuses to
     build invalid ones): a client's unless ``masked`` is false; ``length_bytes`` (0, 2 or 8)
-    forces the length encoding, minimal or not."""
+    forces the length encoding, minimal or not. The mask key is always the same, so a frame
+    built twice is the same bytes."""
     if length_bytes is None:
         length_bytes = 0 if len(payload) < 126 else 2 if len(payload) < 65536 else 8
     head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
@@ -206,7 +215,7 @@ def frame(
         head += len(payload).to_bytes(length_bytes, "big")
     if not masked:
         return head + payload
-    key = os.urandom(4)
+    key = MASK_KEY
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
@@ -575,3 +584,147 @@ def open_page(args: Iterable[str] = ()) -> Iterator[tuple[Page, list[str]]]:
             yield page, errors
         finally:
             browser.close()
+
+
+# -- the command line in a subprocess ------------------------------------------------------
+
+
+#: seconds a command that should exit on its own (an error, --help) is given
+RUN_TIMEOUT = 30
+
+
+PROG = "python -m trio_c10k"
+
+
+APP = "tests.wsgi"
+
+
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    # The subprocess must run the test site whatever the test process has set.
+    "DJANGO_SETTINGS_MODULE": "tests.settings",
+    "DJANGO_DEBUG": "0",
+    "COLUMNS": "100",
+}
+
+
+def run_cli(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the command line to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "trio_c10k", *args],
+        cwd=ROOT,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        pass_fds=pass_fds,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The command failed with ``status`` and a single line on stderr; return that line."""
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{PROG}: error: "), lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+# -- Redis and servers linked through it --------------------------------------------------
+
+
+#: seconds a message across processes may take before the test gives up
+BROKER_TIMEOUT = 10
+
+
+#: what redis-server logs once it listens
+REDIS_READY = "Ready to accept connections"
+
+
+class Redis:
+    """A redis-server on a free port, with no persistence; ``restart()`` keeps the port."""
+
+    def __init__(self, workdir: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed: apt-get install redis-server")
+        self.executable = executable
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self.proc, _ = start_redis(
+            [*command, "--appendonly", "no"], self.workdir, REDIS_READY, BROKER_TIMEOUT
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            self.proc.communicate(timeout=BROKER_TIMEOUT)
+
+
+def start_with_broker(supervised: list[Supervised], redis: Redis, *args: str, database: int = 0) -> int:
+    """A server process (``--workers 1``) with the broker (Redis database ``database``); its port."""
+    url = redis.url.rsplit("/", 1)[0] + f"/{database}"
+    command = Supervised("--bind", "127.0.0.1:0", "--broker", url, *args)
+    supervised.append(command)
+    return command.port()
+
+
+async def wait_until_linked(here: WebSocket, there: WebSocket) -> None:
+    """Send probes from ``here`` until one reaches ``there`` (both processes subscribed); the
+    first message ``there`` gets must be a probe, so nothing sent earlier leaked through."""
+    for attempt in range(200):
+        probe = f"probe {attempt}"
+        here.write_message(probe)
+        assert await next_text(here) == probe
+        with trio.move_on_after(0.1):
+            got = await next_text(there)
+            assert got.startswith("probe "), got
+            while got != probe:  # earlier probes that were still on their way
+                got = await next_text(there)
+            return
+    pytest.fail("the two processes never exchanged a message through Redis")
+
+
+async def next_text(ws: WebSocket) -> str:
+    """The next message, a text."""
+    message = await ws.read_message()
+    assert isinstance(message, str), message
+    return message
+
+
+# -- WebSocket frames built by hand, for the protocol's tests ------------------------------
+
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack("!H", code) + reason.encode()
+
+
+def feed(protocol: WebSocketProtocol, *chunks: bytes, now: float = 0.0) -> list[str | bytes]:
+    """Feed ``chunks`` one after another, parsing as the I/O layer does (again while a step was
+    tired or the handler took a message), and return every message received."""
+    messages: list[str | bytes] = []
+    for chunk in (*chunks, None):
+        if chunk is not None:
+            protocol._receive_data(chunk, now)
+        while True:
+            protocol._tired = False
+            protocol._parse()
+            while (message := protocol._next_message()) is not None:
+                messages.append(message)
+            if not (protocol._tired and protocol._unparsed):
+                break
+    return messages

@@ -228,7 +228,7 @@ class Server:
                 with self._stop_accepting:
                     async with trio.open_nursery() as accepting:
                         for listener in self.listeners:
-                            accepting.start_soon(self._accept_loop, listener, handlers)
+                            accepting.start_soon(self._accept_loop, listener)
                             log.info(
                                 "Listening on %s", _address(listener, "http" if self.tls is None else "https")
                             )
@@ -255,7 +255,7 @@ class Server:
         for listener in self.listeners:
             listener.socket.close()
 
-    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
         accepter = self._accepters[listener]
         local = _fixed_local_address(listener)
         while True:
@@ -274,15 +274,6 @@ class Server:
                     ACCEPT_RETRY_DELAY,
                 )
             await trio.sleep(ACCEPT_RETRY_DELAY)
-
-    def _start(
-        self, stream: trio.SocketStream, handlers: trio.Nursery, peer: Any, local: tuple[str, int] | None
-    ) -> None:
-        if self._connections >= self._max_connections:
-            handlers.start_soon(self._reject, stream)
-        else:
-            self._connections += 1
-            handlers.start_soon(self._handle, stream, peer, local, name="trio_c10k connection")
 
     def _accept_backlog(self, accepter: socket.socket, local: tuple[str, int] | None) -> int | None:
         """Start serving every connection the kernel holds for ``accepter`` (a listener's
@@ -305,7 +296,11 @@ class Server:
                 self._accept_failing = False
                 log.info("accept() works again (%d connections open)", self._connections)
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(accepted))
-            self._start(stream, self._handlers, peer, local)
+            if self._connections >= self._max_connections:
+                self._handlers.start_soon(self._reject, stream)
+            else:
+                self._connections += 1
+                self._handlers.start_soon(self._handle, stream, peer, local, name="trio_c10k connection")
 
     async def _handle(self, stream: trio.SocketStream, peer: Any, local: tuple[str, int] | None) -> None:
         try:

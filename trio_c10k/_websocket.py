@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import trio
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection
 from wsproto.frame_protocol import CloseReason
 
 from ._config import WebSocketConfig
@@ -244,8 +244,9 @@ class WebSocket(WebSocketProtocol):
                 if self._unparsed:
                     self._parse()
                 # Checked after every wait too: once closed, the socket may be gone and its
-                # number reused by another connection.
-                if self._is_closed or (self._ws is not None and self._ws.state is ConnectionState.CLOSED):
+                # number reused by another connection. (wsproto's state is never CLOSED before
+                # this: the protocol marks the connection closed as it handles that event.)
+                if self._is_closed:
                     break
                 if self._inbox_full():
                     await self._wait()  # for room in the inbox

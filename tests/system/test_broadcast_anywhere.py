@@ -1,7 +1,7 @@
 """``Group(...).broadcast()`` from a process where no server runs: a management command, a
 program of its own (trio or asyncio), a thread. It publishes through the broker named by
 ``TRIO_C10K_BROKER`` and reaches the members of every server process, through a real
-redis-server (test_broker.py's); without a broker it raises ``BrokerError``.
+redis-server (the ``redis`` fixture); without a broker it raises ``BrokerError``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import coredis
 import pytest
 import trio
 from django.test import override_settings
 
-from tests.helpers import ROOT, WORKERS_ENV, Supervised
-from tests.system.test_broker import TIMEOUT, Redis, start_server
+from tests.helpers import BROKER_TIMEOUT, ROOT, WORKERS_ENV, Redis, Supervised, start_with_broker
 from trio_c10k import Bind, BrokerError, Config, ConfigError, Group, WebSocket, serve
 from trio_c10k._broker import channel_name, decode
 from trio_c10k._fanout import configured_broker
@@ -39,15 +36,6 @@ async def main():
 
 print(trio.run(main) if sys.argv[3] == "trio" else asyncio.run(main()))
 """
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    """A redis-server of the test's own on a free port (test_broker.py's)."""
-    server = Redis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 #: a long-lived process (a task queue's worker): ``python -c WORKER GROUP`` broadcasts each
@@ -95,7 +83,7 @@ async def test_a_management_command_reaches_the_chat_members_of_every_worker(
     port = command.port()
     workers = set(command.pids().values())
     name = room()
-    with trio.fail_after(TIMEOUT * 3):
+    with trio.fail_after(BROKER_TIMEOUT * 3):
         async with AsyncExitStack() as stack:
             # Members of the room's group that say which worker holds them, until both do.
             held_by: dict[int, list[WebSocket]] = {}
@@ -139,13 +127,13 @@ async def test_without_a_broker_the_command_says_so_and_fails() -> None:
 async def test_a_program_of_its_own_awaits_its_broadcast(
     redis: Redis, supervised: list[Supervised], loop: str
 ) -> None:
-    port = start_server(supervised, redis)
+    port = start_with_broker(supervised, redis)
     supervised[-1].wait_for(r"trio_c10k\.broker: Broker: subscribed")
     name = f"g-{uuid.uuid4().hex[:12]}"
     # A plain program: no Django settings, the broker from the environment variable.
     env = {**without_broker(), "TRIO_C10K_BROKER": redis.url}
     del env["DJANGO_SETTINGS_MODULE"]
-    with trio.fail_after(TIMEOUT * 2):
+    with trio.fail_after(BROKER_TIMEOUT * 2):
         async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/relay/{name}/") as member:
             result = await trio.run_process(
                 [sys.executable, "-c", PROGRAM, name, "from a program", loop],
@@ -164,7 +152,7 @@ async def test_threads_and_tasks_share_one_link(redis: Redis, monkeypatch: pytes
     monkeypatch.setenv("TRIO_C10K_BROKER", redis.url)
     name = f"g-{uuid.uuid4().hex[:12]}"
     subscriber = coredis.Redis.from_url(redis.url)
-    with trio.fail_after(TIMEOUT * 2):
+    with trio.fail_after(BROKER_TIMEOUT * 2):
         async with subscriber, subscriber.pubsub(channels=[channel_name(redis.url)]) as pubsub:
             async with trio.open_nursery() as nursery:
                 for text in ("one", "two", "three"):
@@ -209,7 +197,7 @@ def test_a_long_lived_process_publishes_again_once_redis_is_back(redis: Redis) -
         )
         redis.start()
         assert broadcast("after") == "0\n"
-        _, errors = worker.communicate(timeout=TIMEOUT)  # end of input: the program ends
+        _, errors = worker.communicate(timeout=BROKER_TIMEOUT)  # end of input: the program ends
     assert (worker.returncode, errors) == (0, "")  # the link closed at exit, quietly
 
 
@@ -251,7 +239,7 @@ def test_a_broadcast_waits_for_redis_a_bounded_time() -> None:
             env={**without_broker(), "TRIO_C10K_BROKER": url},
             capture_output=True,
             text=True,
-            timeout=TIMEOUT * 3,
+            timeout=BROKER_TIMEOUT * 3,
             check=False,
         )
     assert (result.returncode, result.stderr) == (0, "")
@@ -280,10 +268,10 @@ print("parent", Group(sys.argv[1]).broadcast("after"), flush=True)
 
 
 async def test_a_forked_child_opens_a_link_of_its_own(redis: Redis, supervised: list[Supervised]) -> None:
-    port = start_server(supervised, redis)
+    port = start_with_broker(supervised, redis)
     supervised[-1].wait_for(r"trio_c10k\.broker: Broker: subscribed")
     name = f"g-{uuid.uuid4().hex[:12]}"
-    with trio.fail_after(TIMEOUT * 2):
+    with trio.fail_after(BROKER_TIMEOUT * 2):
         async with open_websocket(f"ws://127.0.0.1:{port}/t/ws/relay/{name}/") as member:
             result = await trio.run_process(
                 [sys.executable, "-c", FORKING, name],

@@ -8,74 +8,26 @@ knows which process each client is connected to.
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
 import coredis
 import pytest
 import trio
 
 from tests.helpers import (
+    BROKER_TIMEOUT,
     GLIDER,
+    Redis,
     Supervised,
     cells,
-    free_port,
     life,
+    next_text,
     run_gameoflife,
-    start_redis,
+    start_with_broker,
     states_by_step,
+    wait_until_linked,
 )
 from trio_c10k import WebSocket
 from trio_c10k._broker import channel_name, checked_url, decode, encode, redacted
 from trio_c10k.client import open_websocket
-
-#: seconds a message across processes may take before the test gives up
-TIMEOUT = 10
-#: what redis-server logs once it listens
-REDIS_READY = "Ready to accept connections"
-
-
-class Redis:
-    """A redis-server on a free port, with no persistence; ``restart()`` keeps the port."""
-
-    def __init__(self, workdir: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail("redis-server is not installed: apt-get install redis-server")
-        self.executable = executable
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        self.proc, _ = start_redis([*command, "--appendonly", "no"], self.workdir, REDIS_READY, TIMEOUT)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=TIMEOUT)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    server = Redis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-def start_server(supervised: list[Supervised], redis: Redis, *args: str, database: int = 0) -> int:
-    """A server process (``--workers 1``) with the broker (Redis database ``database``); its port."""
-    url = redis.url.rsplit("/", 1)[0] + f"/{database}"
-    command = Supervised("--bind", "127.0.0.1:0", "--broker", url, *args)
-    supervised.append(command)
-    return command.port()
 
 
 def test_a_broadcast_is_framed_with_its_origin_group_and_kind() -> None:
@@ -121,9 +73,9 @@ async def test_sites_on_other_databases_do_not_get_each_others_broadcasts(
     redis: Redis, supervised: list[Supervised]
 ) -> None:
     # Redis pub/sub ignores database numbers; the channel's name carries it.
-    site_a = [start_server(supervised, redis, database=1) for _ in range(2)]
-    site_b = [start_server(supervised, redis, database=2) for _ in range(2)]
-    with trio.fail_after(TIMEOUT):
+    site_a = [start_with_broker(supervised, redis, database=1) for _ in range(2)]
+    site_b = [start_with_broker(supervised, redis, database=2) for _ in range(2)]
+    with trio.fail_after(BROKER_TIMEOUT):
         async with (
             open_websocket(f"ws://127.0.0.1:{site_a[0]}/t/ws/relay/same-room/") as a_here,
             open_websocket(f"ws://127.0.0.1:{site_a[1]}/t/ws/relay/same-room/") as a_there,
@@ -144,8 +96,8 @@ async def test_sites_on_other_databases_do_not_get_each_others_broadcasts(
 async def test_a_broadcast_reaches_the_members_held_by_another_process(
     redis: Redis, supervised: list[Supervised]
 ) -> None:
-    one, two = start_server(supervised, redis), start_server(supervised, redis)
-    with trio.fail_after(TIMEOUT):
+    one, two = start_with_broker(supervised, redis), start_with_broker(supervised, redis)
+    with trio.fail_after(BROKER_TIMEOUT):
         async with (
             open_websocket(f"ws://127.0.0.1:{one}/t/ws/relay/across/") as here,
             open_websocket(f"ws://127.0.0.1:{two}/t/ws/relay/across/") as there,
@@ -166,7 +118,7 @@ async def test_groups_span_the_workers_of_one_server(redis: Redis, supervised: l
     command.wait_for(r"worker \d+ trio_c10k\.server: Listening on", count=2)
     port = command.port()
     want = set(command.pids().values())
-    with trio.fail_after(TIMEOUT * 3):
+    with trio.fail_after(BROKER_TIMEOUT * 3):
         async with trio.open_nursery() as nursery:
             # One member per worker: the first connection each worker gets stays open.
             members: dict[int, WebSocket] = {}
@@ -198,8 +150,8 @@ async def test_groups_span_the_workers_of_one_server(redis: Redis, supervised: l
 
 
 async def test_fan_out_resumes_after_redis_restarts(redis: Redis, supervised: list[Supervised]) -> None:
-    one, two = start_server(supervised, redis), start_server(supervised, redis)
-    with trio.fail_after(TIMEOUT * 4):
+    one, two = start_with_broker(supervised, redis), start_with_broker(supervised, redis)
+    with trio.fail_after(BROKER_TIMEOUT * 4):
         async with (
             open_websocket(f"ws://127.0.0.1:{one}/t/ws/relay/outage/") as here,
             open_websocket(f"ws://127.0.0.1:{two}/t/ws/relay/outage/") as there,
@@ -220,29 +172,6 @@ async def test_fan_out_resumes_after_redis_restarts(redis: Redis, supervised: li
     assert not any(" coredis" in command.log for command in supervised)
 
 
-async def wait_until_linked(here: WebSocket, there: WebSocket) -> None:
-    """Send probes from ``here`` until one reaches ``there`` (both processes subscribed); the
-    first message ``there`` gets must be a probe, so nothing sent earlier leaked through."""
-    for attempt in range(200):
-        probe = f"probe {attempt}"
-        here.write_message(probe)
-        assert await next_text(here) == probe
-        with trio.move_on_after(0.1):
-            got = await next_text(there)
-            assert got.startswith("probe "), got
-            while got != probe:  # earlier probes that were still on their way
-                got = await next_text(there)
-            return
-    pytest.fail("the two processes never exchanged a message through Redis")
-
-
-async def next_text(ws: WebSocket) -> str:
-    """The next message, a text."""
-    message = await ws.read_message()
-    assert isinstance(message, str), message
-    return message
-
-
 async def test_the_game_of_life_across_two_workers_matches_the_reference(
     redis: Redis, supervised: list[Supervised]
 ) -> None:
@@ -254,7 +183,7 @@ async def test_the_game_of_life_across_two_workers_matches_the_reference(
     command.wait_for(r"trio_c10k\.broker: Broker: subscribed", count=2)
     port = command.port()
     received: list[str] = []
-    with trio.fail_after(TIMEOUT * 3):
+    with trio.fail_after(BROKER_TIMEOUT * 3):
         async with open_websocket(f"ws://127.0.0.1:{port}/watcher/") as watcher:
             assert (await watcher.read_message() or "").startswith("size ")
 

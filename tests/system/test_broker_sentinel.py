@@ -26,8 +26,15 @@ import coredis
 import pytest
 import trio
 
-from tests.helpers import Supervised, free_port, start_redis
-from tests.system.test_broker import REDIS_READY, TIMEOUT, next_text, wait_until_linked
+from tests.helpers import (
+    BROKER_TIMEOUT,
+    REDIS_READY,
+    Supervised,
+    free_port,
+    next_text,
+    start_redis,
+    wait_until_linked,
+)
 from trio_c10k import WebSocket
 from trio_c10k._publisher import Publisher
 from trio_c10k.client import open_websocket
@@ -62,12 +69,12 @@ class Node:
             command += ["--appendonly", "no", "--requirepass", PASSWORD, "--masterauth", PASSWORD, *args]
         # What each logs once it listens: the events of a sentinel are lines of its log too.
         ready = "Sentinel ID is" if sentinel else REDIS_READY
-        self.proc, self.output = start_redis(command, workdir, ready, TIMEOUT)
+        self.proc, self.output = start_redis(command, workdir, ready, BROKER_TIMEOUT)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-        self.proc.communicate(timeout=TIMEOUT)
+        self.proc.communicate(timeout=BROKER_TIMEOUT)
 
 
 @dataclass
@@ -124,7 +131,7 @@ async def wait_until_ready(setup: Setup) -> None:
     """Until the sentinel has found the replica (its ``+slave`` event): it could not promote it
     otherwise."""
     replica = rf"\+slave slave 127\.0\.0\.1:{setup.replica.port} "
-    await trio.to_thread.run_sync(setup.sentinel.output.wait_for, replica, 1, TIMEOUT * 3)
+    await trio.to_thread.run_sync(setup.sentinel.output.wait_for, replica, 1, BROKER_TIMEOUT * 3)
 
 
 async def wait_for_promotion(setup: Setup) -> float:
@@ -160,7 +167,7 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
         open_websocket(f"ws://127.0.0.1:{one}{room}") as here,
         open_websocket(f"ws://127.0.0.1:{two}{room}") as there,
     ):
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(BROKER_TIMEOUT):
             await wait_until_linked(here, there)
             await wait_until_linked(there, here)
         arrived, goal = trio.Event(), 10  # set once ``there`` got broadcast number ``goal``
@@ -171,7 +178,7 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
 
             async def send() -> None:
                 nonlocal final
-                for number in range(int((PROMOTION_BOUND + RESUME_BOUND + TIMEOUT) / SEND_EVERY)):
+                for number in range(int((PROMOTION_BOUND + RESUME_BOUND + BROKER_TIMEOUT) / SEND_EVERY)):
                     if stop.is_set():
                         final = number - 1
                         if set(last.values()) == {final}:
@@ -195,7 +202,7 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
             nursery.start_soon(receive, here)  # its own process's copies
             nursery.start_soon(receive, there)
             nursery.start_soon(send)
-            with trio.fail_after(TIMEOUT):
+            with trio.fail_after(BROKER_TIMEOUT):
                 await arrived.wait()
             setup.primary.stop(signal.SIGKILL)
             killed = time.monotonic()
@@ -204,10 +211,10 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
             with trio.fail_after(RESUME_BOUND):
                 await arrived.wait()
             stop.set()
-            with trio.fail_after(TIMEOUT):
+            with trio.fail_after(BROKER_TIMEOUT):
                 await drained.wait()
             nursery.cancel_scope.cancel()
-        with trio.fail_after(TIMEOUT):  # both ways, each link on the new primary
+        with trio.fail_after(BROKER_TIMEOUT):  # both ways, each link on the new primary
             await wait_until_linked(here, there)
             await wait_until_linked(there, here)
         # A process that runs no server publishes through the new primary: both servers get it.
@@ -216,7 +223,7 @@ async def test_broadcasts_reach_every_member_again_after_a_failover(
             assert await trio.to_thread.run_sync(publisher.publish, room.split("/")[-2], "from afar") == 2
         finally:
             publisher.close()
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(BROKER_TIMEOUT):
             assert await next_text(here) == "from afar"
             assert await next_text(there) == "from afar"
 

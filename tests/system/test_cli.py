@@ -21,52 +21,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLIENT_TIMEOUT, ROOT, help_entries, http_get
+from tests.helpers import (
+    APP,
+    CLIENT_TIMEOUT,
+    ENV,
+    PROG,
+    ROOT,
+    assert_one_line_error,
+    help_entries,
+    http_get,
+    run_cli,
+)
 from trio_c10k import Bind, Config, ConfigError
 
-#: seconds a command that should exit on its own (an error, --help) is given
-RUN_TIMEOUT = 30
 #: seconds a server is given to print its "Listening on" line (it imports Django first)
 START_TIMEOUT = 30
 #: seconds a server without in-flight requests is given to exit after SIGTERM
 STOP_TIMEOUT = 5
-PROG = "python -m trio_c10k"
-APP = "tests.wsgi"
-ENV = {
-    **os.environ,
-    "PYTHONUNBUFFERED": "1",
-    # The subprocess must run the test site whatever the test process has set.
-    "DJANGO_SETTINGS_MODULE": "tests.settings",
-    "DJANGO_DEBUG": "0",
-    "COLUMNS": "100",
-}
 HELLO = b"Hello, world!\n"
-
-
-def run_cli(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
-    """Run the command line to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "trio_c10k", *args],
-        cwd=ROOT,
-        env=ENV,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        pass_fds=pass_fds,
-        check=False,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
-    """The command failed with ``status`` and a single line on stderr; return that line."""
-    assert result.returncode == status, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"{PROG}: error: "), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 @dataclass

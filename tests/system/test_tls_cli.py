@@ -19,8 +19,16 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.helpers import ROOT, WORKERS_ENV, Output, Supervised, free_port
-from tests.system.test_cli import APP, assert_one_line_error, run_cli
+from tests.helpers import (
+    APP,
+    ROOT,
+    WORKERS_ENV,
+    Output,
+    Supervised,
+    assert_one_line_error,
+    free_port,
+    run_cli,
+)
 
 RELOADED = r"\[INFO\] {worker}trio_c10k\.tls: TLS certificate reloaded from {path}\n"
 NOT_RELOADED = (

@@ -15,7 +15,7 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.frame_protocol import CloseReason
 
-from tests.unit.test_protocol import CLOSE, PING, PONG, TEXT, close_payload, feed, frame
+from tests.helpers import CLOSE, PING, PONG, TEXT, close_payload, feed, frame
 from trio_c10k._config import WebSocketConfig
 from trio_c10k._protocol import FRAMES_PER_STEP, KEEPALIVE_PING, WebSocketProtocol
 from trio_c10k._ws_tasks import LOOKS_PER_STEP, PINGS_PER_STEP, Sweep
@@ -32,13 +32,13 @@ def protocol(
 
 def test_a_server_ping_is_the_prebuilt_frame() -> None:
     ws = protocol(WebSocketConfig(ping_interval=10, ping_timeout=5))
-    assert frame(PING, b"keepalive", key=None) == KEEPALIVE_PING
+    assert frame(PING, b"keepalive", masked=False) == KEEPALIVE_PING
     assert ws._keep_alive(9.9) is False
     assert ws._keep_alive(10.0) is True
     assert ws._data_to_send() == KEEPALIVE_PING
     assert ws._keep_alive(14.9) is False
     assert ws._keep_alive(15.0) is True  # the 1011 close
-    assert ws._data_to_send() == frame(CLOSE, close_payload(1011, "keepalive ping timeout"), key=None)
+    assert ws._data_to_send() == frame(CLOSE, close_payload(1011, "keepalive ping timeout"), masked=False)
     assert ws._keep_alive(100.0) is False  # closed: nothing more
 
 
@@ -76,7 +76,7 @@ def test_a_pong_between_fragments_leaves_the_message_whole(payload: bytes) -> No
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(frame(PONG, b"keepalive", key=None), id="unmasked"),
+        pytest.param(frame(PONG, b"keepalive", masked=False), id="unmasked"),
         pytest.param(frame(PONG, b"x" * 126), id="too-long"),
         pytest.param(b"\x8a\xfe\x00\x05" + bytes(4) + b"short", id="long-length-encoding"),
         pytest.param(b"\xca\x80" + bytes(4), id="reserved-bit"),
@@ -99,7 +99,7 @@ def test_a_pong_flood_is_one_step_s_frames_at_a_time() -> None:
 
 def test_a_client_skips_the_server_s_unmasked_pong() -> None:
     ws = protocol(WebSocketConfig(), side=ConnectionType.CLIENT)
-    assert feed(ws, frame(PONG, b"p", key=None) + frame(TEXT, b"hi", key=None)) == ["hi"]
+    assert feed(ws, frame(PONG, b"p", masked=False) + frame(TEXT, b"hi", masked=False)) == ["hi"]
     assert ws.open
 
 
@@ -129,7 +129,7 @@ class Peer(WebSocketProtocol):
     now = 0.0
 
 
-CLOSE_1011 = frame(CLOSE, close_payload(1011, "keepalive ping timeout"), key=None)
+CLOSE_1011 = frame(CLOSE, close_payload(1011, "keepalive ping timeout"), masked=False)
 
 
 def run(sweep: Sweep, peers: list[Peer], until: float, rtt: float = 0.0005) -> list[tuple[float, int, int]]:

@@ -1,14 +1,13 @@
 """The WebSocket protocol without I/O (``trio_c10k/_protocol.py``): bytes and time in, messages
 and bytes out, synchronously, byte for byte.
 
-Frames are built here by hand (``frame``), not with the code under test. Streams are fed whole,
+Frames are built by hand (``tests.helpers.frame``), not with the code under test. Streams are fed whole,
 split at every point and byte by byte: the messages, the bytes sent back and the close code
 must not depend on how the bytes arrived.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
 from typing import Any
 
@@ -16,58 +15,17 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.frame_protocol import CloseReason
 
+from tests.helpers import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, close_payload, feed, frame
 from trio_c10k import ConnectionClosed
 from trio_c10k._config import WebSocketConfig
 from trio_c10k._handshake import accept_deflate
 from trio_c10k._protocol import FRAGMENT_COST, FRAMES_PER_STEP, INCOMING_QUEUE, WebSocketProtocol
-
-KEY = b"\x37\xfa\x21\x3d"
-TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
-
-
-def frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, key: bytes | None = KEY, rsv: int = 0
-) -> bytes:
-    """One frame, as RFC 6455 section 5.2 draws it; masked with ``key`` (a client's) unless None."""
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    mask_bit = 0x80 if key is not None else 0
-    length = len(payload)
-    if length < 126:
-        head += bytes([mask_bit | length])
-    elif length < 65536:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
-    if key is None:
-        return head + payload
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return struct.pack("!H", code) + reason.encode()
 
 
 def server(**config: Any) -> WebSocketProtocol:
     """A server's protocol as an upgrade without extensions makes it: no wsproto connection
     until it needs one (Rule 7)."""
     return WebSocketProtocol(None, WebSocketConfig(**config))
-
-
-def feed(protocol: WebSocketProtocol, *chunks: bytes, now: float = 0.0) -> list[str | bytes]:
-    """Feed ``chunks`` one after another, parsing as the I/O layer does (again while a step was
-    tired or the handler took a message), and return every message received."""
-    messages: list[str | bytes] = []
-    for chunk in (*chunks, None):
-        if chunk is not None:
-            protocol._receive_data(chunk, now)
-        while True:
-            protocol._tired = False
-            protocol._parse()
-            while (message := protocol._next_message()) is not None:
-                messages.append(message)
-            if not (protocol._tired and protocol._unparsed):
-                break
-    return messages
 
 
 def splits(data: bytes) -> list[tuple[bytes, ...]]:
@@ -98,7 +56,7 @@ def test_messages_and_pong_whatever_the_split() -> None:
     for chunks in splits(STREAM):
         protocol = server()
         assert feed(protocol, *chunks) == MESSAGES, chunks
-        assert protocol._data_to_send() == frame(PONG, b"are you there", key=None)
+        assert protocol._data_to_send() == frame(PONG, b"are you there", masked=False)
         assert protocol.open
 
 
@@ -126,7 +84,7 @@ def test_the_peer_closes_and_its_close_frame_is_answered() -> None:
     for chunks in splits(frame(CLOSE, close_payload(1001, "away"))):
         protocol = server()
         feed(protocol, *chunks)
-        assert protocol._data_to_send() == frame(CLOSE, close_payload(1001, "away"), key=None)
+        assert protocol._data_to_send() == frame(CLOSE, close_payload(1001, "away"), masked=False)
         assert protocol.closed
         assert (protocol.close_code, protocol.close_reason) == (
             CloseReason.GOING_AWAY,
@@ -138,14 +96,14 @@ def test_the_peer_closes_and_its_close_frame_is_answered() -> None:
 def test_an_empty_close_frame_is_answered_with_an_empty_one() -> None:
     protocol = server()
     feed(protocol, frame(CLOSE))
-    assert protocol._data_to_send() == frame(CLOSE, key=None)
+    assert protocol._data_to_send() == frame(CLOSE, masked=False)
     assert protocol.close_code == CloseReason.NO_STATUS_RCVD
 
 
 def test_our_close_then_the_peers_answer() -> None:
     protocol = server()
     protocol._start_close(4000, "done")
-    assert protocol._data_to_send() == frame(CLOSE, close_payload(4000, "done"), key=None)
+    assert protocol._data_to_send() == frame(CLOSE, close_payload(4000, "done"), masked=False)
     assert not protocol.open
     assert not protocol.closed
     with pytest.raises(ConnectionClosed) as raised:
@@ -175,7 +133,7 @@ def invalid_utf8_fragments() -> bytes:
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (frame(TEXT, b"unmasked", key=None), CloseReason.PROTOCOL_ERROR),
+        (frame(TEXT, b"unmasked", masked=False), CloseReason.PROTOCOL_ERROR),
         (frame(3, b"reserved opcode"), CloseReason.PROTOCOL_ERROR),
         (frame(TEXT, b"rsv1", rsv=4), CloseReason.PROTOCOL_ERROR),
         (frame(PING, b"unfinished", fin=False), CloseReason.PROTOCOL_ERROR),
@@ -274,12 +232,12 @@ def test_a_step_hands_wsproto_a_bounded_number_of_frames_and_pongs_once() -> Non
     protocol._receive_data(b"".join(frame(PING, b"%d" % i) for i in range(FRAMES_PER_STEP + 4)), 0.0)
     protocol._parse()
     assert protocol._tired
-    assert protocol._data_to_send() == frame(PONG, b"%d" % (FRAMES_PER_STEP - 1), key=None)
+    assert protocol._data_to_send() == frame(PONG, b"%d" % (FRAMES_PER_STEP - 1), masked=False)
     protocol._tired = False
     protocol._parse()
     assert not protocol._tired
     assert protocol._unparsed == b""
-    assert protocol._data_to_send() == frame(PONG, b"%d" % (FRAMES_PER_STEP + 3), key=None)
+    assert protocol._data_to_send() == frame(PONG, b"%d" % (FRAMES_PER_STEP + 3), masked=False)
 
 
 def test_a_peer_that_leaves_too_much_unread_is_closed_with_1008() -> None:
@@ -291,7 +249,7 @@ def test_a_peer_that_leaves_too_much_unread_is_closed_with_1008() -> None:
     protocol.write_message(bytes(60))  # 124 over 100: the backlog is dropped
     assert protocol.closed
     assert protocol.close_code == CloseReason.POLICY_VIOLATION
-    expected = frame(CLOSE, close_payload(1008, "send queue full: the client reads too slowly"), key=None)
+    expected = frame(CLOSE, close_payload(1008, "send queue full: the client reads too slowly"), masked=False)
     assert protocol._data_to_send() == expected
 
 
@@ -301,13 +259,13 @@ def test_a_peer_that_leaves_too_much_unread_is_closed_with_1008() -> None:
 @pytest.mark.parametrize(
     ("data", "opcode", "sent"),
     [
-        ("héllo", None, frame(TEXT, "héllo".encode(), key=None)),
-        (b"\x00\x01", None, frame(BINARY, b"\x00\x01", key=None)),
-        (bytes(300), None, frame(BINARY, bytes(300), key=None)),
-        (bytes(70_000), None, frame(BINARY, bytes(70_000), key=None)),
-        ("as binary", 2, frame(BINARY, b"as binary", key=None)),
-        ("é".encode(), 1, frame(TEXT, "é".encode(), key=None)),
-        ("", None, frame(TEXT, key=None)),
+        ("héllo", None, frame(TEXT, "héllo".encode(), masked=False)),
+        (b"\x00\x01", None, frame(BINARY, b"\x00\x01", masked=False)),
+        (bytes(300), None, frame(BINARY, bytes(300), masked=False)),
+        (bytes(70_000), None, frame(BINARY, bytes(70_000), masked=False)),
+        ("as binary", 2, frame(BINARY, b"as binary", masked=False)),
+        ("é".encode(), 1, frame(TEXT, "é".encode(), masked=False)),
+        ("", None, frame(TEXT, masked=False)),
     ],
 )
 def test_a_message_is_sent_as_one_frame(data: str | bytes, opcode: int | None, sent: bytes) -> None:
@@ -336,8 +294,8 @@ def test_a_client_masks_and_a_server_reads_it() -> None:
     peer = server()
     assert feed(peer, sent) == ["from the client", bytes(range(256)) * 300]
     answer = peer._data_to_send()
-    assert answer == frame(PONG, b"p", key=None)
-    assert feed(client, frame(TEXT, b"from the server", key=None), answer) == ["from the server"]
+    assert answer == frame(PONG, b"p", masked=False)
+    assert feed(client, frame(TEXT, b"from the server", masked=False), answer) == ["from the server"]
     assert feed(client, frame(TEXT, b"masked by a server")) == []
     assert client.close_code == CloseReason.PROTOCOL_ERROR
 
@@ -367,26 +325,28 @@ def test_keep_alive_pings_after_silence_and_closes_without_an_answer() -> None:
     protocol._keep_alive(109.9)
     assert protocol._data_to_send() == b""
     protocol._keep_alive(110.0)
-    assert protocol._data_to_send() == frame(PING, b"keepalive", key=None)
+    assert protocol._data_to_send() == frame(PING, b"keepalive", masked=False)
     protocol._keep_alive(114.9)
     assert protocol._data_to_send() == b""
     assert protocol.open
     protocol._keep_alive(115.0)
     assert protocol.closed
     assert protocol.close_code == CloseReason.INTERNAL_ERROR
-    assert protocol._data_to_send() == frame(CLOSE, close_payload(1011, "keepalive ping timeout"), key=None)
+    assert protocol._data_to_send() == frame(
+        CLOSE, close_payload(1011, "keepalive ping timeout"), masked=False
+    )
 
 
 def test_keep_alive_counts_silence_from_the_last_bytes_heard() -> None:
     protocol = WebSocketProtocol(None, WebSocketConfig(ping_interval=10, ping_timeout=5), now=0.0)
     protocol._keep_alive(10.0)
-    assert protocol._data_to_send() == frame(PING, b"keepalive", key=None)
+    assert protocol._data_to_send() == frame(PING, b"keepalive", masked=False)
     feed(protocol, frame(PONG, b"keepalive"), now=12.0)  # any bytes answer it
     protocol._keep_alive(21.9)
     assert protocol._data_to_send() == b""
     assert protocol.open
     protocol._keep_alive(22.0)
-    assert protocol._data_to_send() == frame(PING, b"keepalive", key=None)
+    assert protocol._data_to_send() == frame(PING, b"keepalive", masked=False)
 
 
 def test_no_keep_alive_without_an_interval() -> None:
