@@ -1,10 +1,12 @@
 """One HTTP/1.1 connection: h11 parses, the WSGI bridge answers, in order, with keep-alive.
 
 ``HTTPConnection`` reads the requests and decides the answers; its base class
-``_http_send.ResponseWriter`` writes them (send deadlines, error answers, lingering close).
+``_http_send.ResponseWriter`` writes them (heads framed by ``_http_framing``, send deadlines,
+error answers, lingering close).
 
-Rule 1: one ``h11.Connection`` per socket; requests on it are answered one after another,
-so pipelined requests are answered in order (h11 buffers the ones that wait).
+Rule 1: one ``h11.Connection`` per request, as its parser only: requests are answered one
+after another, so pipelined requests are answered in order; the bytes one request's parser
+holds past its end (the next requests, the end of the stream) go to the next request's.
 Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
 a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
 waits on the network, and chunked bodies get a CONTENT_LENGTH.
@@ -32,6 +34,7 @@ import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection, switching_protocols
+from ._http_framing import persists
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
 from ._sockets import read_nowait
@@ -104,8 +107,13 @@ class HTTPConnection(ResponseWriter):
         """``client`` and ``local`` are the peer's and the local address and port (None for
         a Unix socket), as the accept loop knows them."""
         config = server.config
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
-        super().__init__(stream, server, conn, peer_label(client))
+        super().__init__(stream, server, peer_label(client))
+        #: the parser of the request at hand (Rule 1)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
+        #: no request was parsed on this connection yet
+        self.first = True
+        #: per request: the client expects "100 Continue" and has not had it
+        self.continue_due = False
         #: the peer's (host, port), None for a Unix socket
         self.peer = client
         #: the environ keys shared by every request of this connection
@@ -131,7 +139,15 @@ class HTTPConnection(ResponseWriter):
                 request = await self._read_request()
                 if request is None or not await self._respond(request):
                     break
-                self.conn.start_next_cycle()
+                data, ended = self.conn.trailing_data
+                self.conn = h11.Connection(
+                    h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size
+                )
+                if data:
+                    self.conn.receive_data(data)
+                if ended:
+                    self.conn.receive_data(b"")  # h11's end of the stream
+                self.first = False
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             if status == 431:
@@ -152,6 +168,7 @@ class HTTPConnection(ResponseWriter):
         """
         conn = self.conn
         self.is_head = False  # an error answer before the request is parsed has a body
+        self.head_sent, self.response, self.sent_bytes, self.http_11 = False, None, 0, False
         self.chunked = None
         buffered = conn.trailing_data[0]
         end = head_end(buffered)
@@ -168,6 +185,11 @@ class HTTPConnection(ResponseWriter):
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             check_request(event)
+            self.http_11 = event.http_version == b"1.1"
+            self.persistent = persists(
+                event.http_version, [v for n, v in fields if n.lower() == b"connection"]
+            )
+            self.continue_due = conn.they_are_waiting_for_100_continue
             if chunked:
                 self.chunked = ChunkedBody(self.server.config.max_header_size)
                 self.chunked.feed(conn.trailing_data[0])
@@ -197,10 +219,10 @@ class HTTPConnection(ResponseWriter):
                 conn.receive_data(data)
                 head += data
                 begun = True
-            elif conn.their_http_version is not None:
+            elif not self.first:
                 return None, None
             idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
-        elif not begun and conn.their_http_version is None and self.tls is None:
+        elif not begun and self.first and self.tls is None:
             # Rule 5: a new connection's first request is read without a wait if it is here.
             data = read_nowait(self.stream.socket.fileno())
             if data is not None:
@@ -270,8 +292,9 @@ class HTTPConnection(ResponseWriter):
         deadline = trio.current_time() + config.body_timeout
         while type(event) is not h11.EndOfMessage:
             if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+                if self.continue_due:
+                    self.continue_due = False
+                    await self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 with trio.move_on_at(min(deadline, trio.current_time() + config.header_timeout)) as scope:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 if scope.cancelled_caught:
@@ -312,8 +335,6 @@ class HTTPConnection(ResponseWriter):
         environ = build_environ(self.base_environ, request, body, length)
         if self.trust_proxy:
             apply_proxy_headers(environ, server.config.trusted_proxies)
-        self.head_sent = False
-        self.sent_bytes = 0
         slot = None
         switched = False
         if "HTTP_UPGRADE" in environ:
@@ -326,7 +347,7 @@ class HTTPConnection(ResponseWriter):
                 await self._write(switching_protocols(handshake + response.headers))
                 switched = True
             elif response.streamed:
-                await self._write(self.conn.send(h11.EndOfMessage()))
+                await self._end_stream()
             else:
                 await self._send_response(response)
         except (*_DISCONNECTS, _ClientGone):
@@ -365,7 +386,7 @@ class HTTPConnection(ResponseWriter):
             self.upgrade = (self._websocket(slot, environ), slot)
             slot.request = slot.accept = None  # the WebSocket holds what is needed
             return False
-        return self.conn.our_state is h11.DONE and not server.closing
+        return self.response is not None and self.response.keep_alive and not server.closing
 
     def _websocket(self, slot: UpgradeSlot, environ: Environ) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""

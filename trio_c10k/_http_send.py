@@ -1,13 +1,15 @@
 """The sending half of an HTTP connection: response heads and bodies, streamed chunks, error
 answers, each written to the socket with a deadline.
 
-``ResponseWriter`` is the base class of ``_http.HTTPConnection``: it holds the socket, the h11
-connection and what is sent for the request at hand; the subclass reads the requests and
-decides the answers. It never reads the socket, except to drop what a client still sends
-after an error answer (``linger``).
+``ResponseWriter`` is the base class of ``_http.HTTPConnection``: it holds the socket and what
+is sent for the request at hand; the subclass reads the requests and decides the answers. It
+never reads the socket, except to drop what a client still sends after an error answer
+(``linger``).
 
-Rule 1: if writing to the socket raises anything, including ``Cancelled``, h11 is told with
-``send_failed()`` and the exception goes on.
+Rule 1: heads and framing come from ``_http_framing`` (h11 only parses, in ``_http``). Once a
+byte of a response head is handed to the socket (``head_sent``) no other answer is written for
+that request: if writing fails, or the application's body breaks its framing, the connection
+ends.
 Rule 2: every write has a deadline for progress: a client that takes no byte for
 ``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
 worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
@@ -27,11 +29,11 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol
 
-import h11
 import trio
 
 from ._config import Config
 from ._counters import Counters
+from ._http_framing import LAST_CHUNK, ResponseHead, chunk, response_head
 from ._sockets import reset_on_close, writev_nowait
 from ._threads import WorkerThreads
 from ._tls_stream import TLSStream
@@ -101,54 +103,76 @@ class ResponseWriter:
     Resource handling: the caller owns the stream and closes it; this object only writes it.
     """
 
-    def __init__(
-        self, stream: trio.SocketStream | TLSStream, server: SenderOwner, conn: h11.Connection, client: str
-    ) -> None:
+    def __init__(self, stream: trio.SocketStream | TLSStream, server: SenderOwner, client: str) -> None:
         #: the accepted socket, or the TLS stream over it
         self.stream = stream
         #: the TLS state: what is written is encrypted with it first; None in plain text
         self.tls = stream.tls if isinstance(stream, TLSStream) else None
         #: the owner: config, worker threads, whether it is closing
         self.server = server
-        #: h11's state machine for this socket
-        self.conn = conn
         #: the peer, as the logs show it
         self.client = client
-        #: per request: the response head went out already (streaming)
+        #: per request: a byte of the response head went to the socket (Rule 1)
         self.head_sent = False
         #: per request: the request is HEAD, so no body is sent
         self.is_head = False
+        #: per request: the request is HTTP/1.1 (an error answer before one is parsed: 1.0)
+        self.http_11 = False
+        #: per request: the request lets the connection serve another
+        self.persistent = False
+        #: per request: the head of the answer, once built
+        self.response: ResponseHead | None = None
+        #: per request: body bytes the Content-Length of a streamed answer still expects
+        self.body_left = 0
         #: per request: body bytes sent, for the access log
         self.sent_bytes = 0
 
-    def _head(self, status: int, reason: bytes, headers: Headers) -> bytes:
-        headers = [*headers, (b"date", _http_date())]
-        if self.server.closing:
-            headers.append((b"connection", b"close"))
-        return self.conn.send(h11.Response(status_code=status, reason=reason, headers=headers))
+    def _head(self, status: int, reason: bytes, headers: Headers) -> ResponseHead:
+        """The head of this request's answer (``ValueError`` if the application's fields are
+        not sendable: ``_http_framing`` Rule 2)."""
+        self.response = response_head(
+            status,
+            reason,
+            [*headers, (b"date", _http_date())],
+            head_request=self.is_head,
+            http_11=self.http_11,
+            keep_alive=self.persistent and not self.server.closing,
+        )
+        return self.response
 
     async def _send_response(self, response: AppResponse) -> None:
-        conn, file = self.conn, response.file
+        file = response.file
         try:
             head = self._head(response.status, response.reason, response.headers)
-            body = file if file is not None else response.body
-            if not body or self.is_head or response.status in (204, 304):
-                await self._write(head, conn.send(h11.EndOfMessage()))
+            if file is not None and not head.bodiless:  # its Content-Length is the file's
+                self.head_sent = True
+                await self._write(head.data)
+                await self._send_file(file)
                 return
-            # h11 frames the body object itself, uncopied; a file body has a Content-Length, so
-            # h11 adds nothing around it.
-            data = h11.Data(data=body)  # type: ignore[arg-type]  # any object with len(), for sendfile
-            pieces = conn.send_with_data_passthrough(data) or ()
-            if file is None:
-                await self._write(head, *pieces, conn.send(h11.EndOfMessage()))
-                self.sent_bytes = len(body)
-                return
-            await self._write(head)
-            await self._send_file(file)
-            await self._write(conn.send(h11.EndOfMessage()))
+            body = response.body
+            if head.bodiless:
+                body = b""
+            elif head.length is not None and head.length != len(body):
+                raise ValueError(f"a {len(body)}-byte body with Content-Length {head.length}")
+            self.head_sent = True
+            if head.chunked:
+                await self._write(head.data, *chunk(body), LAST_CHUNK) if body else await self._write(
+                    head.data, LAST_CHUNK
+                )
+            else:
+                await self._write(head.data, body)
+            self.sent_bytes = len(body)
         finally:
             if file is not None:
                 os.close(file.fd)
+
+    async def _end_stream(self) -> None:
+        """End a streamed body whose chunks went out (``_stream_chunk``)."""
+        assert self.response is not None
+        if self.response.chunked:
+            await self._write(LAST_CHUNK)
+        elif self.body_left:
+            raise ValueError(f"the streamed body ended {self.body_left} bytes short of its Content-Length")
 
     async def _send_file(self, file: FileBody) -> None:
         """Send ``file`` with sendfile(2) from the event loop, within ``send_timeout`` per step
@@ -158,50 +182,52 @@ class ResponseWriter:
             return
         sock = self.stream.socket.fileno()
         offset, end = file.offset, file.offset + file.length
-        try:
-            while offset < end:
-                try:
-                    sent = os.sendfile(sock, file.fd, offset, end - offset)
-                except BlockingIOError:
-                    await self._wait_writable(sock)
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise trio.BrokenResourceError from exc
-                if not sent:
-                    raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
-                offset += sent
-                self.sent_bytes += sent
-                await trio.lowlevel.checkpoint()  # a fast reader does not keep the loop
-        except BaseException:
-            self.conn.send_failed()
-            raise
+        while offset < end:
+            try:
+                sent = os.sendfile(sock, file.fd, offset, end - offset)
+            except BlockingIOError:
+                await self._wait_writable(sock)
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise trio.BrokenResourceError from exc
+            if not sent:
+                raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
+            offset += sent
+            self.sent_bytes += sent
+            await trio.lowlevel.checkpoint()  # a fast reader does not keep the loop
 
     async def _send_file_tls(self, file: FileBody) -> None:
         offset, end = file.offset, file.offset + file.length
         while offset < end:
             chunk = os.pread(file.fd, min(FILE_CHUNK, end - offset), offset)
             if not chunk:
-                self.conn.send_failed()
                 raise OSError(f"the file ended {end - offset} bytes short of its Content-Length")
             await self._write(chunk)
             offset += len(chunk)
             self.sent_bytes += len(chunk)
 
-    def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+    def _stream_from_thread(self, status: int, reason: bytes, headers: Headers, data: bytes) -> None:
         trio.from_thread.run(
-            self._stream_chunk, status, reason, headers, chunk, trio_token=self.server.workers.token
+            self._stream_chunk, status, reason, headers, data, trio_token=self.server.workers.token
         )
 
-    async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, chunk: bytes) -> None:
+    async def _stream_chunk(self, status: int, reason: bytes, headers: Headers, data: bytes) -> None:
         """Write one chunk of a streamed body (called from the worker thread)."""
         try:
             pieces: list[bytes] = []
-            if not self.head_sent:
+            head = self.response
+            if head is None:
+                head = self._head(status, reason, headers)
+                self.body_left = head.length or 0
                 self.head_sent = True
-                pieces.append(self._head(status, reason, headers))
-            if not self.is_head:
-                pieces += self.conn.send_with_data_passthrough(h11.Data(data=chunk)) or ()
-                self.sent_bytes += len(chunk)
+                pieces.append(head.data)
+            if not head.bodiless:
+                if head.length is not None:
+                    if len(data) > self.body_left:
+                        raise ValueError(f"the streamed body is longer than its Content-Length {head.length}")
+                    self.body_left -= len(data)
+                pieces += chunk(data) if head.chunked else (data,)
+                self.sent_bytes += len(data)
             await self._write(*pieces)
         except _DISCONNECTS as exc:
             raise _ClientGone from exc
@@ -228,11 +254,7 @@ class ResponseWriter:
                     sent = 0
                     await self._wait_writable(fd)
         except OSError as exc:
-            self.conn.send_failed()
             raise trio.BrokenResourceError from exc
-        except BaseException:
-            self.conn.send_failed()
-            raise
 
     async def _wait_writable(self, fd: int) -> None:
         """Wait until the socket takes bytes again, at most ``send_timeout``."""
@@ -252,26 +274,28 @@ class ResponseWriter:
         """Answer ``status`` with ``reason`` as plain text, then let the connection close."""
         if not logged:
             log.info("%s: %d %s", self.client, status, reason)
-        conn = self.conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self.head_sent:  # Rule 1: too late for another answer
             return
         self.server.counters.responses[status // 100] += 1
         body = b"" if self.is_head else (reason + "\n").encode()
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"connection", b"close"),
+            (b"content-length", b"%d" % len(body)),
             (b"date", _http_date()),
         ]
+        head = response_head(
+            status,
+            HTTPStatus(status).phrase.encode(),
+            headers,
+            head_request=False,
+            http_11=False,
+            keep_alive=False,
+        )
+        self.head_sent = True
         try:
-            data = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
-            )
-            if body:
-                data += conn.send(h11.Data(data=body))
-            await self._write(data + conn.send(h11.EndOfMessage()))
+            await self._write(head.data, body)
             await linger(self.stream, LINGER_TIME, LINGER_BYTES)
-        except (*_DISCONNECTS, h11.LocalProtocolError):
+        except _DISCONNECTS:
             log.debug("%s: could not send the %d answer", self.client, status)
 
 

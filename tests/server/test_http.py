@@ -320,6 +320,79 @@ async def test_invalid_response_header_from_the_app_gives_500(start_server: Star
     assert b"never sent" not in data
 
 
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([("Content-Length", "10")], [b"short"]),
+        ([("Content-Length", "2")], [b"too long"]),
+        ([("Transfer-Encoding", "chunked")], [b"3\r\nabc\r\n0\r\n\r\n"]),
+    ],
+    ids=["shorter-than-its-length", "longer-than-its-length", "transfer-encoding"],
+)
+async def test_a_body_whose_framing_the_app_breaks_gets_500_and_no_byte_of_it(
+    start_server: StartServer, headers: list[tuple[str, str]], body: list[bytes]
+) -> None:
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", headers)
+        return body
+
+    server = await start_server(app=app)
+    stream = await connect(server)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = await read_until_closed(stream)
+    assert status_line(data) == b"HTTP/1.1 500 Internal Server Error"
+    assert body[0] not in data
+
+
+async def test_a_streamed_body_past_its_content_length_ends_the_connection(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("Content-Length", "4")])
+        yield b"abc"
+        yield b"de"  # one byte too many: never sent
+
+    server = await start_server(app=app)
+    stream = await connect(server)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = await read_until_closed(stream)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\nabc")  # the client can tell: 3 bytes of 4, then the close
+    assert [r.levelno for r in caplog.records if r.name == "trio_c10k.http"] == [logging.ERROR]
+
+
+async def test_the_app_saying_connection_close_ends_the_connection_after_its_answer(
+    start_server: StartServer,
+) -> None:
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("Content-Length", "2"), ("Connection", "close")])
+        return [b"ok"]
+
+    server = await start_server(app=app)
+    stream = await connect(server)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = await read_until_closed(stream)
+    assert data.count(b"HTTP/1.1 200 OK") == 1
+    assert b"\r\nconnection: close\r\n" in data
+    assert body_of(data) == b"ok"
+
+
+async def test_an_http_1_0_client_gets_a_streamed_body_until_the_close(start_server: StartServer) -> None:
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"one"
+        yield b"two"
+
+    server = await start_server(app=app)
+    stream = await connect(server)
+    await stream.send_all(b"GET / HTTP/1.0\r\n\r\n")
+    data = await read_until_closed(stream)
+    assert status_line(data) == b"HTTP/1.1 200 OK"
+    assert b"transfer-encoding" not in data.lower()
+    assert b"\r\nconnection: close\r\n" in data
+    assert body_of(data) == b"onetwo"
+
+
 async def test_django_view_exception_gives_djangos_500(server: Server) -> None:
     client = await Client.open(server)
     response, _ = await client.get("/t/error/")
