@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
 from ._deflate import BoundedDeflate
+from ._http_framing import check_field
 
 #: the only version RFC 6455 defines; anything else gets 426 with this version advertised
 WEBSOCKET_VERSION = "13"
@@ -180,8 +180,6 @@ def _same_domain(host: str, pattern: str) -> bool:
     return bool(pattern) and host == pattern
 
 
-#: field lines as RFC 9110 section 5 allows them: a token, ": ", a value without CR, LF or NUL
-_FIELD_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\0]*\r\n)*")
 # A 101 has no body (RFC 9110 section 15.2): the application's framing headers are dropped.
 _NOT_IN_101 = frozenset({b"content-length", b"content-type", b"transfer-encoding"})
 
@@ -192,15 +190,16 @@ def switching_protocols(headers: list[tuple[bytes, bytes]]) -> bytes:
     Django's middleware added), but Content-Length, Content-Type and Transfer-Encoding.
 
     Raises:
-        ValueError: a name is not a token, or a value holds CR, LF or NUL (a header injection;
-            h11 refuses the same).
+        ValueError: a name is not a token, or a value holds a control character but HTAB (CR
+            LF would be a header injection): ``_http_framing.check_field``.
     """
-    kept = [name + b": " + value + b"\r\n" for name, value in headers if name.lower() not in _NOT_IN_101]
-    fields = b"".join(kept)
-    # One line per field: a CRLF inside a name or value would make a line of its own.
-    if fields.count(b"\n") != len(kept) or not _FIELD_LINES.fullmatch(fields):
-        raise ValueError(f"invalid header in the 101 answer: {headers!r}")
-    return b"HTTP/1.1 101 Switching Protocols\r\n" + fields + b"\r\n"
+    lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+    for name, value in headers:
+        if name.lower() not in _NOT_IN_101:
+            check_field(name, value)
+            lines += name, b": ", value, b"\r\n"
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def server_connection(accept: Accept) -> Connection | None:

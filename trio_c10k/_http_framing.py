@@ -59,6 +59,13 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
     return b"%x\r\n" % len(data), data, b"\r\n"
 
 
+def check_field(name: bytes, value: bytes) -> None:
+    """Refuse a field a response may not carry (Rule 2): ``ValueError`` unless ``name`` is a
+    token and ``value`` holds no control character but HTAB."""
+    if not name or name.translate(None, _TOKEN) or len(value.translate(None, _CTL)) != len(value):
+        raise ValueError(f"invalid response header {name!r}: {value!r}")
+
+
 def persists(http_version: bytes, connection: list[bytes]) -> bool:
     """Whether a request lets its connection serve another (RFC 9112 section 9.3): HTTP/1.1,
     and no ``close`` among its ``connection`` header values."""
@@ -90,8 +97,7 @@ def response_head(
     length: int | None = None
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     for name, value in headers:
-        if name.translate(None, _TOKEN) or not name or len(value.translate(None, _CTL)) != len(value):
-            raise ValueError(f"invalid response header {name!r}: {value!r}")
+        check_field(name, value)
         lower = name.lower()
         if lower == b"content-length":
             if not value.isdigit() or (length is not None and int(value) != length):

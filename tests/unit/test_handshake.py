@@ -176,5 +176,5 @@ def test_switching_protocols_head_is_byte_exact() -> None:
     ],
 )
 def test_switching_protocols_refuses_header_injection(header: tuple[bytes, bytes]) -> None:
-    with pytest.raises(ValueError, match="invalid header"):
+    with pytest.raises(ValueError, match="invalid response header"):
         switching_protocols([(b"Upgrade", b"websocket"), header])
