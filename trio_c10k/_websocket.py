@@ -21,7 +21,9 @@ socket is closed with bytes still unsent, it is reset (SO_LINGER 0), so the peer
 what follows a truncated frame for its end.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
 exists only while the kernel does not take what is queued, and one ``keep_alive`` task
-(``_ws_tasks``) pings every connection of a server that falls silent.
+(``_ws_tasks``) pings every connection of a server that falls silent. While its writer task
+runs, a connection is in its server's ``Counters.backlogged``, the set the gauge of queued
+bytes reads (``_counters``, Rule 4).
 The reader and writer run in a nursery the caller owns (the server's connection nursery), not
 one of their own; they end by themselves once the connection is closed and its socket with
 it. Every wait (a message, room in the inbox or the send queue, the close) parks in ``_wait``
@@ -288,6 +290,7 @@ class WebSocket(WebSocketProtocol):
                     self._wake()
         finally:
             self._writer_running = False
+            self._counters.backlogged.discard(self)
 
     # -- the protocol's hooks -----------------------------------------------------------
 
@@ -394,6 +397,7 @@ class WebSocket(WebSocketProtocol):
     def _start_writer(self) -> None:
         if not self._writer_running and self._nursery is not None:
             self._writer_running = True
+            self._counters.backlogged.add(self)  # its queued bytes count in the gauge from now on
             self._nursery.start_soon(self._writer, name="trio_c10k websocket writer")
 
     def _wait(self) -> Awaitable[None]:
