@@ -76,7 +76,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     ),
     "trio_c10k_websocket_send_queue_bytes": (
         "gauge",
-        "Bytes queued for the WebSockets whose writer task waits for the kernel",
+        "Bytes waiting in the send queues of WebSockets the kernel refused bytes to (slow consumers)",
         (),
         "livesum",
     ),
