@@ -10,15 +10,31 @@ Rule 2: only the server's event loop thread writes them (WebSocket events, HTTP 
 ``+=`` needs no lock; a reader in another thread sees a value at most one event old.
 Rule 3: they only grow; gauges (connections open, queued bytes, threads busy) are not kept
 here but computed from the server's state when metrics are collected.
+Rule 4: the one thing kept here for a gauge is ``backlogged``: the WebSockets whose writer
+task runs (``_websocket``), the only ones with bytes waiting past the scheduling round they
+were sent in, each with what the kernel has not taken yet of the batch the writer is writing.
+The writer adds its connection as it starts, updates that number after each write and removes
+it as it ends. The gauge of queued bytes adds up each one's send queue (``_queued``) and that
+number: exact for the bytes a slow consumer leaves waiting, it costs nothing per idle
+connection, and the hot path (a write the kernel takes whole, the flusher) never touches it.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
+
+
+class Backlogged(Protocol):
+    """What the gauge of queued bytes reads of a connection (``WebSocket`` has it)."""
+
+    _queued: int
 
 
 class Counters:
     """What happened since the server started (see the module's rules)."""
 
     __slots__ = (
+        "backlogged",
         "bytes_in",
         "bytes_out",
         "messages_in",
@@ -42,7 +58,11 @@ class Counters:
         self.bytes_out = 0
         #: connections closed with 1008 because their send queue overflowed (slow consumers)
         self.slow_closed = 0
+        #: the WebSockets whose writer task runs (the kernel refused bytes), each with the bytes
+        #: of the batch being written that the kernel has not taken yet (Rule 4)
+        self.backlogged: dict[Backlogged, int] = {}
 
 
-#: where the connections of no server (clients) count: never read
+#: where the connections of no server (clients) count: never read (its ``backlogged`` holds a
+#: client's connection only while its writer task runs)
 UNCOUNTED = Counters()

@@ -21,7 +21,8 @@ socket is closed with bytes still unsent, it is reset (SO_LINGER 0), so the peer
 what follows a truncated frame for its end.
 Rule 4: an idle connection has one task (its reader) beside the handler; the writer task
 exists only while the kernel does not take what is queued, and one ``keep_alive`` task
-(``_ws_tasks``) pings every connection of a server that falls silent.
+(``_ws_tasks``) pings every connection of a server that falls silent. While its writer task
+runs, a connection is in its server's ``Counters.backlogged`` (``_counters``, Rule 4).
 The reader and writer run in a nursery the caller owns (the server's connection nursery), not
 one of their own; they end by themselves once the connection is closed and its socket with
 it. Every wait (a message, room in the inbox or the send queue, the close) parks in ``_wait``
@@ -273,14 +274,21 @@ class WebSocket(WebSocketProtocol):
             self._mark_closed(ABNORMAL, "")
 
     async def _writer(self) -> None:
+        # trio's socket writes, not ``send_all``: what the kernel has not taken of the batch is
+        # then known after each write, for the gauge of queued bytes (``Counters.backlogged``).
+        backlogged, sock = self._counters.backlogged, self._stream.socket
         try:
             while self._queue:
-                data = self._data_to_send()
+                data = memoryview(self._data_to_send())
+                backlogged[self] = len(data)
                 self._writing = True
                 try:
-                    await self._stream.send_all(data)
-                    self._counters.bytes_out += len(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    while data:
+                        sent = await sock.send(data)
+                        self._counters.bytes_out += sent
+                        data = data[sent:]
+                        backlogged[self] = len(data)
+                except (OSError, trio.ClosedResourceError):  # reset, or closed under us
                     self._mark_closed(ABNORMAL, "")
                     return
                 finally:
@@ -288,6 +296,7 @@ class WebSocket(WebSocketProtocol):
                     self._wake()
         finally:
             self._writer_running = False
+            backlogged.pop(self, None)
 
     # -- the protocol's hooks -----------------------------------------------------------
 
@@ -394,6 +403,7 @@ class WebSocket(WebSocketProtocol):
     def _start_writer(self) -> None:
         if not self._writer_running and self._nursery is not None:
             self._writer_running = True
+            self._counters.backlogged[self] = 0  # its queued bytes count in the gauge from now on
             self._nursery.start_soon(self._writer, name="trio_c10k websocket writer")
 
     def _wait(self) -> Awaitable[None]:

@@ -4,6 +4,7 @@ from the view's answer as Prometheus parses it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import trio
 import trio.testing
@@ -12,7 +13,8 @@ from wsproto.frame_protocol import CloseReason
 
 from tests import views
 from tests.helpers import Client, RawWebSocket, StartServer, header, url
-from trio_c10k import Server, WebSocketConfig
+from trio_c10k import Server, WebSocket, WebSocketConfig
+from trio_c10k._frames import encode_frame
 from trio_c10k.client import open_websocket
 
 Values = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -114,19 +116,90 @@ async def test_a_slow_consumer_closed_is_counted(start_server: StartServer) -> N
     assert 65536 < value(values, "trio_c10k_websocket_sent_bytes_total") < sent * 65536
 
 
-async def test_the_send_queue_bytes_are_summed_at_scrape_time(start_server: StartServer) -> None:
+async def backlogged(server: Server) -> tuple[RawWebSocket, WebSocket, int]:
+    """A client of the echo handler that does not read, and its server-side WebSocket written
+    to (60,000-byte messages, one per scheduling round, each straight to the socket) until the
+    kernel refuses bytes and the writer task is stuck sending the rest; the bytes written."""
+    raw = await RawWebSocket.open(server, "/t/ws/echo/")
+    await trio.testing.wait_all_tasks_blocked()
+    (ws,) = server.websockets
+    written = 0
+    while not ws._writer_running:
+        ws.write_message(b"x" * 60000)
+        written += len(encode_frame(b"x" * 60000))
+        await trio.testing.wait_all_tasks_blocked()  # a new round: the next frame goes straight out
+    assert ws._queued == 0  # the writer task took the rest of the frame
+    return raw, ws, written
+
+
+async def test_the_send_queue_bytes_count_what_waits_for_a_peer_that_does_not_read(
+    start_server: StartServer,
+) -> None:
+    """The bytes a client that does not read leaves waiting, as the view reads them: what the
+    kernel has not taken (written less sent, both read in the same step), the rest of the
+    batch the writer task is writing and the frames queued behind it; 0 again once the client
+    read everything."""
     server = await start_server(websocket=WebSocketConfig(send_queue_size=64 * 1024 * 1024))
     with trio.fail_after(20):
-        raw = await RawWebSocket.open(server, "/t/ws/echo/")
+        raw, ws, written = await backlogged(server)
+        for _ in range(3):  # queued: the writer task runs
+            ws.write_message(b"y" * 1000)
+        written += 3 * len(encode_frame(b"y" * 1000))
+        assert list(server.counters.backlogged) == [ws]
+        stuck = await scrape(server)
+        received = 0
+        while received < written:  # the client reads everything: the writer task ends
+            received += len(await raw.stream.receive_some(1 << 20))
         await trio.testing.wait_all_tasks_blocked()
-        (ws,) = server.websockets
-        ws._queue.append(b"x" * 1000)  # as if the kernel had refused them
-        ws._queued += 1000
-        values = await scrape(server)
-        ws._queue.clear()
-        ws._queued = 0
+        assert not server.counters.backlogged
+        drained = await scrape(server)
         await raw.stream.aclose()
-    assert value(values, "trio_c10k_websocket_send_queue_bytes") == 1000
+    waiting = value(stuck, "trio_c10k_websocket_send_queue_bytes")
+    assert waiting == written - value(stuck, "trio_c10k_websocket_sent_bytes_total")
+    assert waiting > 3 * 1004  # the rest of the frame the kernel took only part of counts too
+    assert value(drained, "trio_c10k_websocket_send_queue_bytes") == 0
+    assert value(drained, "trio_c10k_websocket_sent_bytes_total") == received == written
+
+
+async def test_the_send_queue_bytes_of_a_connection_lost_go_back_to_zero(start_server: StartServer) -> None:
+    server = await start_server(websocket=WebSocketConfig(send_queue_size=64 * 1024 * 1024))
+    with trio.fail_after(20):
+        raw, ws, written = await backlogged(server)
+        ws.write_message(b"y" * 1000)
+        written += len(encode_frame(b"y" * 1000))
+        stuck = await scrape(server)
+        await trio.aclose_forcefully(raw.stream)  # unread bytes: a reset
+        await ws.wait_closed()
+        await trio.testing.wait_all_tasks_blocked()  # the writer task ended
+        assert not server.counters.backlogged
+        lost = await scrape(server)
+    waiting = value(stuck, "trio_c10k_websocket_send_queue_bytes")
+    assert waiting == written - value(stuck, "trio_c10k_websocket_sent_bytes_total") > 1004
+    assert value(lost, "trio_c10k_websocket_send_queue_bytes") == 0
+
+
+class _Unwalkable(set[WebSocket]):
+    def __iter__(self) -> Iterator[WebSocket]:
+        raise AssertionError("a scrape walked the connections")
+
+
+async def test_a_scrape_walks_no_idle_connection(start_server: StartServer) -> None:
+    """The numbers of a server with idle WebSockets are read without visiting them: a read
+    costs the same at 100,000 connections as at none."""
+    server = await start_server()
+    with trio.fail_after(20):
+        raws = [await RawWebSocket.open(server, "/t/ws/echo/") for _ in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        websockets = server.websockets
+        server.websockets = _Unwalkable(websockets)
+        try:
+            values = await scrape(server)
+        finally:
+            server.websockets = websockets
+        for raw in raws:
+            await raw.stream.aclose()
+    assert value(values, "trio_c10k_websockets") == 3
+    assert value(values, "trio_c10k_websocket_send_queue_bytes") == 0
 
 
 async def test_mounted_behind_staff_member_required_it_sends_anonymous_users_to_log_in(
