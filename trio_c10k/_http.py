@@ -170,10 +170,11 @@ class HTTPConnection(ResponseWriter):
         self.is_head = False  # an error answer before the request is parsed has a body
         self.head_sent, self.response, self.sent_bytes, self.http_11 = False, None, 0, False
         self.chunked = None
-        buffered = conn.trailing_data[0]
+        buffered, ended = conn.trailing_data
         end = head_end(buffered)
         chunked = check_head(buffered[:end]) if end >= 0 else None
-        event: object = conn.next_event()
+        # With nothing received yet, h11 can only say NEED_DATA: it is not asked.
+        event: object = conn.next_event() if buffered or ended else h11.NEED_DATA
         if event is h11.NEED_DATA:
             event, chunked = await self._wait_for_request(bytearray(buffered))
         if isinstance(event, h11.Request):
@@ -204,7 +205,7 @@ class HTTPConnection(ResponseWriter):
         ``head`` holds the bytes of the head received so far; the bytes read are added to it.
         """
         conn, server, config = self.conn, self.server, self.server.config
-        begun = bool(head)
+        begun = fed = bool(head)  # fed: h11 was given bytes or the end of the stream
         chunked = None
         closing, idle_timeout = server.closing, config.keep_alive_timeout
         if closing and not begun:
@@ -218,7 +219,7 @@ class HTTPConnection(ResponseWriter):
             if data:
                 conn.receive_data(data)
                 head += data
-                begun = True
+                begun = fed = True
             elif not self.first:
                 return None, None
             idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
@@ -228,7 +229,7 @@ class HTTPConnection(ResponseWriter):
             if data is not None:
                 conn.receive_data(data)
                 head += data
-                begun = bool(data)
+                begun, fed = bool(data), True
                 if (end := head_end(head)) >= 0:  # whole: checked (Rule 4), then parsed
                     chunked = check_head(bytes(head[:end]))
                     if (event := conn.next_event()) is not h11.NEED_DATA:
@@ -239,7 +240,8 @@ class HTTPConnection(ResponseWriter):
             if not begun:
                 server.idle.add(scope)
             try:
-                while (event := conn.next_event()) is h11.NEED_DATA:
+                event = conn.next_event() if fed else h11.NEED_DATA
+                while event is h11.NEED_DATA:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                     if data and not begun:
                         begun = True
@@ -251,6 +253,7 @@ class HTTPConnection(ResponseWriter):
                         head += data
                         if (end := head_end(head, searched)) >= 0:
                             chunked = check_head(bytes(head[:end]))
+                    event = conn.next_event()
                 if chunked is None and isinstance(event, h11.Request):  # whole before any wait
                     chunked = check_head(bytes(head[: head_end(head)]))
                 return event, chunked  # type: ignore[return-value]  # Request or ConnectionClosed
