@@ -11,8 +11,8 @@ starts on a free port (no persistence). In one run:
    connection joins example_site's chat room ``/chat/bench/ws/`` (each handshake goes through
    Django's URLconf and middleware, each join reads the room's history from SQLite in a worker
    thread). ``--connections`` are opened from client processes (benchmarks/lib/client_workers.py,
-   each holding fewer than 20,000, each from its own source address 127.0.0.x, and fewer than
-   ``PORTS_PER_SOURCE``), ``--in-flight`` handshakes outstanding at a time: the time,
+   each holding fewer than 20,000 and fewer than ``PORTS_PER_SOURCE``, each from four source
+   addresses 127.0.0.x of its own in turn: ``spread_sources``), ``--in-flight`` handshakes outstanding at a time: the time,
    the handshakes per second over the first and the last tenth, the connections each worker
    holds (its sockets, /proc/PID/fd), and the RSS of the supervisor and its workers (not the
    clients') before and after, per connection.
@@ -52,7 +52,7 @@ from typing import Any
 
 import c10k
 from lib import broadcast
-from lib.client_workers import Clients
+from lib.client_workers import Clients, spread_sources
 from lib.common import free_port, log_trouble, update_results, versions
 from lib.workers import PORTS_PER_SOURCE, cpu_of, sockets, stop_all, wait_for_workers, worker_pids
 from scale_out_bench import start_redis
@@ -178,7 +178,7 @@ def measure_workers(
         everyone = [proc.pid, *pids]
         r["rss_before"] = rss_of(everyone)
         processes = args.client_processes
-        sources = [f"127.0.0.{i + 2}" for i in range(processes)]
+        sources = spread_sources(processes)
         clients = Clients(
             f"ws://127.0.0.1:{port}/chat/bench/ws/",
             processes,

@@ -8,8 +8,8 @@
 each more than a 2-core machine has; 10 s makes it 10,000.)
 
 Each server holds ``--connections`` idle WebSocket connections, opened from client processes
-(benchmarks/lib/client_workers.py: raw sockets, one epoll loop each, each from its own source
-address 127.0.0.2, 127.0.0.3..., fewer than ``PORTS_PER_SOURCE`` connections each, at least 2)
+(benchmarks/lib/client_workers.py: raw sockets, one epoll loop each, each from four source
+addresses 127.0.0.x of its own in turn, fewer than ``PORTS_PER_SOURCE`` connections each, at least 2)
 that answer every ping at once; the servers ping them every ``--ping-interval`` seconds
 (trio_c10k ``--ws-ping-interval``, the websockets peer ``ping_interval``; both keep their 20 s
 ping timeout). Before them, the echo probe (benchmarks/lib/echo_probe.py, a process of its
@@ -52,7 +52,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from lib.client_workers import Clients
+from lib.client_workers import Clients, spread_sources
 from lib.common import (
     BENCHMARKS,
     RESULTS,
@@ -162,7 +162,7 @@ def measure(row: str, name: str, pings: bool, args: argparse.Namespace, logdir: 
         first = open_probes(probe, port, pids, args.probes)
         r["probes_opened"] = max(first.values()) + 1
         processes = max(2, math.ceil(args.connections / PORTS_PER_SOURCE))
-        sources = [f"127.0.0.{i + 2}" for i in range(processes)]
+        sources = spread_sources(processes)
         cpu = None if args.workers else client_cpu_for(proc.pid)
         clients = Clients(url, processes, args.in_flight, 30, False, cpu, sources=sources)
         try:

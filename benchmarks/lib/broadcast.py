@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .client_workers import Clients, Conn, Worker, reply, worker_main
+from .client_workers import Clients, Conn, Worker, reply, spread_sources, worker_main
 from .common import (
     BENCHMARKS,
     ROOT,
@@ -177,7 +177,7 @@ def measure(
         cpu = client_cpu_for(proc.pid)
         path = "/chat/bench/ws/" if name == "trio_c10k" else "/"
         url = f"ws://127.0.0.1:{port}{path}"
-        sources = [f"127.0.0.{i + 2}" for i in range(client_processes)]  # ports enough for 30,000
+        sources = spread_sources(client_processes)
         clients = Clients(
             url, client_processes, 50, 10.0, False, cpu, module="lib.broadcast", sources=sources
         )
