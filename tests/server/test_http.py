@@ -15,6 +15,7 @@ import trio.testing
 from tests import views
 from tests.helpers import Client, StartServer, _opened, connect, header, port_of, read_until_closed
 from trio_c10k import Bind, Server
+from trio_c10k._server import ACCEPT_BATCH
 
 
 def status_line(data: bytes) -> bytes:
@@ -570,16 +571,42 @@ async def test_proxy_headers_from_untrusted_peer_are_ignored(start_server: Start
     assert json.loads(body)["REMOTE_ADDR"] == "127.0.0.1"
 
 
-async def test_every_connection_waiting_in_the_backlog_is_accepted_at_once(server: Server) -> None:
+class _SpawnsPerStep(trio.abc.Instrument):
+    """How many connection tasks each task step started (the accept loop's steps)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "trio_c10k connection":
+            self.count += 1
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.count:
+            self.counts.append(self.count)
+
+
+async def test_the_connections_waiting_in_the_backlog_are_accepted_a_batch_per_round(
+    server: Server,
+) -> None:
+    waiting = 2 * ACCEPT_BATCH + 5
+    spawns = _SpawnsPerStep()
+    trio.lowlevel.add_instrument(spawns)
     # Connected without yielding: the kernel completes them, the accept loop cannot run yet.
-    for _ in range(20):
+    for _ in range(waiting):
         sock = socket.create_connection(("127.0.0.1", port_of(server)))
         _opened.append(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
     with trio.fail_after(10):
-        while not server.statistics().connections:
+        while server.statistics().connections < waiting:
             await trio.lowlevel.checkpoint()
-    # Taken with the first, in the same turn: none waits for rounds of the event loop.
-    assert server.statistics().connections == 20
+    trio.lowlevel.remove_instrument(spawns)
+    # A batch per wake-up, not one (rounds of the event loop each) and not the whole backlog
+    # (one round running every new connection's first step).
+    assert spawns.counts == [ACCEPT_BATCH, ACCEPT_BATCH, 5]
 
 
 async def test_200_concurrent_keep_alive_clients_20_requests_each(start_server: StartServer) -> None:
