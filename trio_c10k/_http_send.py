@@ -154,13 +154,11 @@ class ResponseWriter:
                 body = b""
             elif head.length is not None and head.length != len(body):
                 raise ValueError(f"a {len(body)}-byte body with Content-Length {head.length}")
-            self.head_sent = True
+            pieces: tuple[bytes, ...] = (head.data, body)
             if head.chunked:
-                await self._write(head.data, *chunk(body), LAST_CHUNK) if body else await self._write(
-                    head.data, LAST_CHUNK
-                )
-            else:
-                await self._write(head.data, body)
+                pieces = (head.data, *chunk(body), LAST_CHUNK) if body else (head.data, LAST_CHUNK)
+            self.head_sent = True
+            await self._write(*pieces)
             self.sent_bytes = len(body)
         finally:
             if file is not None:
