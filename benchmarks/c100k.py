@@ -12,10 +12,10 @@ starts on a free port (no persistence). In one run:
    Django's URLconf and middleware, each join reads the room's history from SQLite in a worker
    thread). ``--connections`` are opened from client processes (benchmarks/lib/client_workers.py,
    each holding fewer than 20,000 and fewer than ``PORTS_PER_SOURCE``, each from four source
-   addresses 127.0.0.x of its own in turn: ``spread_sources``), ``--in-flight`` handshakes outstanding at a time: the time,
-   the handshakes per second over the first and the last tenth, the connections each worker
-   holds (its sockets, /proc/PID/fd), and the RSS of the supervisor and its workers (not the
-   clients') before and after, per connection.
+   addresses 127.0.0.x of its own in turn: ``spread_sources``), ``--in-flight`` handshakes
+   outstanding at a time: the time, the handshakes per second over the first and the last
+   tenth, the connections each worker holds (its sockets, /proc/PID/fd), and the RSS of the
+   supervisor and its workers (not the clients') before and after, per connection.
 2. One message sent on one connection reaches all the members through Redis (broadcasts until
    one reaches everyone, then ``--rounds`` timed ones): the time until the last member has it.
    A subscriber of this script on the same Redis times when each message came out of Redis,
