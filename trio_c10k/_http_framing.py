@@ -7,8 +7,10 @@ the event loop's time than the rest of its path in the server (about 70 us of ab
 
 Rule 1: the status line says HTTP/1.1 (RFC 9112 section 2.5: a server sends its own version,
 the highest it supports).
-Rule 2: the application's field names are tokens and its values hold no control character
-but HTAB (RFC 9110 section 5.5), and a Content-Length is one number; anything else is a
+Rule 2: the status is final (200 and up: a 1xx from the application, a 101 outside an
+upgrade, would leave the client waiting for another answer), the application's field names
+are tokens and its values hold no control character but HTAB (RFC 9110 section 5.5), and a
+Content-Length is one number; anything else is a
 ``ValueError`` before a byte of the head exists: a value that carried CR LF would split the
 response in two. A Transfer-Encoding from the application is refused as well: it is a
 hop-by-hop field, the server's to set (PEP 3333).
@@ -68,8 +70,14 @@ def check_field(name: bytes, value: bytes) -> None:
 
 def persists(http_version: bytes, connection: list[bytes]) -> bool:
     """Whether a request lets its connection serve another (RFC 9112 section 9.3): HTTP/1.1,
-    and no ``close`` among its ``connection`` header values."""
-    return http_version == b"1.1" and not any(b"close" in value.lower() for value in connection)
+    and no ``close`` among the options of its ``connection`` header values."""
+    return http_version == b"1.1" and not any(_says_close(value) for value in connection)
+
+
+def _says_close(value: bytes) -> bool:
+    """Whether a Connection value lists the ``close`` option (RFC 9110 section 7.6.1)."""
+    lowered = value.lower()
+    return b"close" in lowered and b"close" in [option.strip() for option in lowered.split(b",")]
 
 
 def response_head(
@@ -94,6 +102,8 @@ def response_head(
     Raises:
         ValueError: a field breaks Rule 2.
     """
+    if not 200 <= status <= 999:  # a 1xx is not a final answer (a 101 is the upgrade's own)
+        raise ValueError(f"the application answered {status}: not a final status")
     length: int | None = None
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     for name, value in headers:
@@ -106,7 +116,7 @@ def response_head(
                 continue  # the same number twice: sent once
             length = int(value)
         elif lower == b"connection":
-            if b"close" in value.lower():
+            if _says_close(value):
                 keep_alive = False
             continue  # hop-by-hop: the server says what it does with the connection
         elif lower == b"transfer-encoding":

@@ -322,19 +322,21 @@ async def test_invalid_response_header_from_the_app_gives_500(start_server: Star
 
 
 @pytest.mark.parametrize(
-    ("headers", "body"),
+    ("status", "headers", "body"),
     [
-        ([("Content-Length", "10")], [b"short"]),
-        ([("Content-Length", "2")], [b"too long"]),
-        ([("Transfer-Encoding", "chunked")], [b"3\r\nabc\r\n0\r\n\r\n"]),
+        ("200 OK", [("Content-Length", "10")], [b"short"]),
+        ("200 OK", [("Content-Length", "2")], [b"too long"]),
+        ("200 OK", [("Transfer-Encoding", "chunked")], [b"3\r\nabc\r\n0\r\n\r\n"]),
+        ("101 Switching Protocols", [("Content-Length", "2")], [b"ok"]),  # not an upgrade
+        ("103 Early Hints", [("Content-Length", "2")], [b"ok"]),
     ],
-    ids=["shorter-than-its-length", "longer-than-its-length", "transfer-encoding"],
+    ids=["shorter-than-its-length", "longer-than-its-length", "transfer-encoding", "101", "103"],
 )
-async def test_a_body_whose_framing_the_app_breaks_gets_500_and_no_byte_of_it(
-    start_server: StartServer, headers: list[tuple[str, str]], body: list[bytes]
+async def test_an_answer_the_app_breaks_gets_500_and_no_byte_of_it(
+    start_server: StartServer, status: str, headers: list[tuple[str, str]], body: list[bytes]
 ) -> None:
     def app(environ, start_response):  # type: ignore[no-untyped-def]
-        start_response("200 OK", headers)
+        start_response(status, headers)
         return body
 
     server = await start_server(app=app)
@@ -343,6 +345,7 @@ async def test_a_body_whose_framing_the_app_breaks_gets_500_and_no_byte_of_it(
     data = await read_until_closed(stream)
     assert status_line(data) == b"HTTP/1.1 500 Internal Server Error"
     assert body[0] not in data
+    assert data.count(b"HTTP/1.1 ") == 1
 
 
 async def test_a_streamed_body_past_its_content_length_ends_the_connection(

@@ -119,6 +119,16 @@ def test_a_field_that_cannot_be_sent_is_refused(headers: list[tuple[bytes, bytes
         head(headers)
 
 
+@pytest.mark.parametrize("status", [100, 101, 103, 1000])
+def test_a_status_that_is_not_a_final_answer_is_refused(status: int) -> None:
+    with pytest.raises(ValueError, match="not a final status"):
+        response_head(status, b"X", [], head_request=False, http_11=True, keep_alive=True)
+
+
+def test_the_applications_connection_field_says_close_only_as_an_option() -> None:
+    assert head([(b"Connection", b"closed-captions"), (b"Content-Length", b"0")]).keep_alive
+
+
 def test_a_value_may_hold_tabs_and_obs_text() -> None:
     assert b"X-Ok: a\tb \xe9\r\n" in head([(b"X-Ok", b"a\tb \xe9")]).data
 
@@ -137,6 +147,7 @@ def test_a_chunk_is_its_hex_size_line_the_data_and_crlf() -> None:
         (b"1.1", [b"keep-alive"], True),
         (b"1.1", [b"close"], False),
         (b"1.1", [b"Upgrade, Close"], False),
+        (b"1.1", [b"closed-captions"], True),  # an option that is not close
         (b"1.1", [b"keep-alive", b"close"], False),
         (b"1.0", [], False),
         (b"1.0", [b"keep-alive"], False),
