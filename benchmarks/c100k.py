@@ -268,7 +268,8 @@ def report(
         f"`flock /tmp/bench.lock python benchmarks/c100k.py` - {args.connections:,} WebSocket connections "
         f"to `python -m trio_c10k example_site.wsgi --workers {args.workers} --broker redis://...` "
         f"(example_site's chat room, one `redis-server`), opened from {args.client_processes} client "
-        f"processes (127.0.0.2-{args.client_processes + 1}), {args.in_flight} handshakes in flight"
+        f"processes (each from 4 addresses of 127.0.0.2-{4 * args.client_processes + 1}, in turn), "
+        f"{args.in_flight} handshakes in flight"
         + (f", `--ws-ping-interval {args.ws_ping_interval}`" if args.ws_ping_interval is not None else "")
         + "; "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
