@@ -109,7 +109,7 @@ class HTTPConnection(ResponseWriter):
         config = server.config
         super().__init__(stream, server, peer_label(client))
         #: the parser of the request at hand (Rule 1)
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
+        self.conn = self._parser()
         #: no request was parsed on this connection yet
         self.first = True
         #: per request: the client expects "100 Continue" and has not had it
@@ -140,9 +140,7 @@ class HTTPConnection(ResponseWriter):
                 if request is None or not await self._respond(request):
                     break
                 data, ended = self.conn.trailing_data
-                self.conn = h11.Connection(
-                    h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size
-                )
+                self.conn = self._parser()
                 if data:
                     self.conn.receive_data(data)
                 if ended:
@@ -160,6 +158,9 @@ class HTTPConnection(ResponseWriter):
         except (*_DISCONNECTS, _ClientGone):
             log.debug("%s: connection lost", self.client)
         return self.upgrade
+
+    def _parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size)
 
     async def _read_request(self) -> h11.Request | None:
         """The next request, or None when the connection should close quietly.

@@ -92,7 +92,7 @@ def response_head(
     """The head of a response and its framing (the rules in the module docstring).
 
     Args:
-        status: the status code, 200 to 599.
+        status: the status code, a final one (200 to 999, as h11 took them).
         reason: the reason phrase.
         headers: the application's fields, as (name, value).
         head_request: the request is HEAD.

@@ -206,7 +206,9 @@ class Server:
         self.closing = True
         self._stop_accepting.cancel()
         for listener, accepter in self._accepters.items():
-            self._accept_backlog(accepter, _fixed_local_address(listener))
+            local = _fixed_local_address(listener)
+            while self._accept_backlog(accepter, local) == _BATCH_FULL:  # all of it, not a batch
+                pass
         for scope in self.idle:
             scope.cancel()
         for ws in self.websockets:

@@ -17,6 +17,7 @@ import trio.testing
 
 from tests.helpers import Client, StartServer, _opened, header, port_of, read_until_closed
 from trio_c10k import Server
+from trio_c10k._server import ACCEPT_BATCH
 
 REQUEST = b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -84,6 +85,16 @@ async def test_requests_that_reached_the_server_are_answered(start_server: Start
             nursery.start_soon(answered_then_closed, client)
         assert await read_until_closed(idle.stream) == b""  # nothing sent: closed, unanswered
     assert server.statistics().requests == 5 + 4 + 4
+
+
+async def test_every_connection_in_the_backlog_at_shutdown_is_answered(start_server: StartServer) -> None:
+    server = await start_server()
+    backlog = [open_in_backlog(server) for _ in range(3 * ACCEPT_BATCH)]  # more than one batch
+    server.shutdown()
+    async with trio.open_nursery() as nursery:
+        for client in backlog:
+            nursery.start_soon(answered_then_closed, client)
+    assert server.statistics().requests == 3 * ACCEPT_BATCH
 
 
 async def test_a_connection_that_sent_nothing_yet_gets_a_moment_for_its_request(
