@@ -1,4 +1,5 @@
-"""One HTTP/1.1 connection: h11 parses, the WSGI bridge answers, in order, with keep-alive.
+"""One HTTP/1.1 connection: h11 parses (a plain head is read by hand), the WSGI bridge answers,
+in order, with keep-alive.
 
 ``HTTPConnection`` reads the requests and decides the answers; its base class
 ``_http_send.ResponseWriter`` writes them (heads framed by ``_http_framing``, send deadlines,
@@ -13,13 +14,16 @@ waits on the network, and chunked bodies get a CONTENT_LENGTH.
 Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) closes the connection and is
 logged once: client errors at INFO, application errors at ERROR (``_http_send``, Rule 3).
 Rule 4: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
-bytes pass ``check_head`` before h11 parses them, the parsed request ``check_request``, and a
-chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
+bytes pass ``check_head`` before they are parsed (by h11, or Rule 6), the parsed request
+``check_request``, and a chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
 Rule 5: a new connection's first request is usually in the socket's buffer by the time its
 task runs (the client sent it right after connecting): it is read with a plain non-blocking
 read, and when the head is whole it is served without a timer, a cancel scope or an epoll
 registration. Only a head that is not all there waits, under ``keep_alive_timeout`` then
 ``header_timeout`` as before.
+Rule 6: a plain head (``_http_head``: no body, no Expect, one Host) is read by ``plain_head``
+instead of h11, once ``check_head`` passed it; the bytes after it are kept in ``rest`` and go
+on as h11's would (Rule 1).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection, switching_protocols
 from ._http_framing import persists
+from ._http_head import Head, plain_head
 from ._http_rules import ChunkedBody, check_head, check_request, head_end
 from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
 from ._sockets import read_nowait
@@ -126,6 +131,9 @@ class HTTPConnection(ResponseWriter):
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
         #: per request: the framing check of a chunked body, None for other requests
         self.chunked: ChunkedBody | None = None
+        #: per request: for a plain head (Rule 6), the bytes after it and whether the stream
+        #: ended; None while h11 holds the request
+        self.rest: tuple[bytes, bool] | None = None
 
     async def run(self) -> tuple[WebSocket, UpgradeSlot] | None:
         """Answer requests until the peer closes, an error ends the connection, or it idles.
@@ -139,7 +147,7 @@ class HTTPConnection(ResponseWriter):
                 request = await self._read_request()
                 if request is None or not await self._respond(request):
                     break
-                data, ended = self.conn.trailing_data
+                data, ended = self._trailing()
                 self.conn = self._parser()
                 if data:
                     self.conn.receive_data(data)
@@ -162,27 +170,44 @@ class HTTPConnection(ResponseWriter):
     def _parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size)
 
-    async def _read_request(self) -> h11.Request | None:
+    def _trailing(self) -> tuple[bytes, bool]:
+        """The bytes received past the request at hand, and whether the stream ended."""
+        return self.conn.trailing_data if self.rest is None else self.rest
+
+    def _plain(self, head: bytes | bytearray, end: int, ended: bool) -> Head | None:
+        """The request of ``head[:end]`` if plain (Rule 6), the bytes after it kept in ``rest``."""
+        request = plain_head(bytes(head[:end]))
+        if request is not None:
+            self.rest = (bytes(head[end:]), ended)
+        return request
+
+    async def _read_request(self) -> Head | None:
         """The next request, or None when the connection should close quietly.
 
-        Its head's raw bytes are checked (``check_head``) before h11 parses them.
+        Its head's raw bytes are checked (``check_head``) before it is parsed (Rule 6: by
+        ``plain_head`` if plain, else by h11).
         """
         conn = self.conn
         self.is_head = False  # an error answer before the request is parsed has a body
         self.head_sent, self.response, self.sent_bytes, self.http_11 = False, None, 0, False
-        self.chunked = None
+        self.chunked = self.rest = None
         buffered, ended = conn.trailing_data
         end = head_end(buffered)
         chunked = check_head(buffered[:end]) if end >= 0 else None
-        # With nothing received yet, h11 can only say NEED_DATA: it is not asked.
-        event: object = conn.next_event() if buffered or ended else h11.NEED_DATA
+        event: object = h11.NEED_DATA  # with nothing received yet, h11 is not asked
+        if chunked is False and (plain := self._plain(buffered, end, ended)):
+            event = plain
+        elif buffered or ended:
+            event = conn.next_event()
         if event is h11.NEED_DATA:
             event, chunked = await self._wait_for_request(bytearray(buffered))
         if isinstance(event, h11.Request):
+            event = Head.of(event)
+        if isinstance(event, Head):
             self.is_head = event.method == b"HEAD"
             # h11 bounds a head that arrives in pieces; one that arrives whole in a single
             # read is measured here (the line, and each field as "name: value\r\n").
-            fields = event.headers.raw_items()  # a list: faster to go through than the Sequence
+            fields = event.fields
             size = len(event.method) + len(event.target) + sum([len(n) + len(v) + 4 for n, v in fields])
             if size > self.server.config.max_header_size:
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
@@ -200,7 +225,7 @@ class HTTPConnection(ResponseWriter):
 
     async def _wait_for_request(
         self, head: bytearray
-    ) -> tuple[h11.Request | h11.ConnectionClosed | None, bool | None]:
+    ) -> tuple[Head | h11.Request | h11.ConnectionClosed | None, bool | None]:
         """The next event, and ``check_head``'s answer once the head is whole.
 
         ``head`` holds the bytes of the head received so far; the bytes read are added to it.
@@ -233,6 +258,8 @@ class HTTPConnection(ResponseWriter):
                 begun, fed = bool(data), True
                 if (end := head_end(head)) >= 0:  # whole: checked (Rule 4), then parsed
                     chunked = check_head(bytes(head[:end]))
+                    if not chunked and (plain := self._plain(head, end, False)):
+                        return plain, chunked
                     if (event := conn.next_event()) is not h11.NEED_DATA:
                         return event, chunked  # type: ignore[return-value]  # a Request
         # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
@@ -254,6 +281,8 @@ class HTTPConnection(ResponseWriter):
                         head += data
                         if (end := head_end(head, searched)) >= 0:
                             chunked = check_head(bytes(head[:end]))
+                            if not chunked and (plain := self._plain(head, end, False)):
+                                return plain, chunked
                     event = conn.next_event()
                 if chunked is None and isinstance(event, h11.Request):  # whole before any wait
                     chunked = check_head(bytes(head[: head_end(head)]))
@@ -266,13 +295,15 @@ class HTTPConnection(ResponseWriter):
             return await self._wait_for_request(head)
         return None, None
 
-    async def _read_body(self, request: h11.Request) -> tuple[IO[bytes], int] | None:
+    async def _read_body(self, request: Head) -> tuple[IO[bytes], int] | None:
         """The whole body and its length; None once an error answer was sent."""
+        if self.rest is not None:  # a plain head: no body (Rule 6)
+            return empty_body(), 0
         event = self.conn.next_event()
-        if type(event) is h11.EndOfMessage:  # no body (a GET, an upgrade)
+        if type(event) is h11.EndOfMessage:  # no body
             return empty_body(), 0
         limit = self.server.config.max_body_size
-        for name, value in request.headers.raw_items():
+        for name, value in request.fields:
             if name.lower() == b"content-length" and int(value) > limit:
                 await self._send_error(413, f"Request body larger than {limit} bytes")
                 return None
@@ -328,7 +359,7 @@ class HTTPConnection(ResponseWriter):
             event = conn.next_event()
         return length
 
-    async def _respond(self, request: h11.Request) -> bool:
+    async def _respond(self, request: Head) -> bool:
         """Answer one request; True if the connection can serve another."""
         server = self.server
         started = time.perf_counter()
@@ -395,7 +426,7 @@ class HTTPConnection(ResponseWriter):
     def _websocket(self, slot: UpgradeSlot, environ: Environ) -> WebSocket:
         """The WebSocket of an accepted upgrade; h11's state is dropped (bytes it holds go on)."""
         assert slot.accept is not None
-        received = self.conn.trailing_data[0]
+        received = self._trailing()[0]
         del self.conn
         remote_address: tuple[str, int | None] | None = self.peer
         if self.trust_proxy and "REMOTE_PORT" not in environ:  # the client X-Forwarded-For named

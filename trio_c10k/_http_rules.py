@@ -27,6 +27,8 @@ import re
 
 import h11
 
+from ._http_head import Head
+
 # The bytes a request head may hold: VCHAR, obs-text, SP, HTAB, and CR LF as line ends (RFC 9112
 # section 5, RFC 9110 section 5.5). h11 refuses NUL, but lets the other control characters
 # through in field values (h11 issue 57); a CTL is refused here, as RFC 9110 section 5.5 allows.
@@ -142,7 +144,7 @@ def _check_transfer_encoding(lines: list[bytes]) -> bool:
     raise _refuse(f"Transfer-Encoding {listed!r} not implemented (only chunked is)", 501)
 
 
-def check_request(request: h11.Request) -> None:
+def check_request(request: Head) -> None:
     """Check what h11 parsed from a request line.
 
     Raises:

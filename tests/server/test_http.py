@@ -52,6 +52,37 @@ async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
     assert answers[4].endswith(b"Hello, world!\n")
 
 
+async def test_pipelined_plain_heads_and_heads_with_a_body_follow_each_other(server: Server) -> None:
+    # Plain heads are read by hand, the POST by h11 (``_http`` Rule 6): the bytes after each
+    # request go to the next, whichever read it.
+    stream = await connect(server)
+    await stream.send_all(
+        b"GET /t/environ/?n=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"POST /t/echo-body/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+        b"GET /t/environ/?n=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"POST /t/echo-body/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nbye\r\n0\r\n\r\n"
+        b"GET /t/hello/ HTTP/1.0\r\n\r\n"
+    )
+    data = await read_until_closed(stream)
+    answers = data.split(b"HTTP/1.1 200 OK")[1:]
+    assert len(answers) == 5
+    assert b'"QUERY_STRING": "n=1"' in answers[0]
+    assert answers[1].endswith(b"\r\n\r\nhello")
+    assert b'"QUERY_STRING": "n=3"' in answers[2]
+    assert answers[3].endswith(b"\r\n\r\nbye")
+    assert answers[4].endswith(b"Hello, world!\n")
+
+
+async def test_a_plain_request_then_the_end_of_the_stream_is_answered(server: Server) -> None:
+    stream = await connect(server)
+    await stream.send_all(b"GET /t/hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await stream.send_eof()
+    data = await read_until_closed(stream)
+    assert status_line(data) == b"HTTP/1.1 200 OK"
+    assert data.endswith(b"Hello, world!\n")
+
+
 async def test_chunked_request_body_reaches_django_with_a_content_length(server: Server) -> None:
     stream = await connect(server)
     await stream.send_all(

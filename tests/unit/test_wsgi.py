@@ -1,7 +1,7 @@
 """The pure half of the WSGI bridge: environ building, proxy headers, ``wsgi.file_wrapper``.
 
 Plain synchronous tests: no trio, no socket. Requests are ``h11.Request`` objects built
-directly, as h11 hands them to the server.
+directly, as h11 hands them to the server, which reads them as a ``Head``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import h11
 import pytest
 
 from trio_c10k._config import Config
+from trio_c10k._http_head import Head
 from trio_c10k._wsgi import (
     FileWrapper,
     apply_proxy_headers,
@@ -38,7 +39,7 @@ def environ_for(
     """The environ of one request on a TCP connection from CLIENT to LOCAL."""
     if headers is None:
         headers = [(b"Host", b"example.com")]
-    request = h11.Request(method=method, target=target, headers=headers, http_version=http_version)
+    request = Head.of(h11.Request(method=method, target=target, headers=headers, http_version=http_version))
     if base is None:
         base = connection_environ(CLIENT, LOCAL)
     return build_environ(base, request, io.BytesIO(body), len(body) if length is None else length)
@@ -273,7 +274,8 @@ def test_underscore_header_alone_leaves_no_key() -> None:
 
 def test_wsgi_input_is_the_body() -> None:
     body = io.BytesIO(b"payload")
-    request = h11.Request(method=b"POST", target=b"/", headers=[(b"Host", b"h"), (b"Content-Length", b"7")])
+    fields = [(b"Host", b"h"), (b"Content-Length", b"7")]
+    request = Head.of(h11.Request(method=b"POST", target=b"/", headers=fields))
     environ = build_environ(connection_environ(CLIENT, LOCAL), request, body, 7)
     assert environ["wsgi.input"] is body
     assert environ["wsgi.input"].read() == b"payload"
