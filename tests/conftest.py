@@ -75,7 +75,7 @@ def supervised() -> Iterator[list[Supervised]]:
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[Redis]:
-    """A redis-server of the test's own on a free port, stopped afterwards."""
+    """A redis-server of the test's own (``helpers.Redis``), stopped afterwards."""
     server = Redis(tmp_path)
     server.start()
     yield server

@@ -1,13 +1,16 @@
 """Plain helpers shared by test files: raw-socket HTTP and WebSocket clients, hand-built frames,
 a raw WebSocket server, the CLI's help parser and runs, ``--workers`` commands, a reference Life
-and the gameoflife command, headless Chromium, a redis-server of a test's own, and the protocol
-fed by hand. Fixtures stay in conftest.py; no test file imports another."""
+and the gameoflife command, headless Chromium, ports outside the kernel's ephemeral range for
+servers told their port beforehand, a redis-server of a test's own, and the protocol fed by
+hand. Fixtures stay in conftest.py; no test file imports another."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import os
+import random
 import re
 import selectors
 import shutil
@@ -427,10 +430,72 @@ class Supervised:
                 os.kill(pid, signal.SIGKILL)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# -- ports chosen before a process starts ---------------------------------------------------
+#
+# A server started on a port named in its command line (redis-server, a sentinel, runserver)
+# gets a port chosen beforehand. Bind port 0 to find one and the kernel picks it in its
+# ephemeral range (ip_local_port_range), the range it also gives every outgoing connection its
+# source port from: until the server binds the port, and while a test has stopped the server to
+# start it again on the same port (it checks that clients reconnect), any of the thousands of
+# connections the tests open can take it, and the server fails with "Address already in use".
+# So the port comes from outside that range, where only another explicit listener can take it;
+# redis-server is then given the next port if that happened (PORT_ATTEMPTS).
+
+#: the lowest port ``service_ports()`` picks: below it are the usual ports of real services
+SERVICE_PORTS_FLOOR = 20000
+#: ports the first start of a redis-server tries, each found taken by another listener, at most
+PORT_ATTEMPTS = 5
+#: what redis-server logs when another listener has its port, then it exits
+PORT_TAKEN = "Address already in use"
+
+
+def ephemeral_ports() -> range:
+    """The kernel's ephemeral port range, read from /proc."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(low, high + 1)
+
+
+def service_ports() -> Iterator[int]:
+    """Ports for a server told its port before it starts, in random order, from
+    SERVICE_PORTS_FLOOR up to 65535 but outside the kernel's ephemeral range; each free to bind
+    on 127.0.0.1 when yielded. Fails the test once none is left."""
+    ephemeral = ephemeral_ports()
+    outside = [*range(SERVICE_PORTS_FLOOR, ephemeral.start), *range(ephemeral.stop, 65536)]
+    for port in random.sample(outside, len(outside)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # another listener, or connections of a closed one in TIME_WAIT
+                continue
+        yield port
+    pytest.fail(
+        f"no port free on 127.0.0.1 from {SERVICE_PORTS_FLOOR} to 65535 outside the ephemeral "
+        f"range {ephemeral.start}-{ephemeral.stop - 1} (/proc/sys/net/ipv4/ip_local_port_range)"
+    )
+
+
+def service_port() -> int:
+    """A port for a server told its port before it starts (``service_ports()``)."""
+    return next(service_ports())
+
+
+def start_redis_on(
+    command: Callable[[int], list[str]], workdir: Path, ready: str, timeout: float, ports: Iterator[int]
+) -> tuple[int, subprocess.Popen[bytes], Output]:
+    """Start ``command(port)`` (as ``start_redis()``) on the first of ``ports`` it can listen on:
+    the next one while its log says another listener has the port, PORT_ATTEMPTS at most; the
+    port, the process and its log."""
+    taken: list[int] = []
+    for port in itertools.islice(ports, PORT_ATTEMPTS):
+        try:
+            proc, output = start_redis(command(port), workdir, ready, timeout)
+        except pytest.fail.Exception as error:  # the failure shows its log
+            if PORT_TAKEN not in str(error):
+                raise
+            taken.append(port)
+        else:
+            return port, proc, output
+    pytest.fail(f"redis-server found each port it tried taken by another listener: {taken}", pytrace=False)
 
 
 Cells = set[tuple[int, int]]
@@ -647,23 +712,36 @@ REDIS_READY = "Ready to accept connections"
 
 
 class Redis:
-    """A redis-server on a free port, with no persistence; ``restart()`` keeps the port."""
+    """A redis-server of a test's own, with no persistence. Its first ``start()`` takes the first
+    of ``ports`` (``service_ports()`` by default) it can listen on; ``stop()`` then ``start()``
+    keep that port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, ports: Iterator[int] | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail("redis-server is not installed: apt-get install redis-server")
         self.executable = executable
         self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.ports = service_ports() if ports is None else ports
+        #: its port once started, 0 before
+        self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, port: int) -> list[str]:
+        command = [self.executable, "--port", str(port), "--bind", "127.0.0.1"]
+        return [*command, "--save", "", "--appendonly", "no"]
+
     def start(self) -> None:
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        self.proc, _ = start_redis(
-            [*command, "--appendonly", "no"], self.workdir, REDIS_READY, BROKER_TIMEOUT
-        )
+        if self.port:
+            self.proc, _ = start_redis(self.command(self.port), self.workdir, REDIS_READY, BROKER_TIMEOUT)
+        else:
+            self.port, self.proc, _ = start_redis_on(
+                self.command, self.workdir, REDIS_READY, BROKER_TIMEOUT, self.ports
+            )
 
     def stop(self) -> None:
         if self.proc is not None:

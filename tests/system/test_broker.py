@@ -1,9 +1,9 @@
 """``--broker redis://...``: group broadcasts across processes, through a real redis-server.
 
-Each test starts its own ``redis-server`` on a free port (Debian's package; ``nox -s tests``
-installs it) and server processes with ``python -m trio_c10k`` (the test site), and talks to
-them over real sockets. Two separate servers on two ports stand for two machines: a test then
-knows which process each client is connected to.
+Each test starts its own ``redis-server`` on a port outside the kernel's ephemeral range
+(``tests.helpers.Redis``; Debian's package, ``nox -s tests`` installs it) and server processes with
+``python -m trio_c10k`` (the test site), and talks to them over real sockets. Two separate servers
+on two ports stand for two machines: a test then knows which process each client is connected to.
 """
 
 from __future__ import annotations

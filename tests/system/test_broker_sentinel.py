@@ -2,11 +2,12 @@
 
 Each test starts its own Redis primary, a replica of it (``--replicaof``) and a Redis Sentinel
 (``redis-server --sentinel``, from Debian's redis-server package: ``nox -s tests`` installs it)
-with a configuration file in ``tmp_path``, every one on a free port, with passwords on the
-servers and on the sentinel. The sentinel is told to act fast (``down-after-milliseconds``
-1000): the primary is SIGKILLed, the test waits for the sentinel to name the replica (its
-``+switch-master`` event, a line of its log), then for the broadcasts to come through again
-(bounded), and reports how many were lost meanwhile (Redis pub/sub is at most once).
+with a configuration file in ``tmp_path``, every one on a port outside the kernel's ephemeral range
+(``service_ports()``), with passwords on the servers and on the sentinel. The sentinel is told to
+act fast (``down-after-milliseconds`` 1000): the primary is SIGKILLed, the test waits for the
+sentinel to name the replica (its ``+switch-master`` event, a line of its log), then for the
+broadcasts to come through again (bounded), and reports how many were lost meanwhile (Redis pub/sub
+is at most once).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from tests.helpers import (
     BROKER_TIMEOUT,
     REDIS_READY,
     Supervised,
-    free_port,
     next_text,
-    start_redis,
+    service_ports,
+    start_redis_on,
     wait_until_linked,
 )
 from trio_c10k import WebSocket
@@ -53,23 +54,26 @@ SEND_EVERY = 0.02
 
 
 class Node:
-    """A redis-server (or sentinel) on a free port, with no persistence."""
+    """A redis-server (or sentinel) on a port of ``service_ports()``, with no persistence."""
 
     def __init__(self, workdir: Path, *args: str, sentinel: bool = False) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail("redis-server is not installed: apt-get install redis-server")
-        self.port = free_port()
-        if sentinel:  # its configuration is a file it rewrites as it learns
-            config = workdir / f"sentinel-{self.port}.conf"
-            config.write_text("\n".join([f"port {self.port}", "bind 127.0.0.1", *args, ""]))
-            command = [executable, str(config), "--sentinel"]
-        else:
-            command = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            command += ["--appendonly", "no", "--requirepass", PASSWORD, "--masterauth", PASSWORD, *args]
+
+        def command(port: int) -> list[str]:
+            if sentinel:  # its configuration is a file it rewrites as it learns
+                config = workdir / f"sentinel-{port}.conf"
+                config.write_text("\n".join([f"port {port}", "bind 127.0.0.1", *args, ""]))
+                return [executable, str(config), "--sentinel"]
+            command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            command += ["--appendonly", "no", "--requirepass", PASSWORD, "--masterauth", PASSWORD]
+            return [*command, *args]
+
         # What each logs once it listens: the events of a sentinel are lines of its log too.
         ready = "Sentinel ID is" if sentinel else REDIS_READY
-        self.proc, self.output = start_redis(command, workdir, ready, BROKER_TIMEOUT)
+        ports = service_ports()
+        self.port, self.proc, self.output = start_redis_on(command, workdir, ready, BROKER_TIMEOUT, ports)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:

@@ -105,12 +105,6 @@ def write_project(root: Path, answer: str) -> None:
         path.write_text(textwrap.dedent(text).lstrip())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     write_project(tmp_path, "version 1")
@@ -118,7 +112,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def start(project: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
+    port = helpers.service_port()  # the reloader's child binds it again after each change
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)]), "PYTHONUNBUFFERED": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     proc = subprocess.Popen(

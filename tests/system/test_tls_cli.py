@@ -26,8 +26,8 @@ from tests.helpers import (
     Output,
     Supervised,
     assert_one_line_error,
-    free_port,
     run_cli,
+    service_port,
 )
 
 RELOADED = r"\[INFO\] {worker}trio_c10k\.tls: TLS certificate reloaded from {path}\n"
@@ -149,7 +149,7 @@ def test_the_supervisor_passes_sighup_on_to_every_worker(
 
 def test_runserver_serves_https_with_the_same_options(ca: trustme.CA, tmp_path: Path) -> None:
     certificate, key = write_certificate(ca, tmp_path)
-    port = free_port()
+    port = service_port()
     tls_options = ["--ssl-certfile", certificate, "--ssl-keyfile", key]
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", *tls_options],
