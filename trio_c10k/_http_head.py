@@ -2,7 +2,7 @@
 
 h11 is the HTTP parser; its state machine and two regular expressions per field cost ~60-100 us
 of Python per request here, the largest item of a WebSocket handshake in the event loop
-(docs/performance.md, Decision 7). Most heads are plain: a request line, one Host, a few
+(docs/performance.md, Decision 4). Most heads are plain: a request line, one Host, a few
 fields, no body (every handshake, most GETs). ``plain_head`` reads those with a few byte-string
 operations that run in C; every other head goes to h11, as before.
 
