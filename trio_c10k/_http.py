@@ -1,48 +1,33 @@
-"""One HTTP/1.1 connection: h11 parses (a plain head is read by hand), the WSGI bridge answers,
-in order, with keep-alive.
+"""One HTTP/1.1 connection: requests read, answered through the WSGI bridge in order, with
+keep-alive; an accepted upgrade handed back as a WebSocket.
 
-``HTTPConnection`` reads the requests and decides the answers; its base class
-``_http_send.ResponseWriter`` writes them (heads framed by ``_http_framing``, send deadlines,
-error answers, lingering close).
+``HTTPConnection`` decides the answers; its base classes read the requests
+(``_http_read.RequestReader``: h11 parses, a plain head is read by hand) and write the answers
+(``_http_send.ResponseWriter``: heads framed by ``_http_framing``, send deadlines, error
+answers, lingering close).
 
-Rule 1: one ``h11.Connection`` per request, as its parser only: requests are answered one
-after another, so pipelined requests are answered in order; the bytes one request's parser
-holds past its end (the next requests, the end of the stream) go to the next request's.
-Rule 2: a request's body is read whole, within ``max_body_size`` and ``body_timeout`` (and in
-a temporary file past ``SPOOL_SIZE``), before the application runs: the worker thread never
-waits on the network, and chunked bodies get a CONTENT_LENGTH.
-Rule 3: every error answer (400, 408, 413, 431, 500, 501, 505) closes the connection and is
+Rule 1: requests are answered one after another (``_http_read`` Rule 1: pipelined requests in
+order).
+Rule 2: every error answer (400, 408, 413, 431, 500, 501, 505) closes the connection and is
 logged once: client errors at INFO, application errors at ERROR (``_http_send``, Rule 3).
-Rule 4: h11 is as lenient as the RFC allows; ``_http_rules`` is strict: a request head's raw
-bytes pass ``check_head`` before they are parsed (by h11, or Rule 6), the parsed request
-``check_request``, and a chunked body's raw bytes ``ChunkedBody``, as they are handed to h11.
-Rule 5: a new connection's first request is usually in the socket's buffer by the time its
-task runs (the client sent it right after connecting): it is read with a plain non-blocking
-read, and when the head is whole it is served without a timer, a cancel scope or an epoll
-registration. Only a head that is not all there waits, under ``keep_alive_timeout`` then
-``header_timeout`` as before.
-Rule 6: a plain head (``_http_head``: no body, no Expect, one Host) is read by ``plain_head``
-instead of h11, once ``check_head`` passed it; the bytes after it are kept in ``rest`` and go
-on as h11's would (Rule 1).
+Rule 3: an accepted upgrade ends the HTTP cycle: the 101 is written, h11's state is dropped,
+and the bytes received after the handshake go to the WebSocket.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import h11
 import trio
 
 from ._handshake import UPGRADE_SLOT, UpgradeSlot, server_connection, switching_protocols
-from ._http_framing import persists
-from ._http_head import Head, plain_head
-from ._http_rules import ChunkedBody, check_head, check_request, head_end
-from ._http_send import _DISCONNECTS, ResponseWriter, SenderOwner, _ClientGone, peer_label
-from ._sockets import read_nowait
+from ._http_head import Head
+from ._http_read import ReaderOwner, RequestReader
+from ._http_send import _DISCONNECTS, _ClientGone, peer_label
 from ._tls_stream import TLSStream, TLSWebSocket
 from ._websocket import WebSocket
 from ._wsgi import (
@@ -51,28 +36,16 @@ from ._wsgi import (
     build_environ,
     call_application,
     connection_environ,
-    empty_body,
     is_trusted,
 )
 
 log = logging.getLogger("trio_c10k.http")
 access_log = logging.getLogger("trio_c10k.access")
 
-#: bytes asked of the kernel per read; large enough for a burst of pipelined requests
-RECEIVE_SIZE = 65536
-#: seconds a connection that has sent no request yet waits for one once shutdown began: a
-#: client that connected before the signal sends its request right after the handshake, so
-#: it arrives within a round trip (a second is Linux's initial retransmission timeout too)
-SHUTDOWN_FIRST_REQUEST_WAIT = 1.0
-#: request bodies larger than this go to a temporary file instead of memory: one read's worth,
-#: so a form or a JSON body stays in memory while thousands of slow uploads cost 64 KiB each
-#: (nginx's client_body_buffer_size is 8-16 KiB; below one read, most bodies would hit the disk)
-SPOOL_SIZE = RECEIVE_SIZE
 
-
-class Owner(SenderOwner, Protocol):
+class Owner(ReaderOwner, Protocol):
     """What a connection needs of the server that accepted it (``Server`` is one): what
-    ``SenderOwner`` names (config, worker threads, ``closing``), and the names below.
+    ``ReaderOwner`` names (config, worker threads, ``closing``, ``idle``), and the names below.
 
     This is all ``_http`` knows of the server: it never imports ``_server``. A connection
     reads these, counts its answers in ``requests``, and puts the cancel scope of each wait
@@ -84,15 +57,11 @@ class Owner(SenderOwner, Protocol):
     def app(self) -> Callable[..., Iterable[bytes]]:
         """The WSGI application."""
 
-    @property
-    def idle(self) -> set[trio.CancelScope]:
-        """The cancel scopes of connections waiting for their next request."""
-
     #: requests answered so far
     requests: int
 
 
-class HTTPConnection(ResponseWriter):
+class HTTPConnection(RequestReader):
     """Serves the requests of one accepted socket until it closes.
 
     Resource handling: the caller owns the stream and closes it; this object only reads and
@@ -113,12 +82,6 @@ class HTTPConnection(ResponseWriter):
         a Unix socket), as the accept loop knows them."""
         config = server.config
         super().__init__(stream, server, peer_label(client))
-        #: the parser of the request at hand (Rule 1)
-        self.conn = self._parser()
-        #: no request was parsed on this connection yet
-        self.first = True
-        #: per request: the client expects "100 Continue" and has not had it
-        self.continue_due = False
         #: the peer's (host, port), None for a Unix socket
         self.peer = client
         #: the environ keys shared by every request of this connection
@@ -129,11 +92,6 @@ class HTTPConnection(ResponseWriter):
         )
         #: set by an accepted upgrade: the WebSocket and the slot naming its handler
         self.upgrade: tuple[WebSocket, UpgradeSlot] | None = None
-        #: per request: the framing check of a chunked body, None for other requests
-        self.chunked: ChunkedBody | None = None
-        #: per request: for a plain head (Rule 6), the bytes after it and whether the stream
-        #: ended; None while h11 holds the request
-        self.rest: tuple[bytes, bool] | None = None
 
     async def run(self) -> tuple[WebSocket, UpgradeSlot] | None:
         """Answer requests until the peer closes, an error ends the connection, or it idles.
@@ -147,13 +105,7 @@ class HTTPConnection(ResponseWriter):
                 request = await self._read_request()
                 if request is None or not await self._respond(request):
                     break
-                data, ended = self._trailing()
-                self.conn = self._parser()
-                if data:
-                    self.conn.receive_data(data)
-                if ended:
-                    self.conn.receive_data(b"")  # h11's end of the stream
-                self.first = False
+                self._next()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             if status == 431:
@@ -166,198 +118,6 @@ class HTTPConnection(ResponseWriter):
         except (*_DISCONNECTS, _ClientGone):
             log.debug("%s: connection lost", self.client)
         return self.upgrade
-
-    def _parser(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size)
-
-    def _trailing(self) -> tuple[bytes, bool]:
-        """The bytes received past the request at hand, and whether the stream ended."""
-        return self.conn.trailing_data if self.rest is None else self.rest
-
-    def _plain(self, head: bytes | bytearray, end: int, ended: bool) -> Head | None:
-        """The request of ``head[:end]`` if plain (Rule 6), the bytes after it kept in ``rest``."""
-        request = plain_head(bytes(head[:end]))
-        if request is not None:
-            self.rest = (bytes(head[end:]), ended)
-        return request
-
-    async def _read_request(self) -> Head | None:
-        """The next request, or None when the connection should close quietly.
-
-        Its head's raw bytes are checked (``check_head``) before it is parsed (Rule 6: by
-        ``plain_head`` if plain, else by h11).
-        """
-        conn = self.conn
-        self.is_head = False  # an error answer before the request is parsed has a body
-        self.head_sent, self.response, self.sent_bytes, self.http_11 = False, None, 0, False
-        self.chunked = self.rest = None
-        buffered, ended = conn.trailing_data
-        end = head_end(buffered)
-        chunked = check_head(buffered[:end]) if end >= 0 else None
-        event: object = h11.NEED_DATA  # with nothing received yet, h11 is not asked
-        if chunked is False and (plain := self._plain(buffered, end, ended)):
-            event = plain
-        elif buffered or ended:
-            event = conn.next_event()
-        if event is h11.NEED_DATA:
-            event, chunked = await self._wait_for_request(bytearray(buffered))
-        if isinstance(event, h11.Request):
-            event = Head.of(event)
-        if isinstance(event, Head):
-            self.is_head = event.method == b"HEAD"
-            # h11 bounds a head that arrives in pieces; one that arrives whole in a single
-            # read is measured here (the line, and each field as "name: value\r\n").
-            fields = event.fields
-            size = len(event.method) + len(event.target) + sum([len(n) + len(v) + 4 for n, v in fields])
-            if size > self.server.config.max_header_size:
-                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-            check_request(event)
-            self.http_11 = event.http_version == b"1.1"
-            self.persistent = persists(
-                event.http_version, [v for n, v in fields if n.lower() == b"connection"]
-            )
-            self.continue_due = conn.they_are_waiting_for_100_continue
-            if chunked:
-                self.chunked = ChunkedBody(self.server.config.max_header_size)
-                self.chunked.feed(conn.trailing_data[0])
-            return event
-        return None
-
-    async def _wait_for_request(
-        self, head: bytearray
-    ) -> tuple[Head | h11.Request | h11.ConnectionClosed | None, bool | None]:
-        """The next event, and ``check_head``'s answer once the head is whole.
-
-        ``head`` holds the bytes of the head received so far; the bytes read are added to it.
-        """
-        conn, server, config = self.conn, self.server, self.server.config
-        begun = fed = bool(head)  # fed: h11 was given bytes or the end of the stream
-        chunked = None
-        closing, idle_timeout = server.closing, config.keep_alive_timeout
-        if closing and not begun:
-            # Shutdown: a request that reached the socket already is answered (with
-            # Connection: close); a keep-alive connection with nothing sent closes now; one
-            # that has not sent its first request yet (just accepted) gets a moment for it.
-            if isinstance(self.stream, TLSStream):
-                data = self.stream.receive_nowait()
-            else:
-                data = read_nowait(self.stream.socket.fileno())
-            if data:
-                conn.receive_data(data)
-                head += data
-                begun = fed = True
-            elif not self.first:
-                return None, None
-            idle_timeout = min(idle_timeout, SHUTDOWN_FIRST_REQUEST_WAIT)
-        elif not begun and self.first and self.tls is None:
-            # Rule 5: a new connection's first request is read without a wait if it is here.
-            data = read_nowait(self.stream.socket.fileno())
-            if data is not None:
-                conn.receive_data(data)
-                head += data
-                begun, fed = bool(data), True
-                if (end := head_end(head)) >= 0:  # whole: checked (Rule 4), then parsed
-                    chunked = check_head(bytes(head[:end]))
-                    if not chunked and (plain := self._plain(head, end, False)):
-                        return plain, chunked
-                    if (event := conn.next_event()) is not h11.NEED_DATA:
-                        return event, chunked  # type: ignore[return-value]  # a Request
-        # Idle until the first byte (keep-alive timeout; shutdown cancels it), then the
-        # header timeout for the whole head, against slow-header (slowloris) clients.
-        with trio.move_on_after(config.header_timeout if begun else idle_timeout) as scope:
-            if not begun:
-                server.idle.add(scope)
-            try:
-                event = conn.next_event() if fed else h11.NEED_DATA
-                while event is h11.NEED_DATA:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                    if data and not begun:
-                        begun = True
-                        server.idle.discard(scope)
-                        scope.deadline = trio.current_time() + config.header_timeout
-                    conn.receive_data(data)
-                    if chunked is None:
-                        searched = max(0, len(head) - 2)
-                        head += data
-                        if (end := head_end(head, searched)) >= 0:
-                            chunked = check_head(bytes(head[:end]))
-                            if not chunked and (plain := self._plain(head, end, False)):
-                                return plain, chunked
-                    event = conn.next_event()
-                if chunked is None and isinstance(event, h11.Request):  # whole before any wait
-                    chunked = check_head(bytes(head[: head_end(head)]))
-                return event, chunked  # type: ignore[return-value]  # Request or ConnectionClosed
-            finally:
-                server.idle.discard(scope)
-        if begun:
-            await self._send_error(408, f"Request headers not received within {config.header_timeout:g} s")
-        elif server.closing and not closing:  # shutdown() ended the wait: what came is served
-            return await self._wait_for_request(head)
-        return None, None
-
-    async def _read_body(self, request: Head) -> tuple[IO[bytes], int] | None:
-        """The whole body and its length; None once an error answer was sent."""
-        if self.rest is not None:  # a plain head: no body (Rule 6)
-            return empty_body(), 0
-        event = self.conn.next_event()
-        if type(event) is h11.EndOfMessage:  # no body
-            return empty_body(), 0
-        limit = self.server.config.max_body_size
-        for name, value in request.fields:
-            if name.lower() == b"content-length" and int(value) > limit:
-                await self._send_error(413, f"Request body larger than {limit} bytes")
-                return None
-        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115  # closed by the caller
-        try:
-            length = await self._receive_body(event, body)
-        except BaseException:
-            body.close()
-            raise
-        if length is None:
-            body.close()
-            return None
-        body.seek(0)
-        return body, length
-
-    async def _receive_body(self, event: object, body: IO[bytes]) -> int | None:
-        conn, config = self.conn, self.server.config
-        length = 0
-        # Each read has header_timeout (a stalled client), the whole body body_timeout (one
-        # that trickles a byte now and then).
-        deadline = trio.current_time() + config.body_timeout
-        while type(event) is not h11.EndOfMessage:
-            if event is h11.NEED_DATA:
-                if self.continue_due:
-                    self.continue_due = False
-                    await self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                with trio.move_on_at(min(deadline, trio.current_time() + config.header_timeout)) as scope:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                if scope.cancelled_caught:
-                    if trio.current_time() >= deadline:
-                        reason = f"Request body not received within {config.body_timeout:g} s"
-                    else:
-                        reason = f"Request body stalled for {config.header_timeout:g} s"
-                    await self._send_error(408, reason)
-                    return None
-                if not data:
-                    log.debug("%s: connection closed during the request body", self.client)
-                    return None
-                if self.chunked is not None:
-                    self.chunked.feed(data)
-                conn.receive_data(data)
-            elif type(event) is h11.Data:
-                length += len(event.data)
-                if length > config.max_body_size:
-                    await self._send_error(413, f"Request body larger than {config.max_body_size} bytes")
-                    return None
-                try:
-                    body.write(event.data)
-                except OSError as exc:  # the spool file: out of descriptors or disk space
-                    log.error("%s: cannot store a request body: %s", self.client, exc)
-                    await self._send_error(503, "The server cannot store the request body now", logged=True)
-                    return None
-            event = conn.next_event()
-        return length
 
     async def _respond(self, request: Head) -> bool:
         """Answer one request; True if the connection can serve another."""

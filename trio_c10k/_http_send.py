@@ -1,15 +1,15 @@
 """The sending half of an HTTP connection: response heads and bodies, streamed chunks, error
 answers, each written to the socket with a deadline.
 
-``ResponseWriter`` is the base class of ``_http.HTTPConnection``: it holds the socket and what
-is sent for the request at hand; the subclass reads the requests and decides the answers. It
-never reads the socket, except to drop what a client still sends after an error answer
-(``linger``).
+``ResponseWriter`` is the base class of ``_http_read.RequestReader`` (and so of
+``_http.HTTPConnection``): it holds the socket and what is sent for the request at hand; the
+subclasses read the requests and decide the answers. It never reads the socket, except to drop
+what a client still sends after an error answer (``linger``).
 
-Rule 1: heads and framing come from ``_http_framing`` (h11 only parses, in ``_http``). Once a
-byte of a response head is handed to the socket (``head_sent``) no other answer is written for
-that request: if writing fails, or the application's body breaks its framing, the connection
-ends.
+Rule 1: heads and framing come from ``_http_framing`` (h11 only parses, in ``_http_read``).
+Once a byte of a response head is handed to the socket (``head_sent``) no other answer is
+written for that request: if writing fails, or the application's body breaks its framing, the
+connection ends.
 Rule 2: every write has a deadline for progress: a client that takes no byte for
 ``send_timeout`` is aborted (reset, so the kernel drops what it still held for it), and a
 worker thread streaming to it gets ``_ClientGone``. A body is never copied to be sent: head and
@@ -98,7 +98,7 @@ def peer_label(address: object) -> str:
 
 
 class ResponseWriter:
-    """Writes the answers of one accepted socket (``HTTPConnection`` is the one subclass).
+    """Writes the answers of one accepted socket (``RequestReader`` is the one subclass).
 
     Resource handling: the caller owns the stream and closes it; this object only writes it.
     """

@@ -53,7 +53,7 @@ async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
 
 
 async def test_pipelined_plain_heads_and_heads_with_a_body_follow_each_other(server: Server) -> None:
-    # Plain heads are read by hand, the POST by h11 (``_http`` Rule 6): the bytes after each
+    # Plain heads are read by hand, the POST by h11 (``_http_read`` Rule 5): the bytes after each
     # request go to the next, whichever read it.
     stream = await connect(server)
     await stream.send_all(

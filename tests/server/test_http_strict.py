@@ -224,7 +224,7 @@ def connected_with(server: Server, data: bytes) -> trio.SocketStream:
 async def test_a_head_already_received_on_accept_is_checked_the_same(
     server: Server, request_bytes: bytes, status_line: bytes, reason: bytes
 ) -> None:
-    # The first request is read without waiting when it is there (``_http`` Rule 5): the same
+    # The first request is read without waiting when it is there (``_http_read`` Rule 4): the same
     # checks, the same answer.
     stream = connected_with(server, request_bytes)
     status, body = split_answer(await read_until_closed(stream))
