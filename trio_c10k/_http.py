@@ -105,7 +105,7 @@ class HTTPConnection(RequestReader):
                 request = await self._read_request()
                 if request is None or not await self._respond(request):
                     break
-                self._next()
+                self.first = False
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             if status == 431:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: RFC 9110 section 5.6.2: the characters of a token
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: RFC 9110 section 5.6.2: the characters of a token (a field name, a method)
+TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: RFC 9110 section 5.5: the control characters a field value may not hold (all but HTAB)
 _CTL = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
 _BODILESS = frozenset({204, 304})
@@ -64,7 +64,7 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
 def check_field(name: bytes, value: bytes) -> None:
     """Refuse a field a response may not carry (Rule 2): ``ValueError`` unless ``name`` is a
     token and ``value`` holds no control character but HTAB."""
-    if not name or name.translate(None, _TOKEN) or len(value.translate(None, _CTL)) != len(value):
+    if not name or name.translate(None, TOKEN) or len(value.translate(None, _CTL)) != len(value):
         raise ValueError(f"invalid response header {name!r}: {value!r}")
 
 

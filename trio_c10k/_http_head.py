@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import h11
 
-#: RFC 9110 section 5.6.2: the bytes of a token (a method, a field name)
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from ._http_framing import TOKEN
+
 #: the versions a plain head may have (h11 parses any DIGIT "." DIGIT; ``check_request``
 #: answers the others with 505)
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
@@ -60,7 +60,7 @@ def plain_head(head: bytes) -> Head | None:
     lines = head.split(b"\r\n")  # the head ends with CRLF CRLF: two empty items at the end
     method, _, rest = lines[0].partition(b" ")
     target, _, version = rest.partition(b" ")
-    if version not in _VERSIONS or not method or method.translate(None, _TOKEN):
+    if version not in _VERSIONS or not method or method.translate(None, TOKEN):
         return None
     if not target or not target.isascii() or b"\t" in target:  # h11: VCHAR only (RFC 9112 3.2)
         return None
@@ -68,7 +68,7 @@ def plain_head(head: bytes) -> Head | None:
     hosts = 0
     for line in lines[1:-2]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TOKEN):
+        if not colon or not name or name.translate(None, TOKEN):
             return None  # h11 refuses it: its answer, its reason
         lower = name.lower()
         if lower in _NOT_PLAIN:

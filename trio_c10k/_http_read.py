@@ -2,7 +2,7 @@
 
 ``RequestReader`` is the base class of ``_http.HTTPConnection`` (and itself a
 ``_http_send.ResponseWriter``, for the error answers): it reads the request at hand; the
-subclass answers it and hands the connection on to the next request (``_next``).
+subclass answers it, then asks for the next.
 
 Rule 1: one ``h11.Connection`` per request, as its parser only: requests are answered one
 after another, so pipelined requests are answered in order; the bytes one request's parser
@@ -76,8 +76,8 @@ class RequestReader(ResponseWriter):
 
     def __init__(self, stream: trio.SocketStream | TLSStream, server: ReaderOwner, client: str) -> None:
         super().__init__(stream, server, client)
-        #: the parser of the request at hand (Rule 1)
-        self.conn = self._parser()
+        #: the parser of the request at hand (Rule 1), made as its reading starts
+        self.conn: h11.Connection
         #: no request was parsed on this connection yet
         self.first = True
         #: per request: the client expects "100 Continue" and has not had it
@@ -85,32 +85,23 @@ class RequestReader(ResponseWriter):
         #: per request: the framing check of a chunked body, None for other requests
         self.chunked: ChunkedBody | None = None
         #: per request: for a plain head (Rule 5), the bytes after it and whether the stream
-        #: ended; None while h11 holds the request
-        self.rest: tuple[bytes, bool] | None = None
-
-    def _next(self) -> None:
-        """Hand the bytes received past the request at hand to the next one's parser (Rule 1)."""
-        data, ended = self._trailing()
-        self.conn = self._parser()
-        if data:
-            self.conn.receive_data(data)
-        if ended:
-            self.conn.receive_data(b"")  # h11's end of the stream
-        self.first = False
-
-    def _parser(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size)
+        #: ended; None while h11 holds the request (before the first: nothing received)
+        self.rest: tuple[bytes, bool] | None = (b"", False)
 
     def _trailing(self) -> tuple[bytes, bool]:
         """The bytes received past the request at hand, and whether the stream ended."""
         return self.conn.trailing_data if self.rest is None else self.rest
 
-    def _plain(self, head: bytes | bytearray, end: int, ended: bool) -> Head | None:
-        """The request of ``head[:end]`` if plain (Rule 5), the bytes after it kept in ``rest``."""
-        request = plain_head(bytes(head[:end]))
+    def _whole_head(self, received: bytes | bytearray, end: int, ended: bool) -> tuple[bool, Head | None]:
+        """Check the head that is the first ``end`` bytes of ``received`` (Rule 3): whether the
+        request is chunked, and the request if the head is plain (Rule 5), the bytes after it
+        kept in ``rest``."""
+        head = bytes(received[:end])
+        chunked = check_head(head)
+        request = None if chunked else plain_head(head)
         if request is not None:
-            self.rest = (bytes(head[end:]), ended)
-        return request
+            self.rest = (bytes(received[end:]), ended)
+        return chunked, request
 
     async def _read_request(self) -> Head | None:
         """The next request, or None when the connection should close quietly.
@@ -118,18 +109,23 @@ class RequestReader(ResponseWriter):
         Its head's raw bytes are checked (``check_head``) before it is parsed (Rule 5: by
         ``plain_head`` if plain, else by h11).
         """
-        conn = self.conn
+        buffered, ended = self._trailing()  # what the last request's reading held past its end
+        conn = self.conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.config.max_header_size
+        )
+        if buffered:
+            conn.receive_data(buffered)
+        if ended:
+            conn.receive_data(b"")  # h11's end of the stream
         self.is_head = False  # an error answer before the request is parsed has a body
         self.head_sent, self.response, self.sent_bytes, self.http_11 = False, None, 0, False
         self.chunked = self.rest = None
-        buffered, ended = conn.trailing_data
-        end = head_end(buffered)
-        chunked = check_head(buffered[:end]) if end >= 0 else None
-        event: object = h11.NEED_DATA  # with nothing received yet, h11 is not asked
-        if chunked is False and (plain := self._plain(buffered, end, ended)):
-            event = plain
-        elif buffered or ended:
-            event = conn.next_event()
+        chunked: bool | None = None
+        event: object = None
+        if (end := head_end(buffered)) >= 0:
+            chunked, event = self._whole_head(buffered, end, ended)
+        if event is None:  # with nothing received yet, h11 is not asked
+            event = conn.next_event() if buffered or ended else h11.NEED_DATA
         if event is h11.NEED_DATA:
             event, chunked = await self._wait_for_request(bytearray(buffered))
         if isinstance(event, h11.Request):
@@ -188,8 +184,8 @@ class RequestReader(ResponseWriter):
                 head += data
                 begun, fed = bool(data), True
                 if (end := head_end(head)) >= 0:  # whole: checked (Rule 3), then parsed
-                    chunked = check_head(bytes(head[:end]))
-                    if not chunked and (plain := self._plain(head, end, False)):
+                    chunked, plain = self._whole_head(head, end, False)
+                    if plain:
                         return plain, chunked
                     if (event := conn.next_event()) is not h11.NEED_DATA:
                         return event, chunked  # type: ignore[return-value]  # a Request
@@ -211,8 +207,8 @@ class RequestReader(ResponseWriter):
                         searched = max(0, len(head) - 2)
                         head += data
                         if (end := head_end(head, searched)) >= 0:
-                            chunked = check_head(bytes(head[:end]))
-                            if not chunked and (plain := self._plain(head, end, False)):
+                            chunked, plain = self._whole_head(head, end, False)
+                            if plain:
                                 return plain, chunked
                     event = conn.next_event()
                 if chunked is None and isinstance(event, h11.Request):  # whole before any wait

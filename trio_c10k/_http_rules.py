@@ -145,7 +145,7 @@ def _check_transfer_encoding(lines: list[bytes]) -> bool:
 
 
 def check_request(request: Head) -> None:
-    """Check what h11 parsed from a request line.
+    """Check a parsed request line (from ``plain_head`` or h11).
 
     Raises:
         h11.RemoteProtocolError: 505 for an HTTP version other than 1.0 and 1.1; 400 for a
